@@ -1,0 +1,520 @@
+// Package emulator is an OpenRouter API emulator for tests. It follows the
+// project's fact sheet (shared/openrouter-facts.md): the misleading 401
+// "User not found." for expired, deleted, disabled and management keys used
+// for inference; GET /key; the management API with paging; /models;
+// /chat/completions with and without streaming (keep-alive comments, gaps
+// between events, an in-band error chunk); 402/403/429 with their headers;
+// and JSON compressed whenever the client accepts it, as OpenRouter's CDN
+// does.
+package emulator
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
+)
+
+// PageSize is OpenRouter's page size for GET /keys.
+const PageSize = 100
+
+// Key is one key the emulator knows.
+type Key struct {
+	Secret     string
+	Hash       string
+	Name       string
+	Management bool
+	Disabled   bool
+	Deleted    bool
+	ExpiresAt  *time.Time
+	CreatedAt  time.Time
+	Limit      *float64
+	Usage      float64
+}
+
+// Label is OpenRouter's masked form of the key.
+func (k *Key) Label() string { return k.Secret[:12] + "..." + k.Secret[len(k.Secret)-3:] }
+
+func (k *Key) expired(now time.Time) bool { return k.ExpiresAt != nil && !now.Before(*k.ExpiresAt) }
+
+// KeyOptions describe a key to create.
+type KeyOptions struct {
+	Name       string
+	Management bool
+	Disabled   bool
+	ExpiresAt  *time.Time
+	Limit      *float64
+}
+
+// Server is the emulator. Its zero value is not usable; call New.
+type Server struct {
+	// Delay is waited before answering any request (for benchmarks).
+	Delay time.Duration
+	// EventGap is the time between streamed events.
+	EventGap time.Duration
+	// FlatErrors makes errors use the flat form {"message":...,"code":...}.
+	FlatErrors bool
+	// OpaqueHashes makes record hashes something other than sha256(key),
+	// which OpenRouter does not promise, so that only label matching works.
+	OpaqueHashes bool
+
+	mu     sync.Mutex
+	keys   map[string]*Key
+	order  []*Key // oldest first
+	counts map[string]int
+}
+
+// New returns an emulator with no keys.
+func New() *Server {
+	return &Server{
+		EventGap: 20 * time.Millisecond,
+		keys:     make(map[string]*Key),
+		counts:   make(map[string]int),
+	}
+}
+
+// NewKey creates a key and returns its secret.
+func (s *Server) NewKey(o KeyOptions) string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return s.AddKey("sk-or-v1-"+hex.EncodeToString(b[:]), o)
+}
+
+// AddKey adds a key with the given secret, for tests that need a label
+// collision or a fixed key.
+func (s *Server) AddKey(secret string, o KeyOptions) string {
+	sum := sha256.Sum256([]byte(secret))
+	k := &Key{
+		Secret: secret, Hash: hex.EncodeToString(sum[:]), Name: o.Name,
+		Management: o.Management, Disabled: o.Disabled, ExpiresAt: o.ExpiresAt,
+		Limit: o.Limit, CreatedAt: time.Now().UTC(),
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.OpaqueHashes {
+		opaque := sha256.Sum256([]byte("opaque:" + secret))
+		k.Hash = hex.EncodeToString(opaque[:])
+	}
+	s.keys[secret] = k
+	s.order = append(s.order, k)
+	return secret
+}
+
+// ExpireIn gives a key a remaining life of d: it then expires on its own,
+// as real keys do.
+func (s *Server) ExpireIn(secret string, d time.Duration) {
+	t := time.Now().Add(d).UTC()
+	s.mu.Lock()
+	s.keys[secret].ExpiresAt = &t
+	s.mu.Unlock()
+}
+
+// SetDisabled disables or re-enables a key.
+func (s *Server) SetDisabled(secret string, disabled bool) {
+	s.mu.Lock()
+	s.keys[secret].Disabled = disabled
+	s.mu.Unlock()
+}
+
+// Delete deletes a key: it disappears from the management API.
+func (s *Server) Delete(secret string) {
+	s.mu.Lock()
+	s.keys[secret].Deleted = true
+	s.mu.Unlock()
+}
+
+// Count is how many requests reached an endpoint ("/key", "/keys",
+// "/keys/{hash}", "/chat/completions", ...), or all of them for "".
+func (s *Server) Count(endpoint string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if endpoint == "" {
+		n := 0
+		for _, c := range s.counts {
+			n += c
+		}
+		return n
+	}
+	return s.counts[endpoint]
+}
+
+// ResetCounts sets every count to zero.
+func (s *Server) ResetCounts() {
+	s.mu.Lock()
+	s.counts = make(map[string]int)
+	s.mu.Unlock()
+}
+
+// ServeHTTP answers under /api/v1.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.Delay > 0 {
+		time.Sleep(s.Delay)
+	}
+	path, ok := strings.CutPrefix(r.URL.Path, "/api/v1")
+	if !ok {
+		s.writeError(w, r, http.StatusNotFound, "Not Found", nil)
+		return
+	}
+	endpoint := path
+	if strings.HasPrefix(path, "/keys/") {
+		endpoint = "/keys/{hash}"
+	}
+	s.mu.Lock()
+	s.counts[endpoint]++
+	s.mu.Unlock()
+
+	switch {
+	case path == "/models" && r.Method == http.MethodGet:
+		s.models(w, r)
+	case (path == "/key" || path == "/auth/key") && r.Method == http.MethodGet:
+		s.withKey(w, r, true, s.keyInfo)
+	case path == "/keys" && r.Method == http.MethodGet:
+		s.withManagementKey(w, r, s.listKeys)
+	case strings.HasPrefix(path, "/keys/") && r.Method == http.MethodGet:
+		s.withManagementKey(w, r, func(w http.ResponseWriter, r *http.Request, _ *Key) {
+			s.getKey(w, r, strings.TrimPrefix(path, "/keys/"))
+		})
+	case path == "/credits" && r.Method == http.MethodGet:
+		s.withManagementKey(w, r, s.credits)
+	case path == "/chat/completions" && r.Method == http.MethodPost:
+		s.withKey(w, r, false, s.chat)
+	case (path == "/messages" || path == "/responses") && r.Method == http.MethodPost:
+		s.withKey(w, r, false, func(w http.ResponseWriter, r *http.Request, _ *Key) {
+			s.writeJSON(w, r, http.StatusOK, map[string]any{"id": "msg-emulated", "type": "message"})
+		})
+	default:
+		s.writeError(w, r, http.StatusNotFound, "Not Found", nil)
+	}
+}
+
+// authenticate does what OpenRouter does with the Authorization header.
+func (s *Server) authenticate(r *http.Request) (*Key, string) {
+	auth := r.Header.Get("Authorization")
+	if auth == "" {
+		return nil, "No cookie auth credentials found"
+	}
+	token := auth
+	if len(auth) > 7 && strings.EqualFold(auth[:7], "bearer ") {
+		token = strings.TrimSpace(auth[7:])
+	}
+	if !strings.HasPrefix(token, "sk-or-") {
+		return nil, "Missing Authentication header"
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.keys[token]
+	if k == nil || k.Deleted || k.Disabled || k.expired(time.Now()) {
+		return nil, "User not found."
+	}
+	cp := *k
+	return &cp, ""
+}
+
+// withKey runs next for a live key. Management keys may call /key but
+// never inference.
+func (s *Server) withKey(w http.ResponseWriter, r *http.Request, managementAllowed bool, next func(http.ResponseWriter, *http.Request, *Key)) {
+	k, msg := s.authenticate(r)
+	if k == nil || (k.Management && !managementAllowed) {
+		if msg == "" {
+			msg = "User not found."
+		}
+		s.writeError(w, r, http.StatusUnauthorized, msg, nil)
+		return
+	}
+	next(w, r, k)
+}
+
+func (s *Server) withManagementKey(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, *Key)) {
+	s.withKey(w, r, true, func(w http.ResponseWriter, r *http.Request, k *Key) {
+		if !k.Management {
+			s.writeError(w, r, http.StatusForbidden, "Only management keys can perform this operation", nil)
+			return
+		}
+		next(w, r, k)
+	})
+}
+
+func timeOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
+	var remaining any
+	if k.Limit != nil {
+		remaining = *k.Limit - k.Usage
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": map[string]any{
+		"label": k.Label(), "limit": k.Limit, "limit_remaining": remaining, "limit_reset": nil,
+		"include_byok_in_limit": false, "usage": k.Usage, "usage_daily": k.Usage, "usage_weekly": k.Usage,
+		"usage_monthly": k.Usage, "byok_usage": 0, "is_free_tier": false,
+		"is_management_key": k.Management, "is_provisioning_key": k.Management,
+		"expires_at": timeOrNil(k.ExpiresAt), "creator_user_id": nil,
+		"rate_limit": map[string]any{"requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."},
+	}})
+}
+
+func record(k *Key) map[string]any {
+	return map[string]any{
+		"hash": k.Hash, "name": k.Name, "label": k.Label(), "disabled": k.Disabled,
+		"limit": k.Limit, "limit_remaining": nil, "limit_reset": nil, "include_byok_in_limit": false,
+		"usage": k.Usage, "created_at": k.CreatedAt.Format(time.RFC3339), "updated_at": nil,
+		"expires_at": timeOrNil(k.ExpiresAt), "creator_user_id": nil, "workspace_id": "default",
+	}
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
+	offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+	includeDisabled := r.URL.Query().Get("include_disabled") == "true"
+	s.mu.Lock()
+	var live []*Key
+	for i := len(s.order) - 1; i >= 0; i-- { // most recent first
+		k := s.order[i]
+		if k.Deleted || (k.Disabled && !includeDisabled) {
+			continue
+		}
+		live = append(live, k)
+	}
+	page := []map[string]any{}
+	for i := offset; i < len(live) && i < offset+PageSize; i++ {
+		page = append(page, record(live[i]))
+	}
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": page})
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
+	s.mu.Lock()
+	var found *Key
+	for _, k := range s.order {
+		if k.Hash == hash && !k.Deleted {
+			found = k
+		}
+	}
+	var rec map[string]any
+	if found != nil {
+		rec = record(found)
+	}
+	s.mu.Unlock()
+	if rec == nil {
+		s.writeError(w, r, http.StatusNotFound, "Key not found", nil)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": rec})
+}
+
+func (s *Server) credits(w http.ResponseWriter, r *http.Request, _ *Key) {
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": map[string]any{"total_credits": 25, "total_usage": 11.5}})
+}
+
+// ModelIDs are the models the emulator lists.
+var ModelIDs = []string{
+	"openai/gpt-4o", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet", "anthropic/claude-3-haiku",
+	"google/gemini-2.0-flash-001", "meta-llama/llama-3.1-70b-instruct", "mistralai/mistral-large",
+	"deepseek/deepseek-chat", "qwen/qwen-2.5-72b-instruct", "x-ai/grok-2",
+}
+
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "" {
+		// A dead key sent along may still get the 401.
+		if k, msg := s.authenticate(r); k == nil && msg == "User not found." {
+			s.writeError(w, r, http.StatusUnauthorized, msg, nil)
+			return
+		}
+	}
+	data := make([]map[string]any, 0, len(ModelIDs))
+	for i, id := range ModelIDs {
+		data = append(data, map[string]any{
+			"id": id, "canonical_slug": id, "name": id, "created": 1700000000 + i,
+			"description":        strings.Repeat("A model emulated for tests. ", 40),
+			"context_length":     128000,
+			"architecture":       map[string]any{"modality": "text->text", "input_modalities": []string{"text"}, "output_modalities": []string{"text"}},
+			"pricing":            map[string]any{"prompt": "0.0000025", "completion": "0.00001", "request": "0", "image": "0"},
+			"top_provider":       map[string]any{"context_length": 128000, "max_completion_tokens": 16384, "is_moderated": true},
+			"per_request_limits": nil, "supported_parameters": []string{"max_tokens", "temperature", "stream"},
+		})
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data})
+}
+
+// Reply is what every emulated completion says, one word per streamed event.
+const Reply = "Hello from the OpenRouter emulator."
+
+// Models that make /chat/completions fail the way OpenRouter does.
+const (
+	ModelNeedsCredits = "emulator/error-402"
+	ModelKeyLimit     = "emulator/error-403"
+	ModelRateLimited  = "emulator/error-429"
+	ModelInBandError  = "emulator/in-band-error"
+)
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
+	var req struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		s.writeError(w, r, http.StatusBadRequest, "Invalid JSON body", nil)
+		return
+	}
+	switch req.Model {
+	case ModelNeedsCredits:
+		s.writeError(w, r, http.StatusPaymentRequired, "This request requires more credits, or fewer max_tokens. You requested up to 16384 tokens, but can only afford 1000.", map[string]any{"provider_name": nil})
+		return
+	case ModelKeyLimit:
+		s.writeError(w, r, http.StatusForbidden, "Key limit exceeded (monthly limit). Manage it using https://openrouter.ai/settings/keys", nil)
+		return
+	case ModelRateLimited:
+		reset := strconv.FormatInt(time.Now().Add(3*time.Second).UnixMilli(), 10)
+		h := w.Header()
+		h.Set("Retry-After", "3")
+		h.Set("X-RateLimit-Limit", "20")
+		h.Set("X-RateLimit-Remaining", "0")
+		h.Set("X-RateLimit-Reset", reset)
+		s.writeError(w, r, http.StatusTooManyRequests, "Rate limit exceeded: free-models-per-min.",
+			map[string]any{"headers": map[string]string{"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}})
+		return
+	}
+	id := "gen-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	created := time.Now().Unix()
+	if !req.Stream {
+		s.writeJSON(w, r, http.StatusOK, map[string]any{
+			"id": id, "provider": "Emulator", "model": req.Model, "object": "chat.completion", "created": created,
+			"choices": []any{map[string]any{"index": 0, "logprobs": nil, "finish_reason": "stop", "native_finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": Reply, "refusal": nil}}},
+			"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16},
+		})
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Generation-Id", id)
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(s string) bool {
+		if _, err := io.WriteString(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	chunk := func(delta map[string]any, finish any, extra map[string]any) string {
+		c := map[string]any{"id": id, "provider": "Emulator", "model": req.Model, "object": "chat.completion.chunk", "created": created,
+			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish, "logprobs": nil}}}
+		for k, v := range extra {
+			c[k] = v
+		}
+		b, _ := json.Marshal(c)
+		return "data: " + string(b) + "\n\n"
+	}
+	gap := func() bool {
+		select {
+		case <-r.Context().Done():
+			return false
+		case <-time.After(s.EventGap):
+			return true
+		}
+	}
+	if !send(": OPENROUTER PROCESSING\n\n") || !gap() || !send(": OPENROUTER PROCESSING\n\n") || !gap() {
+		return
+	}
+	words := strings.SplitAfter(Reply, " ")
+	for i, word := range words {
+		delta := map[string]any{"content": word}
+		if i == 0 {
+			delta["role"] = "assistant"
+		}
+		if !send(chunk(delta, nil, nil)) || !gap() {
+			return
+		}
+		if req.Model == ModelInBandError {
+			send(chunk(map[string]any{"content": ""}, "error", map[string]any{"error": map[string]any{"code": 502, "message": "Provider returned error"}}))
+			send("data: [DONE]\n\n")
+			return
+		}
+		if i == 1 && !send(": OPENROUTER PROCESSING\n\n") {
+			return
+		}
+	}
+	send(chunk(map[string]any{}, "stop", map[string]any{"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}}))
+	send("data: [DONE]\n\n")
+}
+
+// writeError writes OpenRouter's error envelope for the endpoint.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, status int, msg string, metadata map[string]any) {
+	var body any
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/messages"):
+		body = map[string]any{"type": "error", "error": map[string]any{"type": "authentication_error", "message": msg}}
+	case strings.HasSuffix(r.URL.Path, "/responses"):
+		body = map[string]any{"error": map[string]any{"code": "server_error", "message": msg}, "error_type": "authentication"}
+	case s.FlatErrors:
+		body = map[string]any{"message": msg, "code": status}
+	default:
+		e := map[string]any{"message": msg, "code": status}
+		if metadata != nil {
+			e["metadata"] = metadata
+		}
+		body = map[string]any{"error": e}
+	}
+	s.writeJSON(w, r, status, body)
+}
+
+// writeJSON writes v compressed as the client accepts it, brotli first, as
+// OpenRouter's CDN does. OpenRouter's exact 401 body has "message" before
+// "code"; encoding/json sorts map keys, which gives the same order.
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("emulator: %v", err))
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Add("Vary", "Accept-Encoding")
+	accept := r.Header.Get("Accept-Encoding")
+	switch {
+	case acceptsEncoding(accept, "br"):
+		h.Set("Content-Encoding", "br")
+		w.WriteHeader(status)
+		bw := brotli.NewWriterLevel(w, brotli.DefaultCompression)
+		_, _ = bw.Write(b)
+		_ = bw.Close()
+	case acceptsEncoding(accept, "gzip"):
+		h.Set("Content-Encoding", "gzip")
+		w.WriteHeader(status)
+		gw := gzip.NewWriter(w)
+		_, _ = gw.Write(b)
+		_ = gw.Close()
+	default:
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(status)
+		_, _ = w.Write(b)
+	}
+}
+
+func acceptsEncoding(header, enc string) bool {
+	for _, part := range strings.Split(header, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(name), enc) {
+			continue
+		}
+		q, found := strings.CutPrefix(strings.TrimSpace(params), "q=")
+		if v, err := strconv.ParseFloat(q, 64); found && err == nil && v == 0 {
+			return false
+		}
+		return true
+	}
+	return false
+}
