@@ -148,6 +148,18 @@ func (s *Server) Count(endpoint string) int {
 	return s.counts[endpoint]
 }
 
+// Secrets lists every key the emulator has issued, for tests that sweep
+// output for key material.
+func (s *Server) Secrets() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.order))
+	for _, k := range s.order {
+		out = append(out, k.Secret)
+	}
+	return out
+}
+
 // ResetCounts sets every count to zero.
 func (s *Server) ResetCounts() {
 	s.mu.Lock()
@@ -377,7 +389,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 		s.writeError(w, r, http.StatusForbidden, "Key limit exceeded (monthly limit). Manage it using https://openrouter.ai/settings/keys", nil)
 		return
 	case ModelRateLimited:
-		reset := strconv.FormatInt(time.Now().Add(3*time.Second).UnixMilli(), 10)
+		const reset = "1767225600000" // fixed, so that two answers compare byte for byte
 		h := w.Header()
 		h.Set("Retry-After", "3")
 		h.Set("X-RateLimit-Limit", "20")
@@ -387,8 +399,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 			map[string]any{"headers": map[string]string{"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}})
 		return
 	}
-	id := "gen-" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	created := time.Now().Unix()
+	// Fixed, so that the same request answered twice compares byte for byte.
+	id, created := "gen-1767225600-emulated", int64(1767225600)
 	if !req.Stream {
 		s.writeJSON(w, r, http.StatusOK, map[string]any{
 			"id": id, "provider": "Emulator", "model": req.Model, "object": "chat.completion", "created": created,

@@ -1,0 +1,403 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+func client(base, key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(base+"/"), option.WithAPIKey(key), option.WithMaxRetries(0))
+}
+
+func chatParams(model string) openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{
+		Model:    model,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello.")},
+	}
+}
+
+func chat(base, key string) (*openai.ChatCompletion, error) {
+	c := client(base, key)
+	return c.Chat.Completions.New(context.Background(), chatParams("openai/gpt-4o"))
+}
+
+// streamChat streams a completion and returns its text.
+func streamChat(base, key string) (string, error) {
+	c := client(base, key)
+	s := c.Chat.Completions.NewStreaming(context.Background(), chatParams("openai/gpt-4o"))
+	defer s.Close()
+	var text strings.Builder
+	for s.Next() {
+		for _, ch := range s.Current().Choices {
+			text.WriteString(ch.Delta.Content)
+		}
+	}
+	return text.String(), s.Err()
+}
+
+// keyError is a 401 as the SDK reports it, with what the gateway adds.
+type keyError struct {
+	status    int
+	message   string
+	reason    string
+	expiresAt string
+	header    string // X-OpenRouter-Key-Status
+	edge      bool   // X-OpenRouter-Keys-Answer: edge
+}
+
+func asKeyError(t *testing.T, err error) keyError {
+	t.Helper()
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("want an API error, got %v", err)
+	}
+	var inner struct {
+		Metadata struct {
+			Reason    string `json:"reason"`
+			ExpiresAt string `json:"expires_at"`
+		} `json:"metadata"`
+	}
+	_ = json.Unmarshal([]byte(apiErr.RawJSON()), &inner)
+	return keyError{
+		status: apiErr.StatusCode, message: apiErr.Message,
+		reason: inner.Metadata.Reason, expiresAt: inner.Metadata.ExpiresAt,
+		header: apiErr.Response.Header.Get("X-OpenRouter-Key-Status"),
+		edge:   apiErr.Response.Header.Get("X-OpenRouter-Keys-Answer") == "edge",
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// learn makes one working call with key and waits until the gateway's
+// background GET /key has been answered.
+func (e *env) learn(key string) {
+	e.t.Helper()
+	before := e.emu.Count("/key")
+	if _, err := chat(gatewayBase, key); err != nil {
+		e.t.Fatalf("working key failed: %v", err)
+	}
+	waitFor(e.t, "the background key lookup", func() bool { return e.emu.Count("/key") > before })
+	time.Sleep(100 * time.Millisecond) // the answer is recorded after the emulator counted the request
+}
+
+func TestWorkingKeyIsUntouched(t *testing.T) {
+	e := start(t, options{})
+	key := e.emu.NewKey(emulator.KeyOptions{Name: "works"})
+
+	viaGateway, err := chat(gatewayBase, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	direct, err := chat(e.upstream.URL+"/api/v1", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := viaGateway.Choices[0].Message.Content, direct.Choices[0].Message.Content; got != want || got != emulator.Reply {
+		t.Errorf("content through the gateway %q, direct %q, want %q", got, want, emulator.Reply)
+	}
+	if viaGateway.RawJSON() != direct.RawJSON() {
+		t.Errorf("completion JSON differs:\n gateway %s\n direct  %s", viaGateway.RawJSON(), direct.RawJSON())
+	}
+
+	text, err := streamChat(gatewayBase, key)
+	if err != nil || text != emulator.Reply {
+		t.Errorf("streamed text %q, %v; want %q", text, err, emulator.Reply)
+	}
+}
+
+func TestStreamIsByteIdenticalAndNotDelayed(t *testing.T) {
+	e := start(t, options{emulator: func(s *emulator.Server) { s.EventGap = 50 * time.Millisecond }})
+	key := e.emu.NewKey(emulator.KeyOptions{})
+	body := `{"model":"openai/gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+
+	for _, model := range []string{"openai/gpt-4o", emulator.ModelInBandError} {
+		b := strings.Replace(body, "openai/gpt-4o", model, 1)
+		gw, gwBody := raw(t, "POST", gatewayBase+"/chat/completions", key, b)
+		pl, plBody := raw(t, "POST", plainBase+"/chat/completions", key, b)
+		if gw.StatusCode != 200 || string(gwBody) != string(plBody) {
+			t.Errorf("%s: stream through the gateway (%d) differs from plain reverse_proxy (%d):\n%s\n---\n%s", model, gw.StatusCode, pl.StatusCode, gwBody, plBody)
+		}
+		if !equalHeader(comparableHeader(gw.Header), comparableHeader(pl.Header)) {
+			t.Errorf("%s: headers differ:\n gateway %v\n plain   %v", model, gw.Header, pl.Header)
+		}
+		if !strings.Contains(string(gwBody), ": OPENROUTER PROCESSING\n\n") || !strings.HasSuffix(string(gwBody), "data: [DONE]\n\n") {
+			t.Errorf("%s: stream lost its comments or end: %q", model, gwBody)
+		}
+	}
+	if !strings.Contains(func() string {
+		_, b := raw(t, "POST", gatewayBase+"/chat/completions", key, strings.Replace(body, "openai/gpt-4o", emulator.ModelInBandError, 1))
+		return string(b)
+	}(), `"finish_reason":"error"`) {
+		t.Error("in-band error chunk did not pass through")
+	}
+
+	// Timing: each event must arrive as the upstream sends it.
+	req, _ := http.NewRequest("POST", gatewayBase+"/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	first, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstAt := time.Since(start)
+	for err == nil {
+		_, err = r.ReadString('\n')
+	}
+	total := time.Since(start)
+	if first != ": OPENROUTER PROCESSING\n" {
+		t.Errorf("first line %q", first)
+	}
+	// The emulator spends about ten 50 ms gaps on this stream: a first
+	// event held back to the end would arrive within a gap of the end.
+	if total-firstAt < 300*time.Millisecond {
+		t.Errorf("first event at %v, stream ended at %v: events are not flushed as they arrive", firstAt, total)
+	}
+}
+
+func equalHeader(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if strings.Join(v, "\x00") != strings.Join(b[k], "\x00") {
+			return false
+		}
+	}
+	return true
+}
+
+func TestOtherResponsesAreByteIdentical(t *testing.T) {
+	e := start(t, options{management: true})
+	key := e.emu.NewKey(emulator.KeyOptions{})
+	noKey := ""
+	cases := []struct {
+		name, method, path, key, body string
+		status                        int
+	}{
+		{"402", "POST", "/chat/completions", key, `{"model":"` + emulator.ModelNeedsCredits + `","messages":[]}`, 402},
+		{"403", "POST", "/chat/completions", key, `{"model":"` + emulator.ModelKeyLimit + `","messages":[]}`, 403},
+		{"429", "POST", "/chat/completions", key, `{"model":"` + emulator.ModelRateLimited + `","messages":[]}`, 429},
+		{"models", "GET", "/models", key, "", 200},
+		{"models without key", "GET", "/models", noKey, "", 200},
+		{"no key at all", "POST", "/chat/completions", noKey, `{"model":"openai/gpt-4o","messages":[]}`, 401},
+	}
+	for _, c := range cases {
+		for _, enc := range []string{"", "gzip", "br", "gzip, deflate, br, zstd"} {
+			gw, gwBody := raw(t, c.method, gatewayBase+c.path, c.key, c.body, "Accept-Encoding", enc)
+			pl, plBody := raw(t, c.method, plainBase+c.path, c.key, c.body, "Accept-Encoding", enc)
+			if gw.StatusCode != c.status || pl.StatusCode != c.status {
+				t.Errorf("%s (%q): status %d through the gateway, %d plain; want %d", c.name, enc, gw.StatusCode, pl.StatusCode, c.status)
+			}
+			if string(gwBody) != string(plBody) {
+				t.Errorf("%s (%q): body differs from plain reverse_proxy", c.name, enc)
+			}
+			if !equalHeader(comparableHeader(gw.Header), comparableHeader(pl.Header)) {
+				t.Errorf("%s (%q): headers differ:\n gateway %v\n plain   %v", c.name, enc, gw.Header, pl.Header)
+			}
+		}
+	}
+	// The 429 keeps its rate limit headers.
+	gw, _ := raw(t, "POST", gatewayBase+"/chat/completions", key, cases[2].body)
+	if gw.Header.Get("Retry-After") != "3" || gw.Header.Get("X-RateLimit-Remaining") != "0" {
+		t.Errorf("429 lost its headers: %v", gw.Header)
+	}
+	// No credential: "No cookie auth credentials found" is accurate and stays.
+	_, b := raw(t, "POST", gatewayBase+"/chat/completions", "", cases[5].body)
+	if !strings.Contains(string(b), "No cookie auth credentials found") {
+		t.Errorf("missing-key 401 changed: %s", b)
+	}
+}
+
+func TestKeyThatExpiresWhileInUse(t *testing.T) {
+	// No management key: what GET /key taught while the key worked is
+	// enough to explain its expiry.
+	e := start(t, options{})
+	key := e.emu.NewKey(emulator.KeyOptions{})
+	e.emu.ExpireIn(key, 1500*time.Millisecond)
+	e.learn(key)
+
+	time.Sleep(time.Until(time.Now().Add(1600 * time.Millisecond)))
+	_, err := chat(gatewayBase, key)
+	ke := asKeyError(t, err)
+	if ke.status != 401 || !strings.HasPrefix(ke.message, "Key expired.") || ke.reason != "key_expired" || ke.header != "key_expired" || ke.expiresAt == "" {
+		t.Fatalf("after expiry: %+v", ke)
+	}
+	if ke.edge {
+		t.Error("a key expired less than expiry_skew ago was answered at the edge")
+	}
+	_, err = streamChat(gatewayBase, key)
+	if ke := asKeyError(t, err); ke.reason != "key_expired" {
+		t.Errorf("streaming request after expiry: %+v", ke)
+	}
+}
+
+func TestColdKeysWithManagementKey(t *testing.T) {
+	for _, opaque := range []bool{false, true} {
+		name := "record hash is sha256"
+		if opaque {
+			name = "record hash is opaque (label match)"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := start(t, options{management: true, emulator: func(s *emulator.Server) { s.OpaqueHashes = opaque }})
+			past := time.Now().Add(-time.Hour)
+			expired := e.emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
+			disabled := e.emu.NewKey(emulator.KeyOptions{Disabled: true})
+			deleted := e.emu.NewKey(emulator.KeyOptions{})
+			e.emu.Delete(deleted)
+			// Enough keys that the listing needs several pages.
+			for i := 0; i < 2*emulator.PageSize+10; i++ {
+				e.emu.NewKey(emulator.KeyOptions{})
+			}
+			management := e.emu.NewKey(emulator.KeyOptions{Management: true})
+			neverIssued := "sk-or-v1-" + strings.Repeat("0f", 32)
+
+			for _, c := range []struct {
+				key, reason, message string
+			}{
+				{expired, "key_expired", "Key expired."},
+				{disabled, "key_disabled", "Key disabled."},
+				{deleted, "key_not_found", "Key not found"},
+				{neverIssued, "key_not_found", "Key not found"},
+				{management, "management_key", "Management keys cannot be used for inference."},
+			} {
+				_, err := chat(gatewayBase, c.key)
+				ke := asKeyError(t, err)
+				if ke.status != 401 || ke.reason != c.reason || ke.header != c.reason || !strings.HasPrefix(ke.message, c.message) {
+					t.Errorf("%s: got %+v", c.reason, ke)
+				}
+			}
+			if pages := e.emu.Count("/keys"); pages < 3 || pages > 6 {
+				t.Errorf("the listing was read in %d page requests; want 3 per listing, listings shared", pages)
+			}
+		})
+	}
+}
+
+func TestEnvelopes(t *testing.T) {
+	t.Run("flat", func(t *testing.T) {
+		e := start(t, options{management: true, emulator: func(s *emulator.Server) { s.FlatErrors = true }})
+		key := e.emu.NewKey(emulator.KeyOptions{Disabled: true})
+		_, b := raw(t, "POST", gatewayBase+"/chat/completions", key, `{"model":"x","messages":[]}`, "Accept-Encoding", "gzip")
+		var flat struct {
+			Message  string `json:"message"`
+			Code     int    `json:"code"`
+			Metadata struct {
+				Reason string `json:"reason"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(b, &flat); err != nil || flat.Code != 401 || flat.Metadata.Reason != "key_disabled" || flat.Message != "Key disabled. Re-enable it in the key settings or use another key." {
+			t.Errorf("flat envelope: %s (%v)", b, err)
+		}
+	})
+	t.Run("messages and responses", func(t *testing.T) {
+		e := start(t, options{management: true})
+		past := time.Now().Add(-time.Hour)
+		key := e.emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
+		resp, b := raw(t, "POST", gatewayBase+"/messages", key, `{}`, "Accept-Encoding", "br")
+		var anth struct {
+			Type  string `json:"type"`
+			Error struct {
+				Type     string `json:"type"`
+				Message  string `json:"message"`
+				Metadata struct {
+					Reason string `json:"reason"`
+				} `json:"metadata"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal(b, &anth); err != nil || anth.Type != "error" || anth.Error.Type != "authentication_error" || anth.Error.Metadata.Reason != "key_expired" || resp.Header.Get("Content-Encoding") != "" {
+			t.Errorf("/messages: %s %v (%v)", b, resp.Header, err)
+		}
+		_, b = raw(t, "POST", gatewayBase+"/responses", key, `{}`, "Accept-Encoding", "gzip")
+		var oai struct {
+			Error struct {
+				Code     string `json:"code"`
+				Metadata struct {
+					Reason string `json:"reason"`
+				} `json:"metadata"`
+			} `json:"error"`
+			ErrorType string `json:"error_type"`
+		}
+		if err := json.Unmarshal(b, &oai); err != nil || oai.ErrorType != "authentication" || oai.Error.Code != "server_error" || oai.Error.Metadata.Reason != "key_expired" {
+			t.Errorf("/responses: %s (%v)", b, err)
+		}
+	})
+}
+
+func TestMalformedKeys(t *testing.T) {
+	e := start(t, options{})
+	for _, key := range []string{
+		"sk-or-v1-abc",                                // truncated
+		"sk-or-v1-" + strings.Repeat("AB", 32),        // upper case
+		"sk-or-v1-" + strings.Repeat("ab", 32) + "0",  // too long
+		"not-an-openrouter-key",                       // "Missing Authentication header" upstream
+		`"sk-or-v1-` + strings.Repeat("ab", 32) + `"`, // stray quotes
+	} {
+		remember(key)
+		_, err := chat(gatewayBase, key)
+		ke := asKeyError(t, err)
+		if ke.status != 401 || ke.reason != "key_malformed" || !strings.Contains(ke.message, "64 lowercase hexadecimal digits") {
+			t.Errorf("%.12s...: %+v", key, ke)
+		}
+		if strings.Contains(ke.message, key) {
+			t.Errorf("the error echoes the key")
+		}
+	}
+	if n := e.emu.Count("/key"); n != 0 {
+		t.Errorf("malformed keys caused %d lookups; want none", n)
+	}
+}
+
+func TestUnknownStaysUnchanged(t *testing.T) {
+	// Without a management key, a key never seen that is dead says
+	// nothing: the upstream's body stands, byte for byte.
+	e := start(t, options{})
+	past := time.Now().Add(-time.Hour)
+	key := e.emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
+	body := `{"model":"x","messages":[]}`
+	gw, gwBody := raw(t, "POST", gatewayBase+"/chat/completions", key, body, "Accept-Encoding", "gzip")
+	pl, plBody := raw(t, "POST", plainBase+"/chat/completions", key, body, "Accept-Encoding", "gzip")
+	if gw.StatusCode != 401 || string(gwBody) != string(plBody) || !equalHeader(comparableHeader(gw.Header), comparableHeader(pl.Header)) {
+		t.Errorf("unexplained 401 changed:\n gateway %v %q\n plain   %v %q", gw.Header, gwBody, pl.Header, plBody)
+	}
+}
+
+func TestOneKeyFewLookups(t *testing.T) {
+	e := start(t, options{})
+	key := e.emu.NewKey(emulator.KeyOptions{})
+	for i := 0; i < 100; i++ {
+		if _, err := chat(gatewayBase, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.emu.Count("/key"); n < 1 || n > 2 {
+		t.Errorf("100 requests with one key caused %d GET /key; want 1 or 2", n)
+	}
+}

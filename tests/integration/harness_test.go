@@ -1,0 +1,220 @@
+// Package integration runs a real Caddy with openrouter_keys and
+// reverse_proxy in front of the OpenRouter emulator, and drives it as
+// users do. Every caddytest-based test lives in this one package: they
+// share Caddy's admin port 2999 and must not run in parallel.
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/openrouter-keys/caddy-openrouter-keys/caddymodule"
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+const (
+	gatewayPort = 9080 // Caddy with openrouter_keys in front of reverse_proxy
+	plainPort   = 9081 // the same reverse_proxy without the module
+)
+
+var (
+	gatewayBase = fmt.Sprintf("http://localhost:%d/api/v1", gatewayPort)
+	plainBase   = fmt.Sprintf("http://localhost:%d/api/v1", plainPort)
+
+	// logPath collects every log line Caddy writes during the suite, at
+	// debug level, for the sweep in TestMain.
+	logPath string
+
+	secretsMu sync.Mutex
+	secrets   []string // every key any test used
+)
+
+// remember adds keys to the sweep for key material.
+func remember(keys ...string) {
+	secretsMu.Lock()
+	secrets = append(secrets, keys...)
+	secretsMu.Unlock()
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "openrouter-keys-it")
+	if err != nil {
+		panic(err)
+	}
+	logPath = filepath.Join(dir, "caddy.log")
+	code := m.Run()
+	if code == 0 {
+		if leaks := sweepForKeys(); len(leaks) > 0 {
+			fmt.Println("FAIL: key material in Caddy's logs:")
+			for _, l := range leaks {
+				fmt.Println("  ", l)
+			}
+			code = 1
+		} else {
+			fmt.Printf("swept %s: no key material in any log line\n", logPath)
+		}
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// keyMaterial is every form of a key that must never appear in output:
+// the key, its hex part, and its plain SHA-256 (OpenRouter's record hash).
+func keyMaterial(key string) []string {
+	sum := sha256.Sum256([]byte(key))
+	out := []string{key, hex.EncodeToString(sum[:])}
+	if hexPart, ok := strings.CutPrefix(key, "sk-or-v1-"); ok && len(hexPart) >= 16 {
+		out = append(out, hexPart)
+	}
+	return out
+}
+
+func sweepForKeys() []string {
+	logs, err := os.ReadFile(logPath)
+	if err != nil {
+		return []string{"cannot read the log: " + err.Error()}
+	}
+	// The sweep proves something only if the module's own lines, down to
+	// debug level, are in the log.
+	for _, want := range []string{`"msg":"explained misleading 401"`, `"msg":"key lookup"`} {
+		if !bytes.Contains(logs, []byte(want)) {
+			return []string{"the log has no " + want + " line: the sweep would prove nothing"}
+		}
+	}
+	secretsMu.Lock()
+	defer secretsMu.Unlock()
+	var leaks []string
+	for _, key := range secrets {
+		for _, m := range keyMaterial(key) {
+			if bytes.Contains(logs, []byte(m)) {
+				leaks = append(leaks, fmt.Sprintf("a form of key %s... (%d bytes)", key[:min(len(key), 12)], len(m)))
+			}
+		}
+	}
+	return leaks
+}
+
+// env is one running Caddy in front of one emulator.
+type env struct {
+	t        *testing.T
+	emu      *emulator.Server
+	upstream *httptest.Server
+	mgmtKey  string
+}
+
+// options configure start.
+type options struct {
+	management bool   // configure a management key
+	module     string // extra openrouter_keys subdirectives
+	emulator   func(*emulator.Server)
+}
+
+// start runs the emulator and a Caddy serving the gateway on gatewayPort
+// and plain reverse_proxy on plainPort, both in front of the emulator.
+func start(t *testing.T, o options) *env {
+	t.Helper()
+	emu := emulator.New()
+	if o.emulator != nil {
+		o.emulator(emu)
+	}
+	upstream := httptest.NewServer(emu)
+	t.Cleanup(upstream.Close)
+	e := &env{t: t, emu: emu, upstream: upstream}
+	t.Cleanup(func() { remember(emu.Secrets()...) })
+
+	mgmtLine := ""
+	if o.management {
+		e.mgmtKey = emu.NewKey(emulator.KeyOptions{Name: "gateway", Management: true})
+		t.Setenv("OPENROUTER_TEST_MANAGEMENT_KEY", e.mgmtKey)
+		mgmtLine = "management_key {env.OPENROUTER_TEST_MANAGEMENT_KEY}"
+	}
+	hostport := strings.TrimPrefix(upstream.URL, "http://")
+	config := fmt.Sprintf(`{
+	admin localhost:2999
+	http_port %[1]d
+	https_port 9443
+	auto_https off
+	skip_install_trust
+	log {
+		output file %[3]q
+		level DEBUG
+	}
+}
+
+http://localhost:%[1]d {
+	log
+	handle /api/v1/* {
+		openrouter_keys {
+			upstream http://%[4]s/api/v1
+			lookup_timeout 2s
+			%[5]s
+			%[6]s
+		}
+		reverse_proxy %[4]s
+	}
+	handle {
+		respond "not found" 404
+	}
+}
+
+http://localhost:%[2]d {
+	log
+	reverse_proxy %[4]s
+}
+`, gatewayPort, plainPort, logPath, hostport, mgmtLine, o.module)
+	tc := caddytest.NewTester(t)
+	tc.InitServer(config, "caddyfile")
+	return e
+}
+
+// raw sends a request with the exact headers given and returns the
+// response with its body as sent on the wire (no transparent
+// decompression).
+func raw(t *testing.T, method, url, key string, body string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, b
+}
+
+// comparableHeader is a response's header without the fields that differ
+// between any two responses (Date).
+func comparableHeader(h http.Header) http.Header {
+	c := h.Clone()
+	c.Del("Date")
+	return c
+}
