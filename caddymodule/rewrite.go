@@ -81,6 +81,7 @@ func parseObject(b []byte) ([]jsonField, bool) {
 		return nil, false
 	}
 	var fields []jsonField
+	seen := make(map[string]struct{})
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -90,6 +91,12 @@ func parseObject(b []byte) ([]jsonField, bool) {
 		if !ok {
 			return nil, false
 		}
+		// With a member twice, readers disagree on which counts: not a
+		// body this gateway rewrites.
+		if _, dup := seen[name]; dup {
+			return nil, false
+		}
+		seen[name] = struct{}{}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
 			return nil, false

@@ -1,0 +1,104 @@
+package caddymodule
+
+import (
+	"encoding/binary"
+	"testing"
+	"time"
+)
+
+func fpOf(i int) fingerprint {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(i))
+	return fingerprintOf(string(b[:]))
+}
+
+func TestCacheNeverExceedsItsSize(t *testing.T) {
+	now := time.Now()
+	for _, size := range []int{1, 3, 63, 64, 100, 1000} {
+		c := newKeyCache(size)
+		for i := 0; i < 10*size+100; i++ {
+			c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.learnedAt = int64(i); return true })
+			if n := c.len(); n > size {
+				t.Fatalf("size %d: %d entries", size, n)
+			}
+		}
+		if n := c.len(); n < size*9/10 {
+			t.Errorf("size %d: only %d entries kept", size, n)
+		}
+	}
+}
+
+func TestCacheEvictsWhatMattersLeast(t *testing.T) {
+	now := time.Now()
+	const size = 6400
+	c := newKeyCache(size)
+	// A full cache of keys whose expiry is known...
+	for i := 0; i < size; i++ {
+		c.update(fpOf(i), now, func(st *keyState, _ bool) bool {
+			st.flags = flagAlive | flagHasExpiry
+			st.expiresAt = now.Add(time.Hour).Unix()
+			return true
+		})
+	}
+	// ...then as many keys nothing is known about (a flood).
+	for i := size; i < 2*size; i++ {
+		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { return true })
+	}
+	kept := 0
+	for i := 0; i < size; i++ {
+		if _, ok := c.get(fpOf(i)); ok {
+			kept++
+		}
+	}
+	// Evicting at random would keep about 37%; sampled eviction that
+	// prefers entries without expiry keeps most.
+	if kept < size*6/10 {
+		t.Errorf("kept %d of %d keys with a known expiry", kept, size)
+	}
+
+	// Entries 24 h past their expiry go before anything else.
+	c = newKeyCache(1)
+	c.update(fpOf(1), now, func(st *keyState, _ bool) bool {
+		st.flags = flagHasExpiry
+		st.expiresAt = now.Add(-25 * time.Hour).Unix()
+		return true
+	})
+	if r := (keyState{}).evictionRank(now.UnixNano()); r <= func() keyState { s, _ := c.get(fpOf(1)); return s }().evictionRank(now.UnixNano()) {
+		t.Error("an entry long past its expiry does not rank below an unknown one")
+	}
+}
+
+func TestCacheUpdateCanDecline(t *testing.T) {
+	c := newKeyCache(10)
+	c.update(fpOf(1), time.Now(), func(*keyState, bool) bool { return false })
+	if _, ok := c.get(fpOf(1)); ok || c.len() != 0 {
+		t.Error("a declined update inserted an entry")
+	}
+}
+
+func BenchmarkCacheParallel(b *testing.B) {
+	const size = 100_000
+	c := newKeyCache(size)
+	now := time.Now()
+	for i := 0; i < size; i++ {
+		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.flags = flagAlive; return true })
+	}
+	b.Run("hits", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				c.get(fpOf(i % size))
+				i++
+			}
+		})
+	})
+	b.Run("misses", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			i := size
+			for pb.Next() {
+				c.get(fpOf(i))
+				i++
+			}
+		})
+	})
+}

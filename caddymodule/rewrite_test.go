@@ -1,0 +1,167 @@
+package caddymodule
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/andybalholm/brotli"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zlib"
+	"github.com/klauspost/compress/zstd"
+)
+
+const userNotFound = `{"error":{"message":"User not found.","code":401}}`
+
+func encode(t testing.TB, enc string, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	switch enc {
+	case "gzip":
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "br":
+		w := brotli.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "zstd":
+		w, _ := zstd.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "deflate":
+		w := zlib.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "raw-deflate":
+		w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
+		w.Write(b)
+		w.Close()
+	default:
+		return b
+	}
+	return buf.Bytes()
+}
+
+func TestDecodeBodyEveryEncoding(t *testing.T) {
+	for _, enc := range []string{"", "identity", "gzip", "x-gzip", "br", "zstd", "deflate", "raw-deflate", "GZIP"} {
+		wire := enc
+		if enc == "raw-deflate" {
+			wire = "deflate"
+		}
+		src := strings.ToLower(enc)
+		if src == "x-gzip" {
+			src = "gzip"
+		}
+		got, err := decodeBody(encode(t, src, []byte(userNotFound)), wire)
+		if err != nil || string(got) != userNotFound {
+			t.Errorf("%q: %q, %v", enc, got, err)
+		}
+	}
+}
+
+func TestDecodeBodyRefusesBadInput(t *testing.T) {
+	bomb := bytes.Repeat([]byte{'0'}, 10<<20)
+	gz := encode(t, "gzip", []byte(userNotFound))
+	for name, c := range map[string]struct {
+		body []byte
+		enc  string
+	}{
+		"truncated gzip":       {gz[:len(gz)/2], "gzip"},
+		"gzip bomb":            {encode(t, "gzip", bomb), "gzip"},
+		"brotli bomb":          {encode(t, "br", bomb), "br"},
+		"zstd bomb":            {encode(t, "zstd", bomb), "zstd"},
+		"deflate bomb":         {encode(t, "deflate", bomb), "deflate"},
+		"not gzip":             {[]byte(userNotFound), "gzip"},
+		"not zstd":             {[]byte(userNotFound), "zstd"},
+		"unknown encoding":     {[]byte(userNotFound), "compress"},
+		"two encodings in one": {gz, "gzip, br"},
+	} {
+		if out, err := decodeBody(c.body, c.enc); err == nil {
+			t.Errorf("%s: decoded %d bytes", name, len(out))
+		}
+	}
+}
+
+func TestRewriteKeepsTheEnvelope(t *testing.T) {
+	exp := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	expired := verdict{reason: reasonExpired, expiresAt: exp}
+	cases := []struct {
+		name, in, want string
+	}{
+		{"nested, byte-exact upstream body", userNotFound,
+			`{"error":{"message":"Key expired. It expired at 2026-11-20T10:00:00Z; an expiry cannot be extended, create a new key.","metadata":{"reason":"key_expired","expires_at":"2026-11-20T10:00:00Z"},"code":401}}`},
+		{"nested with other members", `{"error":{"code":401,"message":"User not found.","metadata":{"x":1}},"user_id":"u1","openrouter_metadata":{"a":[1,2]}}`,
+			`{"error":{"code":401,"message":"Key expired. It expired at 2026-11-20T10:00:00Z; an expiry cannot be extended, create a new key.","metadata":{"x":1,"reason":"key_expired","expires_at":"2026-11-20T10:00:00Z"}},"user_id":"u1","openrouter_metadata":{"a":[1,2]}}`},
+		{"flat", `{"message":"User not found.","code":401}`,
+			`{"message":"Key expired. It expired at 2026-11-20T10:00:00Z; an expiry cannot be extended, create a new key.","metadata":{"reason":"key_expired","expires_at":"2026-11-20T10:00:00Z"},"code":401}`},
+		{"messages", `{"type":"error","error":{"type":"authentication_error","message":"User not found."}}`,
+			`{"type":"error","error":{"type":"authentication_error","message":"Key expired. It expired at 2026-11-20T10:00:00Z; an expiry cannot be extended, create a new key.","metadata":{"reason":"key_expired","expires_at":"2026-11-20T10:00:00Z"}}}`},
+		{"responses", `{"error":{"code":"server_error","message":"User not found."},"error_type":"authentication"}`,
+			`{"error":{"code":"server_error","message":"Key expired. It expired at 2026-11-20T10:00:00Z; an expiry cannot be extended, create a new key.","metadata":{"reason":"key_expired","expires_at":"2026-11-20T10:00:00Z"}},"error_type":"authentication"}`},
+		{"null metadata", `{"error":{"message":"User not found.","code":401,"metadata":null}}`,
+			`{"error":{"message":"Key expired. It expired at 2026-11-20T10:00:00Z; an expiry cannot be extended, create a new key.","code":401,"metadata":{"reason":"key_expired","expires_at":"2026-11-20T10:00:00Z"}}}`},
+	}
+	for _, c := range cases {
+		eb, ok := parseErrorBody([]byte(c.in))
+		if !ok || eb.message != "User not found." {
+			t.Fatalf("%s: not parsed", c.name)
+		}
+		if got := string(eb.rewrite(expired)); got != c.want {
+			t.Errorf("%s:\n got  %s\n want %s", c.name, got, c.want)
+		}
+	}
+	eb, _ := parseErrorBody([]byte(userNotFound))
+	if got := string(eb.rewrite(verdict{reason: reasonDisabled})); strings.Contains(got, "expires_at") || !strings.Contains(got, `"reason":"key_disabled"`) {
+		t.Errorf("disabled: %s", got)
+	}
+}
+
+func TestParseErrorBodyRefuses(t *testing.T) {
+	for _, in := range []string{
+		``, `null`, `[]`, `"User not found."`, `<html>401</html>`, `{"error":"User not found."}`,
+		`{"error":{"message":401}}`, userNotFound + `{}`, userNotFound[:20], `{"code":401}`,
+		`{"error":{"message":"User not found.","message":"x"}}`,
+	} {
+		if eb, ok := parseErrorBody([]byte(in)); ok {
+			t.Errorf("%q parsed as %+v", in, eb)
+		}
+	}
+}
+
+// FuzzExplain: any bytes under any declared encoding either are refused or
+// become a valid JSON object with the verdict in it; never a panic.
+func FuzzExplain(f *testing.F) {
+	f.Add([]byte(userNotFound), "")
+	f.Add(encode(f, "gzip", []byte(userNotFound)), "gzip")
+	f.Add(encode(f, "br", []byte(`{"message":"User not found.","code":401}`)), "br")
+	f.Add(encode(f, "zstd", []byte(userNotFound)), "zstd")
+	f.Add(encode(f, "deflate", []byte(userNotFound)), "deflate")
+	f.Add(encode(f, "gzip", bytes.Repeat([]byte("0"), 1<<20)), "gzip")
+	f.Add([]byte(`{"error":{"message":"User not found.","metadata":{"reason":1}}}`), "identity")
+	f.Add([]byte(`{"a":{"b":[{"c":"\u0000"}]},"message":"x"}`), "")
+	f.Fuzz(func(t *testing.T, body []byte, enc string) {
+		decoded, err := decodeBody(body, enc)
+		if err != nil {
+			return
+		}
+		if len(decoded) > maxErrorBody {
+			t.Fatalf("decoded %d bytes past the cap", len(decoded))
+		}
+		eb, ok := parseErrorBody(decoded)
+		if !ok {
+			return
+		}
+		out := eb.rewrite(verdict{reason: reasonExpired, expiresAt: time.Unix(1700000000, 0)})
+		var v map[string]any
+		if err := json.Unmarshal(out, &v); err != nil {
+			t.Fatalf("rewrite of %q is not JSON: %v\n%s", decoded, err, out)
+		}
+		if !bytes.Contains(out, []byte(`"reason":"key_expired"`)) {
+			t.Fatalf("rewrite lacks the reason: %s", out)
+		}
+	})
+}
