@@ -228,15 +228,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if cred.key == "" {
 		return next.ServeHTTP(w, r)
 	}
-	var fp fingerprint
+	var (
+		fp fingerprint
+		st keyState
+	)
 	wellFormed := wellFormedKey(cred.key)
 	if wellFormed {
 		now := time.Now()
 		fp = fingerprintOf(cred.key)
-		if st, found := h.knowledge.observe(cred.key, fp, now); found {
-			if v := h.edgeVerdict(st, now); v.known() {
-				return h.answerAtEdge(w, r, v, fp)
-			}
+		st, _ = h.knowledge.observe(cred.key, fp, now)
+		if v := h.edgeVerdict(st, now); v.known() {
+			return h.answerAtEdge(w, r, v, fp)
 		}
 	} else if h.edge.malformed {
 		return h.answerAtEdge(w, r, verdict{reason: reasonMalformed}, fp)
@@ -250,6 +252,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}()
 	err := next.ServeHTTP(hw, r)
 	if !hw.holding {
+		if st.has(flagDead|flagDisabled|flagNotFound) && hw.status >= 200 && hw.status < 300 {
+			// The key works (again): what made it fail is over.
+			h.knowledge.sawWorking(fp)
+		}
 		return err
 	}
 	if err != nil {

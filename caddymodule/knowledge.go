@@ -116,6 +116,15 @@ func (k *knowledge) observe(key string, fp fingerprint, now time.Time) (keyState
 	return st, found
 }
 
+// sawWorking records that a key known to have failed just worked: it was
+// re-enabled, or failed for a reason that has passed.
+func (k *knowledge) sawWorking(fp fingerprint) {
+	k.cache.update(fp, time.Now(), func(st *keyState, found bool) bool {
+		st.flags &^= flagDead | flagDisabled | flagNotFound
+		return found
+	})
+}
+
 // learnKey asks GET /key and records the answer. wait says whether to wait
 // for the lookup rate (a failing request that may wait) or to skip the
 // lookup when the rate is used up (background learning).

@@ -16,6 +16,7 @@ type heldWriter struct {
 	buf         bytes.Buffer
 	holding     bool // a 401 is being held
 	wroteHeader bool // the final status went to the client
+	status      int  // the final status passed on
 }
 
 // WriteHeader holds a 401 and passes every other status on. 1xx statuses
@@ -29,14 +30,16 @@ func (hw *heldWriter) WriteHeader(status int) {
 		return
 	}
 	if status >= 200 {
-		hw.wroteHeader = true
+		hw.wroteHeader, hw.status = true, status
 	}
 	hw.ResponseWriter.WriteHeader(status)
 }
 
 func (hw *heldWriter) Write(p []byte) (int, error) {
 	if !hw.holding {
-		hw.wroteHeader = true
+		if !hw.wroteHeader {
+			hw.wroteHeader, hw.status = true, http.StatusOK
+		}
 		return hw.ResponseWriter.Write(p)
 	}
 	if hw.buf.Len()+len(p) <= maxErrorBody {
@@ -77,7 +80,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // reset readies a pooled writer for a new response, dropping a buffer that
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
-	hw.ResponseWriter, hw.holding, hw.wroteHeader = w, false, false
+	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}
