@@ -83,20 +83,24 @@ func BenchmarkCacheParallel(b *testing.B) {
 	for i := 0; i < size; i++ {
 		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.flags = flagAlive; return true })
 	}
+	fps := make([]fingerprint, 2*size)
+	for i := range fps {
+		fps[i] = fpOf(i)
+	}
 	b.Run("hits", func(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			i := 0
 			for pb.Next() {
-				c.get(fpOf(i % size))
+				c.get(fps[i%size])
 				i++
 			}
 		})
 	})
 	b.Run("misses", func(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
-			i := size
+			i := 0
 			for pb.Next() {
-				c.get(fpOf(i))
+				c.get(fps[size+i%size])
 				i++
 			}
 		})

@@ -122,6 +122,23 @@ func reasonMessage(v verdict) string {
 	return ""
 }
 
+// messageJSON holds each fixed message as a JSON string, encoded once.
+var messageJSON = func() map[reason][]byte {
+	m := make(map[reason][]byte)
+	for _, r := range []reason{reasonMalformed, reasonDisabled, reasonManagementKey, reasonNotFound} {
+		m[r] = quoteJSON(reasonMessage(verdict{reason: r}))
+	}
+	return m
+}()
+
+// reasonMessageJSON is reasonMessage as a JSON string.
+func reasonMessageJSON(v verdict) []byte {
+	if b, ok := messageJSON[v.reason]; ok {
+		return b
+	}
+	return quoteJSON(reasonMessage(v))
+}
+
 // isManagementPath reports whether path is one of the endpoints a
 // management key may call (GET /key, /auth/key, /keys..., /credits), as
 // opposed to inference.

@@ -37,8 +37,7 @@ func (h *Handler) edgeVerdict(st keyState, now time.Time) verdict {
 // answerAtEdge answers a dead key without calling the upstream, with the
 // body the rewrite would have produced in the endpoint's own envelope.
 func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict, fp fingerprint) error {
-	eb, _ := parseErrorBody(upstreamShape(r.URL.Path))
-	out := eb.rewrite(v)
+	out := upstreamShape(r.URL.Path).rewrite(v)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(out)))

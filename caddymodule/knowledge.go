@@ -99,21 +99,32 @@ func (k *knowledge) observe(key string, fp fingerprint, now time.Time) (keyState
 	if !reserved {
 		return st, found
 	}
+	k.startLookup(key, fp)
+	return st, found
+}
+
+// startLookup runs GET /key in the background if a place is free and the
+// lookup rate allows; otherwise the reservation lapses and a later request
+// tries again.
+func (k *knowledge) startLookup(key string, fp fingerprint) {
 	select {
 	case k.background <- struct{}{}:
 	default:
-		return st, found // busy: the reservation expires and a later request tries again
+		return
+	}
+	if !k.client.limiter.Allow() {
+		<-k.background
+		return
 	}
 	k.wg.Add(1)
 	go func() {
 		defer k.wg.Done()
 		defer func() { <-k.background }()
 		_, _, _ = k.keyFlights.Do(string(fp[:]), func() (any, error) {
-			k.learnKey(key, fp, false)
+			k.learnKey(key, fp, true)
 			return nil, nil
 		})
 	}()
-	return st, found
 }
 
 // sawWorking records that a key known to have failed just worked: it was
@@ -125,14 +136,14 @@ func (k *knowledge) sawWorking(fp fingerprint) {
 	})
 }
 
-// learnKey asks GET /key and records the answer. wait says whether to wait
-// for the lookup rate (a failing request that may wait) or to skip the
-// lookup when the rate is used up (background learning).
-func (k *knowledge) learnKey(key string, fp fingerprint, wait bool) {
+// learnKey asks GET /key and records the answer. admitted says the caller
+// already took its place in the lookup rate (background learning);
+// otherwise the lookup waits for one (a failing request, which may wait).
+func (k *knowledge) learnKey(key string, fp fingerprint, admitted bool) {
 	ctx, cancel := context.WithTimeout(k.ctx, k.client.timeout)
 	defer cancel()
 	start := time.Now()
-	md, res := k.client.keyInfo(ctx, key, wait)
+	md, res := k.client.keyInfo(ctx, key, admitted)
 	now := time.Now()
 	if c := k.logger.Check(zapcore.DebugLevel, "key lookup"); c != nil {
 		fields := []zap.Field{zap.String("key_fingerprint", fp.short()), zap.Int("status", res.status), zap.Duration("duration", now.Sub(start))}
@@ -202,7 +213,7 @@ func (k *knowledge) explain(ctx context.Context, key string, fp fingerprint, inf
 	// Evidence 1: GET /key with the key itself, joining a background
 	// lookup already in flight. A management key answers it; a dead key
 	// gets 401.
-	if !k.await(ctx, &k.keyFlights, string(fp[:]), func() { k.learnKey(key, fp, true) }) {
+	if !k.await(ctx, &k.keyFlights, string(fp[:]), func() { k.learnKey(key, fp, false) }) {
 		st, _ = k.cache.get(fp)
 		return st
 	}

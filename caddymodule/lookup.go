@@ -127,13 +127,13 @@ type lookupResult struct {
 	err    error
 }
 
-func (c *metadataClient) get(ctx context.Context, path, bearer string, limit int64, wait bool, into any) lookupResult {
-	if wait {
+// get sends one metadata request. admitted says the caller already took
+// its place in the lookup rate; otherwise get waits for one (within ctx).
+func (c *metadataClient) get(ctx context.Context, path, bearer string, limit int64, admitted bool, into any) lookupResult {
+	if !admitted {
 		if err := c.limiter.Wait(ctx); err != nil {
 			return lookupResult{err: errLookupRefused}
 		}
-	} else if !c.limiter.Allow() {
-		return lookupResult{err: errLookupRefused}
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
@@ -180,9 +180,9 @@ func scrubURLError(err error) error {
 }
 
 // keyInfo asks GET /key about key, with the key itself as bearer.
-func (c *metadataClient) keyInfo(ctx context.Context, key string, wait bool) (*keyMetadata, lookupResult) {
+func (c *metadataClient) keyInfo(ctx context.Context, key string, admitted bool) (*keyMetadata, lookupResult) {
 	var md keyMetadata
-	res := c.get(ctx, "/key", key, maxKeyResponse, wait, &md)
+	res := c.get(ctx, "/key", key, maxKeyResponse, admitted, &md)
 	if res.err != nil || res.status != http.StatusOK {
 		return nil, res
 	}
@@ -194,7 +194,7 @@ func (c *metadataClient) keyInfo(ctx context.Context, key string, wait bool) (*k
 // unverified).
 func (c *metadataClient) record(ctx context.Context, key string) (*keyRecord, lookupResult) {
 	var rec keyRecord
-	res := c.get(ctx, "/keys/"+recordHash(key), c.managementKey, maxKeyResponse, true, &rec)
+	res := c.get(ctx, "/keys/"+recordHash(key), c.managementKey, maxKeyResponse, false, &rec)
 	if res.err != nil || res.status != http.StatusOK {
 		return nil, res
 	}
@@ -211,7 +211,7 @@ func (c *metadataClient) listing(ctx context.Context) (*keyListing, error) {
 			return nil, fmt.Errorf("listing has more than %d pages", maxListPages)
 		}
 		var recs []keyRecord
-		res := c.get(ctx, "/keys?include_disabled=true&offset="+strconv.Itoa(offset), c.managementKey, maxPageResponse, true, &recs)
+		res := c.get(ctx, "/keys?include_disabled=true&offset="+strconv.Itoa(offset), c.managementKey, maxPageResponse, false, &recs)
 		if res.err != nil {
 			return nil, res.err
 		}

@@ -71,6 +71,14 @@ func (hw *heldWriter) FlushError() error {
 		return nil
 	}
 	hw.wroteHeader = true
+	// Asked directly first: a stream flushes once per event.
+	switch f := hw.ResponseWriter.(type) {
+	case interface{ FlushError() error }:
+		return f.FlushError()
+	case http.Flusher:
+		f.Flush()
+		return nil
+	}
 	return http.NewResponseController(hw.ResponseWriter).Flush()
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/andybalholm/brotli"
@@ -28,6 +29,8 @@ var zstdDecoder, _ = zstd.NewReader(nil,
 	zstd.WithDecoderMaxMemory(maxErrorBody),
 	zstd.WithDecoderMaxWindow(1<<20))
 
+var gzipReaders sync.Pool
+
 var errTooLarge = errors.New("decoded body over the cap")
 
 // decodeBody undoes the response's Content-Encoding, refusing anything that
@@ -38,10 +41,18 @@ func decodeBody(raw []byte, contentEncoding string) ([]byte, error) {
 	case "", "identity":
 		return raw, nil
 	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		// A gzip reader costs ~40 KB to make: reuse them.
+		zr, _ := gzipReaders.Get().(*gzip.Reader)
+		var err error
+		if zr == nil {
+			zr, err = gzip.NewReader(bytes.NewReader(raw))
+		} else {
+			err = zr.Reset(bytes.NewReader(raw))
+		}
 		if err != nil {
 			return nil, err
 		}
+		defer gzipReaders.Put(zr)
 		r = zr
 	case "deflate":
 		// HTTP's "deflate" is zlib-wrapped; some servers send raw deflate.
@@ -67,49 +78,110 @@ func decodeBody(raw []byte, contentEncoding string) ([]byte, error) {
 	return out, nil
 }
 
-// jsonField is one member of a JSON object, its value kept byte for byte.
+// jsonField is one member of a JSON object, kept byte for byte.
 type jsonField struct {
-	name  string
-	value json.RawMessage
+	name    string // unescaped, for comparison
+	rawName []byte // as written, quotes included
+	value   []byte
 }
 
-// parseObject reads a JSON object keeping its members' order and raw
-// values, so that a rewrite changes only what it means to.
+// maxMembers bounds the members of an object this gateway edits: an error
+// object has a handful; one with more is not the body it rewrites, and the
+// bound keeps the duplicate check cheap.
+const maxMembers = 64
+
+// parseObject splits a JSON object into its members, keeping their order
+// and bytes, so that a rewrite changes only what it means to. encoding/json
+// offers no order-preserving edit, and its token API costs ~100 allocations
+// per error body; json.Valid checks the input first, so the splitting below
+// only has to find where each (valid) member ends. An object with a member
+// twice is refused: readers disagree on which one counts.
 func parseObject(b []byte) ([]jsonField, bool) {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	if !json.Valid(b) {
 		return nil, false
 	}
-	var fields []jsonField
-	seen := make(map[string]struct{})
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		name, ok := tok.(string)
-		if !ok {
-			return nil, false
-		}
-		// With a member twice, readers disagree on which counts: not a
-		// body this gateway rewrites.
-		if _, dup := seen[name]; dup {
-			return nil, false
-		}
-		seen[name] = struct{}{}
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return nil, false
-		}
-		fields = append(fields, jsonField{name, v})
-	}
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+	i := skipSpace(b, 0)
+	if b[i] != '{' {
 		return nil, false
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, false // trailing data: not one JSON object
+	fields := make([]jsonField, 0, 8)
+	for i = skipSpace(b, i+1); b[i] != '}'; i = skipSpace(b, i) {
+		if b[i] == ',' {
+			i = skipSpace(b, i+1)
+		}
+		end := skipString(b, i)
+		rawName := b[i:end]
+		name, ok := unquote(rawName)
+		if !ok || len(fields) == maxMembers {
+			return nil, false
+		}
+		for _, f := range fields {
+			if f.name == name {
+				return nil, false
+			}
+		}
+		i = skipSpace(b, skipSpace(b, end)+1) // past the colon
+		vend := skipValue(b, i)
+		fields = append(fields, jsonField{name, rawName, b[i:vend]})
+		i = vend
 	}
 	return fields, true
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index just past the string starting at b[i].
+func skipString(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// skipValue returns the index just past the value starting at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	}
+	for i < len(b) && !strings.ContainsRune(",}] \t\r\n", rune(b[i])) {
+		i++
+	}
+	return i
+}
+
+// unquote decodes a JSON string, cheaply when it has no escapes.
+func unquote(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	if !bytes.ContainsRune(raw, '\\') {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	err := json.Unmarshal(raw, &s)
+	return s, err == nil
 }
 
 func fieldIndex(fields []jsonField, name string) int {
@@ -126,25 +198,25 @@ func stringField(fields []jsonField, name string) (string, bool) {
 	if i < 0 {
 		return "", false
 	}
-	var s string
-	if json.Unmarshal(fields[i].value, &s) != nil {
-		return "", false
-	}
-	return s, true
+	return unquote(fields[i].value)
 }
 
-func writeObject(buf *bytes.Buffer, fields []jsonField) {
-	buf.WriteByte('{')
+func appendObject(buf []byte, fields []jsonField) []byte {
+	buf = append(buf, '{')
 	for i, f := range fields {
 		if i > 0 {
-			buf.WriteByte(',')
+			buf = append(buf, ',')
 		}
-		name, _ := json.Marshal(f.name)
-		buf.Write(name)
-		buf.WriteByte(':')
-		buf.Write(f.value)
+		buf = append(buf, f.rawName...)
+		buf = append(buf, ':')
+		buf = append(buf, f.value...)
 	}
-	buf.WriteByte('}')
+	return append(buf, '}')
+}
+
+// field makes a member this gateway adds; name is a plain ASCII word.
+func field(name string, value []byte) jsonField {
+	return jsonField{name: name, rawName: []byte(`"` + name + `"`), value: value}
 }
 
 // errorBody is a parsed OpenRouter error body. The message sits either in
@@ -178,73 +250,83 @@ func parseErrorBody(b []byte) (*errorBody, bool) {
 // rewrite renders the body with the verdict's message and metadata in
 // place of the upstream's message, keeping every other member as it was.
 func (e *errorBody) rewrite(v verdict) []byte {
-	target := e.top
-	if e.inner != nil {
-		target = e.inner
-	}
-	target = withVerdict(target, v)
-	var buf bytes.Buffer
+	out := make([]byte, 0, 512)
 	if e.inner == nil {
-		writeObject(&buf, target)
-		return buf.Bytes()
+		return appendObject(out, withVerdict(e.top, v))
 	}
-	writeObject(&buf, target)
-	inner := append(json.RawMessage(nil), buf.Bytes()...)
+	inner := appendObject(nil, withVerdict(e.inner, v))
 	top := append([]jsonField(nil), e.top...)
 	top[fieldIndex(top, "error")].value = inner
-	buf.Reset()
-	writeObject(&buf, top)
-	return buf.Bytes()
+	return appendObject(out, top)
 }
 
 // withVerdict returns fields with "message" replaced and "reason" (and
 // "expires_at") set in "metadata", which is created beside the message
 // when absent and extended when it is an object.
 func withVerdict(fields []jsonField, v verdict) []jsonField {
-	out := append([]jsonField(nil), fields...)
-	msg, _ := json.Marshal(reasonMessage(v))
+	out := make([]jsonField, len(fields), len(fields)+1)
+	copy(out, fields)
 	mi := fieldIndex(out, "message")
-	out[mi].value = msg
+	out[mi].value = reasonMessageJSON(v)
 
 	var meta []jsonField
 	di := fieldIndex(out, "metadata")
 	if di >= 0 {
 		meta, _ = parseObject(out[di].value)
 	}
-	meta = setField(meta, "reason", v.reason)
+	meta = setField(meta, "reason", quoteJSON(string(v.reason)))
 	if v.reason == reasonExpired {
-		meta = setField(meta, "expires_at", v.expiresAt.UTC().Format(time.RFC3339))
+		meta = setField(meta, "expires_at", quoteJSON(v.expiresAt.UTC().Format(time.RFC3339)))
 	}
-	var buf bytes.Buffer
-	writeObject(&buf, meta)
+	metaJSON := appendObject(nil, meta)
 	if di >= 0 {
-		out[di].value = buf.Bytes()
+		out[di].value = metaJSON
 		return out
 	}
 	out = append(out, jsonField{})
 	copy(out[mi+2:], out[mi+1:])
-	out[mi+1] = jsonField{"metadata", buf.Bytes()}
+	out[mi+1] = field("metadata", metaJSON)
 	return out
 }
 
-func setField[T ~string](fields []jsonField, name string, value T) []jsonField {
-	raw, _ := json.Marshal(string(value))
+func setField(fields []jsonField, name string, value []byte) []jsonField {
 	if i := fieldIndex(fields, name); i >= 0 {
-		fields[i].value = raw
+		fields[i].value = value
 		return fields
 	}
-	return append(fields, jsonField{name, raw})
+	return append(fields, field(name, value))
 }
 
-// upstreamShape is the error envelope OpenRouter uses on an endpoint; an
+func quoteJSON(s string) []byte {
+	b, _ := json.Marshal(s)
+	return b
+}
+
+// upstreamShapes are OpenRouter's 401 bodies per endpoint, parsed once: an
 // answer given at the edge must look like the upstream's own.
-func upstreamShape(path string) []byte {
-	path = strings.TrimSuffix(path, "/")
-	switch {
-	case strings.HasSuffix(path, "/messages"):
-		return []byte(`{"type":"error","error":{"type":"authentication_error","message":"User not found."}}`)
-	case strings.HasSuffix(path, "/responses"):
-		return []byte(`{"error":{"code":"server_error","message":"User not found."},"error_type":"authentication"}`)
+var upstreamShapes = func() map[string]*errorBody {
+	m := make(map[string]*errorBody)
+	for name, body := range map[string]string{
+		"/messages":  `{"type":"error","error":{"type":"authentication_error","message":"User not found."}}`,
+		"/responses": `{"error":{"code":"server_error","message":"User not found."},"error_type":"authentication"}`,
+		"":           `{"error":{"message":"User not found.","code":401}}`,
+	} {
+		eb, ok := parseErrorBody([]byte(body))
+		if !ok {
+			panic("unparsable error shape " + body)
+		}
+		m[name] = eb
 	}
-	return []byte(`{"error":{"message":"User not found.","code":401}}`)
+	return m
+}()
+
+// upstreamShape is the error body OpenRouter sends for a dead key on path.
+func upstreamShape(path string) *errorBody {
+	path = strings.TrimSuffix(path, "/")
+	for _, suffix := range []string{"/messages", "/responses"} {
+		if strings.HasSuffix(path, suffix) {
+			return upstreamShapes[suffix]
+		}
+	}
+	return upstreamShapes[""]
 }

@@ -1,0 +1,192 @@
+package caddymodule
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"go.uber.org/zap"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+// Each benchmark has a baseline sub-benchmark that runs the same next
+// handler without the module: the module's cost is the difference between
+// the two lines of one run.
+
+// discardWriter is a ResponseWriter that costs next to nothing, so that
+// the figures show the module, not the recorder.
+type discardWriter struct {
+	h       http.Header
+	flushes int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.h }
+func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discardWriter) WriteHeader(int)             {}
+func (d *discardWriter) FlushError() error           { d.flushes++; return nil }
+func (d *discardWriter) reset() {
+	for k := range d.h {
+		delete(d.h, k)
+	}
+}
+
+func randomKey() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return "sk-or-v1-" + hex.EncodeToString(b[:])
+}
+
+func benchHandler(b *testing.B, h *Handler) (*emulator.Server, func()) {
+	emu := emulator.New()
+	srv := httptest.NewServer(emu)
+	h.Upstream = srv.URL + "/api/v1"
+	if err := provision(&testing.T{}, h); err != nil {
+		b.Fatal(err)
+	}
+	// Production logs at info: debug lines are checked and skipped.
+	h.logger = zap.NewNop()
+	h.knowledge.logger = h.logger
+	return emu, func() { h.Cleanup(); srv.Close() }
+}
+
+var okBody = []byte(`{"id":"gen-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"}}]}`)
+
+var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(okBody)
+	return err
+})
+
+// run measures next alone ("baseline") and behind the module ("gateway"),
+// with a fresh request per iteration taken from reqs.
+func run(b *testing.B, h *Handler, next caddyhttp.Handler, reqs func(i int) *http.Request) {
+	w := &discardWriter{h: make(http.Header)}
+	b.Run("baseline", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			w.reset()
+			if err := next.ServeHTTP(w, reqs(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("gateway", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			w.reset()
+			if err := h.ServeHTTP(w, reqs(i), next); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func request(key string) *http.Request {
+	r := httptest.NewRequest("POST", "/api/v1/chat/completions", nil)
+	r.Header.Set("Authorization", "Bearer "+key)
+	return r
+}
+
+func BenchmarkPassThroughCachedKey(b *testing.B) {
+	var h Handler
+	emu, done := benchHandler(b, &h)
+	defer done()
+	key := emu.NewKey(emulator.KeyOptions{})
+	h.knowledge.learnKey(key, fingerprintOf(key), false)
+	req := request(key)
+	run(b, &h, okNext, func(int) *http.Request { return req })
+}
+
+func BenchmarkPassThroughUnseenKey(b *testing.B) {
+	var h Handler
+	_, done := benchHandler(b, &h)
+	defer done()
+	reqs := make([]*http.Request, 1<<16)
+	for i := range reqs {
+		reqs[i] = request(randomKey())
+	}
+	// Past 65,536 iterations keys repeat, but by then the cache holds
+	// each in backoff, which costs the same single read.
+	run(b, &h, okNext, func(i int) *http.Request { return reqs[i%len(reqs)] })
+}
+
+func BenchmarkPassThroughSSE(b *testing.B) {
+	var h Handler
+	emu, done := benchHandler(b, &h)
+	defer done()
+	key := emu.NewKey(emulator.KeyOptions{})
+	h.knowledge.learnKey(key, fingerprintOf(key), false)
+	event := []byte(`data: {"id":"gen-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"word "}}]}` + "\n\n")
+	sse := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.WriteHeader(http.StatusOK)
+		rc := http.NewResponseController(w)
+		for i := 0; i < 50; i++ {
+			w.Write(event)
+			if err := rc.Flush(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	req := request(key)
+	run(b, &h, sse, func(int) *http.Request { return req })
+}
+
+func BenchmarkRewriteExpiredKey(b *testing.B) {
+	for _, enc := range []string{"identity", "gzip"} {
+		b.Run(enc, func(b *testing.B) {
+			h := Handler{EdgeAnswers: EdgeAnswersOff}
+			_, done := benchHandler(b, &h)
+			defer done()
+			key := randomKey()
+			fp := fingerprintOf(key)
+			h.knowledge.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
+				st.flags = flagAlive | flagHasExpiry
+				st.learnedAt = time.Now().UnixNano()
+				st.expiresAt = time.Now().Add(-time.Hour).Unix()
+				return true
+			})
+			body := encode(b, enc, []byte(userNotFound))
+			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+				w.Header().Set("Content-Type", "application/json")
+				if enc != "identity" {
+					w.Header().Set("Content-Encoding", enc)
+				}
+				w.WriteHeader(http.StatusUnauthorized)
+				_, err := w.Write(body)
+				return err
+			})
+			req := request(key)
+			run(b, &h, next, func(int) *http.Request { return req })
+		})
+	}
+}
+
+func BenchmarkEdgeAnswer(b *testing.B) {
+	var h Handler
+	_, done := benchHandler(b, &h)
+	defer done()
+	key := randomKey()
+	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
+		st.flags = flagAlive | flagHasExpiry
+		st.learnedAt = time.Now().UnixNano()
+		st.expiresAt = time.Now().Add(-time.Hour).Unix()
+		return true
+	})
+	req := request(key)
+	w := &discardWriter{h: make(http.Header)}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		w.reset()
+		if err := h.ServeHTTP(w, req, okNext); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
