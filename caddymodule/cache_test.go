@@ -2,6 +2,8 @@ package caddymodule
 
 import (
 	"encoding/binary"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -105,4 +107,36 @@ func BenchmarkCacheParallel(b *testing.B) {
 			}
 		})
 	})
+}
+
+// BenchmarkCacheMemory fills caches of 100,000 and 1,000,000 keys and
+// reports the Go heap they take per entry (runtime.MemStats.HeapAlloc
+// after a collection, before and after filling).
+func BenchmarkCacheMemory(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				c := newKeyCache(n)
+				now := time.Now()
+				for j := 0; j < 2*n; j++ { // twice over: eviction at work
+					c.update(fpOf(j), now, func(st *keyState, _ bool) bool {
+						st.flags, st.learnedAt = flagAlive|flagHasExpiry, now.UnixNano()
+						st.expiresAt = now.Add(time.Hour).Unix()
+						return true
+					})
+				}
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				if got := c.len(); got > n {
+					b.Fatalf("%d entries in a cache of %d", got, n)
+				}
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(c.len()), "B/entry")
+				b.ReportMetric(float64(c.len()), "entries")
+				runtime.KeepAlive(c)
+			}
+		})
+	}
 }

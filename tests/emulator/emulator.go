@@ -500,21 +500,36 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v
 	case acceptsEncoding(accept, "br"):
 		h.Set("Content-Encoding", "br")
 		w.WriteHeader(status)
-		bw := brotli.NewWriterLevel(w, brotli.DefaultCompression)
+		bw, _ := brotliWriters.Get().(*brotli.Writer)
+		if bw == nil {
+			bw = brotli.NewWriterLevel(w, 4)
+		} else {
+			bw.Reset(w)
+		}
 		_, _ = bw.Write(b)
 		_ = bw.Close()
+		brotliWriters.Put(bw)
 	case acceptsEncoding(accept, "gzip"):
 		h.Set("Content-Encoding", "gzip")
 		w.WriteHeader(status)
-		gw := gzip.NewWriter(w)
+		gw, _ := gzipWriters.Get().(*gzip.Writer)
+		if gw == nil {
+			gw = gzip.NewWriter(w)
+		} else {
+			gw.Reset(w)
+		}
 		_, _ = gw.Write(b)
 		_ = gw.Close()
+		gzipWriters.Put(gw)
 	default:
 		h.Set("Content-Length", strconv.Itoa(len(b)))
 		w.WriteHeader(status)
 		_, _ = w.Write(b)
 	}
 }
+
+// Compressors are pooled so that the emulator stays cheap under load.
+var gzipWriters, brotliWriters sync.Pool
 
 func acceptsEncoding(header, enc string) bool {
 	for _, part := range strings.Split(header, ",") {

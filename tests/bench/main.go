@@ -1,0 +1,286 @@
+// Command bench compares plain Caddy reverse_proxy with openrouter_keys in
+// front of it, end to end: one emulator (with a fixed response delay), two
+// Caddy processes from the same binary with the same settings but for the
+// module, a vegeta load alternating between them round by round, and the
+// time to the first streamed event. Run it from the repository root:
+//
+//	go run ./tests/bench
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+var profileTo string
+
+func main() {
+	rounds := flag.Int("rounds", 5, "rounds; each runs the load against both, in alternating order")
+	duration := flag.Duration("duration", 5*time.Second, "load per side per round")
+	workers := flag.Uint64("workers", 32, "concurrent connections of the load generator")
+	keys := flag.Int("keys", 1000, "distinct keys in the load")
+	delay := flag.Duration("delay", 2*time.Millisecond, "the emulator's fixed response delay")
+	streams := flag.Int("streams", 50, "streamed requests per side for the time to first event")
+	rate := flag.Int("rate", 0, "requests per second; 0 sends as fast as the workers can")
+	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file")
+	flag.Parse()
+	if err := run(*rounds, *duration, *workers, *keys, *delay, *streams, *rate); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type side struct {
+	name string
+	base string
+	cmd  *exec.Cmd
+}
+
+func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay time.Duration, streams, rate int) error {
+	dir, err := os.MkdirTemp("", "openrouter-keys-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "caddy")
+	fmt.Println("building ./cmd/caddy ...")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/caddy").CombinedOutput(); err != nil {
+		return fmt.Errorf("go build: %v\n%s", err, out)
+	}
+
+	emu := emulator.New()
+	emu.Delay = delay
+	emu.EventGap = 10 * time.Millisecond
+	upstream := httptest.NewServer(emu)
+	defer upstream.Close()
+	hostport := strings.TrimPrefix(upstream.URL, "http://")
+	keys := make([]string, nkeys)
+	for i := range keys {
+		keys[i] = emu.NewKey(emulator.KeyOptions{})
+	}
+
+	plain, err := startCaddy(bin, dir, "plain", hostport, "")
+	if err != nil {
+		return err
+	}
+	defer stop(plain)
+	gateway, err := startCaddy(bin, dir, "gateway", hostport, "openrouter_keys {\n\t\tupstream http://"+hostport+"/api/v1\n\t}")
+	if err != nil {
+		return err
+	}
+	defer stop(gateway)
+
+	body := []byte(`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`)
+	targets := func(base string) vegeta.Targeter {
+		ts := make([]vegeta.Target, len(keys))
+		for i, k := range keys {
+			ts[i] = vegeta.Target{Method: "POST", URL: base + "/chat/completions", Body: body,
+				Header: http.Header{"Authorization": {"Bearer " + k}, "Content-Type": {"application/json"}, "Accept-Encoding": {"gzip"}}}
+		}
+		return vegeta.NewStaticTargeter(ts...)
+	}
+	attack := func(s *side, duration time.Duration) (*vegeta.Metrics, error) {
+		a := vegeta.NewAttacker(vegeta.Workers(workers), vegeta.MaxWorkers(workers), vegeta.KeepAlive(true), vegeta.Connections(int(workers)))
+		var m vegeta.Metrics
+		for res := range a.Attack(targets(s.base), vegeta.Rate{Freq: rate, Per: time.Second}, duration, s.name) {
+			m.Add(res)
+		}
+		m.Close()
+		if m.Success < 1 {
+			return &m, fmt.Errorf("%s: %.2f%% success, errors %v", s.name, 100*m.Success, m.Errors)
+		}
+		return &m, nil
+	}
+
+	// Warm both (connections, the gateway's cache of the 1,000 keys).
+	for _, s := range []*side{plain, gateway} {
+		if _, err := attack(s, duration/5); err != nil {
+			return err
+		}
+	}
+
+	load := "as fast as they can"
+	if rate > 0 {
+		load = fmt.Sprintf("at %d req/s", rate)
+	}
+	fmt.Printf("\n%d rounds of %v per side, %d workers %s, %d keys, upstream delay %v, on %d CPUs\n\n", rounds, duration, workers, load, nkeys, delay, runtime.NumCPU())
+	fmt.Printf("%-6s %12s %10s %10s   %12s %10s %10s   %8s %8s\n", "round", "plain req/s", "p50", "p99", "gateway req/s", "p50", "p99", "rps ratio", "p99 ratio")
+	var rpsRatios, p50Ratios, p99Ratios []float64
+	for r := 1; r <= rounds; r++ {
+		order := []*side{plain, gateway}
+		if r%2 == 0 {
+			order = []*side{gateway, plain}
+		}
+		got := map[string]*vegeta.Metrics{}
+		for _, s := range order {
+			if r == 1 && s == gateway && profileTo != "" {
+				go saveProfile(duration)
+			}
+			m, err := attack(s, duration)
+			if err != nil {
+				return err
+			}
+			got[s.name] = m
+		}
+		p, g := got["plain"], got["gateway"]
+		rps, p50, p99 := g.Throughput/p.Throughput, float64(g.Latencies.P50)/float64(p.Latencies.P50), float64(g.Latencies.P99)/float64(p.Latencies.P99)
+		rpsRatios, p50Ratios, p99Ratios = append(rpsRatios, rps), append(p50Ratios, p50), append(p99Ratios, p99)
+		fmt.Printf("%-6d %12.0f %10v %10v   %12.0f %10v %10v   %8.3f %8.3f\n", r,
+			p.Throughput, p.Latencies.P50.Round(time.Microsecond), p.Latencies.P99.Round(time.Microsecond),
+			g.Throughput, g.Latencies.P50.Round(time.Microsecond), g.Latencies.P99.Round(time.Microsecond), rps, p99)
+	}
+	fmt.Printf("\nmedian of the rounds' ratios gateway/plain: throughput %.3f (target >= 0.97), p50 %.3f, p99 %.3f (target <= 1.05)\n",
+		median(rpsRatios), median(p50Ratios), median(p99Ratios))
+
+	// Time to the first streamed event, alternating request by request.
+	var firstPlain, firstGateway []time.Duration
+	for i := 0; i < streams; i++ {
+		for _, s := range []*side{plain, gateway} {
+			d, err := firstEvent(s.base, keys[i%len(keys)])
+			if err != nil {
+				return fmt.Errorf("%s stream: %w", s.name, err)
+			}
+			if s == plain {
+				firstPlain = append(firstPlain, d)
+			} else {
+				firstGateway = append(firstGateway, d)
+			}
+		}
+	}
+	mp, mg := medianDur(firstPlain), medianDur(firstGateway)
+	fmt.Printf("time to first SSE event (median of %d): plain %v, gateway %v, difference %v (target <= 0.1ms)\n",
+		streams, mp.Round(time.Microsecond), mg.Round(time.Microsecond), (mg - mp).Round(time.Microsecond))
+	return nil
+}
+
+func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	admin := "admin off"
+	if name == "gateway" && profileTo != "" {
+		admin = "admin localhost:2020"
+	}
+	config := fmt.Sprintf(`{
+	%s
+	auto_https off
+	persist_config off
+}
+
+:%d {
+	%s
+	reverse_proxy %s
+}
+`, admin, port, module, upstream)
+	file := filepath.Join(dir, name+".Caddyfile")
+	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+		return nil, err
+	}
+	logFile, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &side{name: name, base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), cmd: cmd}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return s, nil
+		}
+		if time.Now().After(deadline) {
+			stop(s)
+			log, _ := os.ReadFile(logFile.Name())
+			return nil, fmt.Errorf("%s caddy did not start:\n%s", name, log)
+		}
+	}
+}
+
+func stop(s *side) {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = s.cmd.Process.Kill()
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+var streamClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+
+func firstEvent(base, key string) (time.Duration, error) {
+	req, _ := http.NewRequest("POST", base+"/chat/completions", strings.NewReader(`{"model":"openai/gpt-4o","stream":true,"messages":[]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := streamClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := bufio.NewReader(resp.Body).ReadString('\n'); err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return d, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianDur(xs []time.Duration) time.Duration {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func saveProfile(d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("http://localhost:2020/debug/pprof/profile?seconds=%d", int(d.Seconds())))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(profileTo)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "profile:", err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+}
