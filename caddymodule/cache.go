@@ -38,6 +38,9 @@ type keyState struct {
 	explainedAt int64
 	flags       stateFlags
 	failures    uint8 // consecutive failed lookups, for backoff
+	// warnedDay is the day (since 1970, UTC) of the last expiry warning
+	// logged for the key: one a day.
+	warnedDay int32
 }
 
 func (s keyState) has(f stateFlags) bool { return s.flags&f != 0 }

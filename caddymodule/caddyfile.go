@@ -35,6 +35,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    edge_answers      on|off|malformed
 //	    expiry_skew       <past expiry before answering at the edge, default 30s>
 //	    edge_disabled_for <how long a disabled key is answered at the edge, default 30s>
+//	    warn_before       <announce keys expiring within this window; off by default>
+//	    shared_storage    # share what is learned through Caddy's storage
 //	}
 //
 // Every subdirective is optional; `openrouter_keys` alone works with the
@@ -46,6 +48,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if opt == "shared_storage" {
+			if d.NextArg() {
+				return d.Errf("shared_storage: takes no value (it uses Caddy's storage)")
+			}
+			h.SharedStorage = true
+			continue
+		}
 		var arg string
 		if !d.AllArgs(&arg) {
 			return d.Errf("%s: expects exactly one value", opt)
@@ -74,7 +83,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				return d.Errf("edge_answers: %q is not one of on, off, malformed", arg)
 			}
-		case "cache_ttl", "lookup_timeout", "expiry_skew", "edge_disabled_for":
+		case "cache_ttl", "lookup_timeout", "expiry_skew", "edge_disabled_for", "warn_before":
 			dur, err := caddy.ParseDuration(arg)
 			if err != nil || dur < 0 {
 				return d.Errf("%s: %q is not a duration such as 30s or 10m", opt, arg)
@@ -84,6 +93,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				"lookup_timeout":    &h.LookupTimeout,
 				"expiry_skew":       &h.ExpirySkew,
 				"edge_disabled_for": &h.EdgeDisabledFor,
+				"warn_before":       &h.WarnBefore,
 			}[opt] = caddy.Duration(dur)
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)

@@ -27,6 +27,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		edge_answers      malformed
 		expiry_skew       10s
 		edge_disabled_for 1m
+		warn_before       72h
+		shared_storage
 	}`)
 	var h Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -36,7 +38,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		Upstream: "https://example.test/api/v1", ManagementKey: "{env.OPENROUTER_MANAGEMENT_KEY}",
 		CacheSize: 5000, CacheTTL: caddy.Duration(2 * time.Minute), LookupTimeout: caddy.Duration(3 * time.Second),
 		LookupRate: 7.5, EdgeAnswers: "malformed", ExpirySkew: caddy.Duration(10 * time.Second),
-		EdgeDisabledFor: caddy.Duration(time.Minute),
+		EdgeDisabledFor: caddy.Duration(time.Minute), WarnBefore: caddy.Duration(72 * time.Hour), SharedStorage: true,
 	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
@@ -62,6 +64,8 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`openrouter_keys { upstream a b }`:           "upstream",
 		`openrouter_keys { colour blue }`:            "colour",
 		`openrouter_keys extra`:                      "argument",
+		`openrouter_keys { shared_storage redis }`:   "shared_storage",
+		`openrouter_keys { warn_before often }`:      "warn_before",
 	} {
 		var h Handler
 		err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input))
@@ -95,6 +99,7 @@ func TestProvisionRejectsBadValues(t *testing.T) {
 		`{"management_key":"{nope.x}"}`:     "management_key",
 		`{"expiry_skew":"-3s"}`:             "expiry_skew",
 		`{"edge_disabled_for":-5}`:          "edge_disabled_for",
+		`{"warn_before":"-1h"}`:             "warn_before",
 	} {
 		var h Handler
 		if err := json.Unmarshal([]byte(cfg), &h); err != nil {

@@ -45,6 +45,7 @@ func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict
 	hdr.Set("X-OpenRouter-Keys-Answer", "edge")
 	w.WriteHeader(http.StatusUnauthorized)
 	_, err := w.Write(out)
+	gatewayMetrics.edgeAnswers.WithLabelValues(string(v.reason)).Inc()
 	if c := h.logger.Check(zapcore.DebugLevel, "answered dead key at the edge"); c != nil {
 		c.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fingerprintForLog(fp, v.reason != reasonMalformed)))
 	}

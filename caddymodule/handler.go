@@ -92,10 +92,26 @@ type Handler struct {
 	// be re-enabled. Default: 30s.
 	EdgeDisabledFor caddy.Duration `json:"edge_disabled_for,omitempty"`
 
-	knowledge *knowledge
-	edge      edgePolicy
-	poolKey   string
-	logger    *zap.Logger
+	// Warn about keys that expire within this window: successful responses
+	// get X-OpenRouter-Key-Expires-At (RFC 3339) and
+	// X-OpenRouter-Key-Expires-In (seconds), and a warning with the key's
+	// fingerprint and label is logged once per key per day. Off when zero
+	// (the default).
+	WarnBefore caddy.Duration `json:"warn_before,omitempty"`
+
+	// Share what is learned with other replicas through Caddy's configured
+	// storage (the "storage" global option): each key's facts under its
+	// fingerprint, never the key. A 401 this replica cannot explain reads
+	// the shared entry first. Storage is never on the path of a working
+	// request, and its errors never fail one. Entries of expired keys are
+	// kept 30 days.
+	SharedStorage bool `json:"shared_storage,omitempty"`
+
+	knowledge  *knowledge
+	edge       edgePolicy
+	warnBefore time.Duration
+	poolKey    string
+	logger     *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -112,7 +128,21 @@ var keyCaches = caddy.NewUsagePool()
 
 type pooledCache struct{ *keyCache }
 
-func (pooledCache) Destruct() error { return nil }
+func newPooledCache(size int) pooledCache {
+	c := pooledCache{newKeyCache(size)}
+	liveCaches.Lock()
+	liveCaches.set[c.keyCache] = struct{}{}
+	liveCaches.Unlock()
+	return c
+}
+
+// Destruct runs when no config uses the cache any more.
+func (c pooledCache) Destruct() error {
+	liveCaches.Lock()
+	delete(liveCaches.set, c.keyCache)
+	liveCaches.Unlock()
+	return nil
+}
 
 // Provision validates the options, fills in defaults and sets up the cache.
 func (h *Handler) Provision(ctx caddy.Context) error {
@@ -121,16 +151,23 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	h.poolKey = fmt.Sprintf("%s|%d|%s", cfg.upstream, cfg.cacheSize, fingerprintOf(cfg.managementKey).short())
 	pooled, _, err := keyCaches.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return pooledCache{newKeyCache(cfg.cacheSize)}, nil
+		return newPooledCache(cfg.cacheSize), nil
 	})
 	if err != nil {
 		return err
 	}
 	client := newMetadataClient(cfg.upstream, cfg.managementKey, cfg.lookupTimeout, cfg.lookupRate)
 	h.knowledge = newKnowledge(pooled.(pooledCache).keyCache, client, cfg.cacheTTL, h.logger)
+	if h.SharedStorage {
+		h.knowledge.shared = newSharedStore(ctx.Storage(), h.logger)
+	}
 	h.edge = cfg.edge
+	h.warnBefore = cfg.warnBefore
 	return nil
 }
 
@@ -153,6 +190,7 @@ type settings struct {
 	cacheTTL, lookupTimeout time.Duration
 	lookupRate              float64
 	edge                    edgePolicy
+	warnBefore              time.Duration
 }
 
 func (h *Handler) settings() (settings, error) {
@@ -187,6 +225,7 @@ func (h *Handler) settings() (settings, error) {
 		{"lookup_timeout", h.LookupTimeout, &s.lookupTimeout},
 		{"expiry_skew", h.ExpirySkew, &s.edge.skew},
 		{"edge_disabled_for", h.EdgeDisabledFor, &s.edge.disabledFor},
+		{"warn_before", h.WarnBefore, &s.warnBefore},
 	} {
 		if d.val < 0 {
 			return s, fmt.Errorf("%s: must not be negative, got %s", d.name, time.Duration(d.val))
@@ -229,8 +268,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return next.ServeHTTP(w, r)
 	}
 	var (
-		fp fingerprint
-		st keyState
+		fp        fingerprint
+		st        keyState
+		expiresAt int64 // announced on success, with warn_before
 	)
 	wellFormed := wellFormedKey(cred.key)
 	if wellFormed {
@@ -240,12 +280,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if v := h.edgeVerdict(st, now); v.known() {
 			return h.answerAtEdge(w, r, v, fp)
 		}
+		if h.warnBefore > 0 && st.has(flagHasExpiry) && st.expiresAt > now.Unix() && st.expiresAt <= now.Add(h.warnBefore).Unix() {
+			expiresAt = st.expiresAt
+			h.knowledge.warnExpiring(cred.key, fp, st, now)
+		}
 	} else if h.edge.malformed {
 		return h.answerAtEdge(w, r, verdict{reason: reasonMalformed}, fp)
 	}
 
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)
+	hw.expiresAt = expiresAt
 	defer func() {
 		hw.reset(nil)
 		heldWriters.Put(hw)
@@ -308,6 +353,7 @@ func (h *Handler) explainUnauthorized(hw *heldWriter, r *http.Request, cred cred
 	hw.holding, hw.wroteHeader = false, true
 	hw.ResponseWriter.WriteHeader(http.StatusUnauthorized)
 	_, err = hw.ResponseWriter.Write(out)
+	gatewayMetrics.rewrites.WithLabelValues(string(v.reason)).Inc()
 	if c := h.logger.Check(zapcore.InfoLevel, "explained misleading 401"); c != nil {
 		c.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fingerprintForLog(fp, wellFormed)), zap.String("path", r.URL.Path))
 	}

@@ -31,6 +31,7 @@ const (
 type knowledge struct {
 	cache  *keyCache
 	client *metadataClient
+	shared *sharedStore // nil unless shared_storage
 	ttl    time.Duration
 	logger *zap.Logger
 
@@ -60,6 +61,20 @@ func (k *knowledge) stop() {
 	k.cancel()
 	k.wg.Wait()
 	k.client.close()
+	if k.shared != nil {
+		k.shared.stop()
+	}
+}
+
+// share publishes what is known of a key to the other replicas, when
+// anything is worth it.
+func (k *knowledge) share(fp fingerprint, st keyState, now time.Time) {
+	if k.shared == nil {
+		return
+	}
+	if e, ok := sharedEntryOf(st, now, k.ttl); ok {
+		k.shared.publish(fp, e)
+	}
 }
 
 // wantsLookup reports whether a GET /key for this key would teach
@@ -84,6 +99,11 @@ func (k *knowledge) wantsLookup(st keyState, found bool, now time.Time) bool {
 // GET /key in the background and returns without waiting.
 func (k *knowledge) observe(key string, fp fingerprint, now time.Time) (keyState, bool) {
 	st, found := k.cache.get(fp)
+	if found {
+		gatewayMetrics.cacheHits.Inc()
+	} else {
+		gatewayMetrics.cacheMisses.Inc()
+	}
 	if !k.wantsLookup(st, found, now) {
 		return st, found
 	}
@@ -114,6 +134,7 @@ func (k *knowledge) startLookup(key string, fp fingerprint) {
 	}
 	if !k.client.limiter.Allow() {
 		<-k.background
+		gatewayMetrics.lookups.WithLabelValues(endpointKey, outcomeRefused).Inc()
 		return
 	}
 	k.wg.Add(1)
@@ -125,6 +146,30 @@ func (k *knowledge) startLookup(key string, fp fingerprint) {
 			return nil, nil
 		})
 	}()
+}
+
+// warnExpiring logs, once per key per day, that a key expires soon.
+func (k *knowledge) warnExpiring(key string, fp fingerprint, st keyState, now time.Time) {
+	day := int32(now.Unix() / 86400)
+	if st.warnedDay == day {
+		return
+	}
+	first := false
+	k.cache.update(fp, now, func(st *keyState, found bool) bool {
+		if !found || st.warnedDay == day {
+			return false
+		}
+		st.warnedDay, first = day, true
+		return true
+	})
+	if !first {
+		return
+	}
+	if c := k.logger.Check(zapcore.WarnLevel, "key expires soon"); c != nil {
+		exp := st.expiry()
+		c.Write(zap.String("key_fingerprint", fp.short()), zap.String("key_label", keyLabel(key)),
+			zap.Time("expires_at", exp), zap.Duration("expires_in", exp.Sub(now).Round(time.Second)))
+	}
 }
 
 // sawWorking records that a key known to have failed just worked: it was
@@ -152,7 +197,7 @@ func (k *knowledge) learnKey(key string, fp fingerprint, admitted bool) {
 		}
 		c.Write(fields...)
 	}
-	k.cache.update(fp, now, func(st *keyState, _ bool) bool {
+	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
 		switch {
 		case res.err == errLookupRefused:
 			st.retryAt = now.Add(time.Second).UnixNano()
@@ -176,6 +221,9 @@ func (k *knowledge) learnKey(key string, fp fingerprint, admitted bool) {
 		}
 		return true
 	})
+	if res.err == nil && res.status == http.StatusOK {
+		k.share(fp, st, now)
+	}
 }
 
 // backoff is the wait after the nth consecutive failed lookup of a key:
@@ -209,6 +257,19 @@ func (k *knowledge) explain(ctx context.Context, key string, fp fingerprint, inf
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.client.timeout)
 	defer cancel()
+
+	// Evidence 0: what another replica learned.
+	if k.shared != nil {
+		if e, ok := k.shared.read(ctx, fp); ok {
+			st = k.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
+				e.apply(st)
+				return true
+			})
+			if explainState(st, time.Now(), inference, k.ttl).known() {
+				return st
+			}
+		}
+	}
 
 	// Evidence 1: GET /key with the key itself, joining a background
 	// lookup already in flight. A management key answers it; a dead key
@@ -276,7 +337,7 @@ func (k *knowledge) learnRecord(key string, fp fingerprint) {
 		return
 	}
 	now := time.Now()
-	k.cache.update(fp, now, func(st *keyState, _ bool) bool {
+	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
 		st.flags &^= flagDisabled | flagNotFound
 		st.verdictAt = now.UnixNano()
 		if !found {
@@ -292,6 +353,7 @@ func (k *knowledge) learnRecord(key string, fp fingerprint) {
 		}
 		return true
 	})
+	k.share(fp, st, now)
 }
 
 // currentListing returns a listing younger than listingFresh, reading one

@@ -129,12 +129,31 @@ type lookupResult struct {
 
 // get sends one metadata request. admitted says the caller already took
 // its place in the lookup rate; otherwise get waits for one (within ctx).
-func (c *metadataClient) get(ctx context.Context, path, bearer string, limit int64, admitted bool, into any) lookupResult {
+func (c *metadataClient) get(ctx context.Context, endpoint, path, bearer string, limit int64, admitted bool, into any) lookupResult {
 	if !admitted {
 		if err := c.limiter.Wait(ctx); err != nil {
+			gatewayMetrics.lookups.WithLabelValues(endpoint, outcomeRefused).Inc()
 			return lookupResult{err: errLookupRefused}
 		}
 	}
+	start := time.Now()
+	res := c.send(ctx, path, bearer, limit, into)
+	gatewayMetrics.lookupDuration.WithLabelValues(endpoint).Observe(time.Since(start).Seconds())
+	outcome := outcomeError
+	switch {
+	case res.err != nil:
+	case res.status == http.StatusOK:
+		outcome = outcomeOK
+	case res.status == http.StatusUnauthorized:
+		outcome = outcomeUnauthorized
+	case res.status == http.StatusNotFound:
+		outcome = outcomeNotFound
+	}
+	gatewayMetrics.lookups.WithLabelValues(endpoint, outcome).Inc()
+	return res
+}
+
+func (c *metadataClient) send(ctx context.Context, path, bearer string, limit int64, into any) lookupResult {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
 	if err != nil {
 		return lookupResult{err: err}
@@ -182,7 +201,7 @@ func scrubURLError(err error) error {
 // keyInfo asks GET /key about key, with the key itself as bearer.
 func (c *metadataClient) keyInfo(ctx context.Context, key string, admitted bool) (*keyMetadata, lookupResult) {
 	var md keyMetadata
-	res := c.get(ctx, "/key", key, maxKeyResponse, admitted, &md)
+	res := c.get(ctx, endpointKey, "/key", key, maxKeyResponse, admitted, &md)
 	if res.err != nil || res.status != http.StatusOK {
 		return nil, res
 	}
@@ -194,7 +213,7 @@ func (c *metadataClient) keyInfo(ctx context.Context, key string, admitted bool)
 // unverified).
 func (c *metadataClient) record(ctx context.Context, key string) (*keyRecord, lookupResult) {
 	var rec keyRecord
-	res := c.get(ctx, "/keys/"+recordHash(key), c.managementKey, maxKeyResponse, false, &rec)
+	res := c.get(ctx, endpointKeyRecord, "/keys/"+recordHash(key), c.managementKey, maxKeyResponse, false, &rec)
 	if res.err != nil || res.status != http.StatusOK {
 		return nil, res
 	}
@@ -211,7 +230,7 @@ func (c *metadataClient) listing(ctx context.Context) (*keyListing, error) {
 			return nil, fmt.Errorf("listing has more than %d pages", maxListPages)
 		}
 		var recs []keyRecord
-		res := c.get(ctx, "/keys?include_disabled=true&offset="+strconv.Itoa(offset), c.managementKey, maxPageResponse, false, &recs)
+		res := c.get(ctx, endpointKeysList, "/keys?include_disabled=true&offset="+strconv.Itoa(offset), c.managementKey, maxPageResponse, false, &recs)
 		if res.err != nil {
 			return nil, res.err
 		}

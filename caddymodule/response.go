@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"bytes"
 	"net/http"
+	"strconv"
+	"time"
 )
 
 // heldWriter passes every response straight through to the client except a
@@ -17,6 +19,9 @@ type heldWriter struct {
 	holding     bool // a 401 is being held
 	wroteHeader bool // the final status went to the client
 	status      int  // the final status passed on
+	// expiresAt, when not zero, is the unix time at which the request's
+	// key expires, announced on successful responses (warn_before).
+	expiresAt int64
 }
 
 // WriteHeader holds a 401 and passes every other status on. 1xx statuses
@@ -31,14 +36,24 @@ func (hw *heldWriter) WriteHeader(status int) {
 	}
 	if status >= 200 {
 		hw.wroteHeader, hw.status = true, status
+		if hw.expiresAt != 0 && status < 300 {
+			hw.announceExpiry()
+		}
 	}
 	hw.ResponseWriter.WriteHeader(status)
+}
+
+// announceExpiry adds the expiry warning headers.
+func (hw *heldWriter) announceExpiry() {
+	h := hw.Header()
+	h.Set("X-OpenRouter-Key-Expires-At", time.Unix(hw.expiresAt, 0).UTC().Format(time.RFC3339))
+	h.Set("X-OpenRouter-Key-Expires-In", strconv.FormatInt(max(hw.expiresAt-time.Now().Unix(), 0), 10))
 }
 
 func (hw *heldWriter) Write(p []byte) (int, error) {
 	if !hw.holding {
 		if !hw.wroteHeader {
-			hw.wroteHeader, hw.status = true, http.StatusOK
+			hw.WriteHeader(http.StatusOK)
 		}
 		return hw.ResponseWriter.Write(p)
 	}
@@ -88,7 +103,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // reset readies a pooled writer for a new response, dropping a buffer that
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
-	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
+	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status, hw.expiresAt = w, false, false, 0, 0
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}

@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
+	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
 	_ "github.com/openrouter-keys/caddy-openrouter-keys/caddymodule"
@@ -49,7 +50,16 @@ func remember(keys ...string) {
 	secretsMu.Unlock()
 }
 
+// runCaddyEnv makes the test binary run as Caddy (standard modules plus
+// this one), so that tests can start separate Caddy processes, such as
+// replicas sharing storage, without building another binary.
+const runCaddyEnv = "OPENROUTER_KEYS_TEST_RUN_CADDY"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(runCaddyEnv) == "1" {
+		caddycmd.Main()
+		return
+	}
 	dir, err := os.MkdirTemp("", "openrouter-keys-it")
 	if err != nil {
 		panic(err)
@@ -87,6 +97,15 @@ func sweepForKeys() []string {
 	if err != nil {
 		return []string{"cannot read the log: " + err.Error()}
 	}
+	// Logs and storage of separate Caddy processes are swept too.
+	_ = filepath.WalkDir(filepath.Dir(logPath), func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && path != logPath {
+			if b, err := os.ReadFile(path); err == nil {
+				logs = append(logs, b...)
+			}
+		}
+		return nil
+	})
 	// The sweep proves something only if the module's own lines, down to
 	// debug level, are in the log.
 	for _, want := range []string{`"msg":"explained misleading 401"`, `"msg":"key lookup"`} {
@@ -119,6 +138,7 @@ type env struct {
 type options struct {
 	management bool   // configure a management key
 	module     string // extra openrouter_keys subdirectives
+	global     string // extra global options
 	emulator   func(*emulator.Server)
 }
 
@@ -152,6 +172,7 @@ func start(t *testing.T, o options) *env {
 		output file %[3]q
 		level DEBUG
 	}
+	%[7]s
 }
 
 http://localhost:%[1]d {
@@ -174,7 +195,7 @@ http://localhost:%[2]d {
 	log
 	reverse_proxy %[4]s
 }
-`, gatewayPort, plainPort, logPath, hostport, mgmtLine, o.module)
+`, gatewayPort, plainPort, logPath, hostport, mgmtLine, o.module, o.global)
 	tc := caddytest.NewTester(t)
 	tc.InitServer(config, "caddyfile")
 	return e
@@ -217,4 +238,13 @@ func comparableHeader(h http.Header) http.Header {
 	c := h.Clone()
 	c.Del("Date")
 	return c
+}
+
+// newUpstream serves emu on loopback and returns its host:port.
+func newUpstream(t *testing.T, emu *emulator.Server) string {
+	t.Helper()
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { remember(emu.Secrets()...) })
+	return strings.TrimPrefix(srv.URL, "http://")
 }
