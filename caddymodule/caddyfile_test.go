@@ -186,3 +186,31 @@ func TestDirectiveOrderedAfterEncode(t *testing.T) {
 		t.Errorf("want encode, openrouter_keys, reverse_proxy in that order: %s", s)
 	}
 }
+
+// FuzzUnmarshalCaddyfile: any tokens give a config or an error, never a
+// panic; a config that parses provisions or fails with the option's name.
+func FuzzUnmarshalCaddyfile(f *testing.F) {
+	for _, s := range []string{
+		"openrouter_keys",
+		"openrouter_keys {\n cache_size 10\n cache_ttl 1m\n}",
+		"openrouter_keys {\n upstream http://127.0.0.1:1/api/v1\n edge_answers malformed\n shared_storage\n}",
+		"openrouter_keys {\n lookup_rate 0.5\n warn_before 72h\n expiry_skew 0s\n}",
+		"openrouter_keys {\n management_key {env.X}\n edge_disabled_for 1h\n}",
+		"openrouter_keys {\n cache_size\n}", "openrouter_keys {", "openrouter_keys { } }", "openrouter_keys {\n upstream \"a b\"\n}",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, input string) {
+		var h Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(input)); err != nil {
+			return
+		}
+		h.SharedStorage = false // needs a running Caddy's storage
+		if err := provision(t, &h); err != nil {
+			name, _, _ := strings.Cut(err.Error(), ":")
+			if !strings.Contains(input, name) {
+				t.Fatalf("error %q names no option of %q", err, input)
+			}
+		}
+	})
+}

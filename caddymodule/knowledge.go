@@ -273,14 +273,17 @@ func (k *knowledge) explain(ctx context.Context, key string, fp fingerprint, inf
 
 	// Evidence 1: GET /key with the key itself, joining a background
 	// lookup already in flight. A management key answers it; a dead key
-	// gets 401.
-	if !k.await(ctx, &k.keyFlights, string(fp[:]), func() { k.learnKey(key, fp, false) }) {
+	// gets 401. Skipped while lookups of the key back off after failures:
+	// a dead metadata endpoint is not hammered.
+	if st.failures == 0 || now.UnixNano() >= st.retryAt {
+		if !k.await(ctx, &k.keyFlights, string(fp[:]), func() { k.learnKey(key, fp, false) }) {
+			st, _ = k.cache.get(fp)
+			return st
+		}
 		st, _ = k.cache.get(fp)
-		return st
-	}
-	st, _ = k.cache.get(fp)
-	if explainState(st, time.Now(), inference, k.ttl).known() {
-		return st
+		if explainState(st, time.Now(), inference, k.ttl).known() {
+			return st
+		}
 	}
 
 	// Evidence 2: the management API, once the key is known dead.

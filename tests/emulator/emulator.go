@@ -15,10 +15,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/andybalholm/brotli"
@@ -68,10 +70,87 @@ type Server struct {
 	// which OpenRouter does not promise, so that only label matching works.
 	OpaqueHashes bool
 
-	mu     sync.Mutex
-	keys   map[string]*Key
-	order  []*Key // oldest first
-	counts map[string]int
+	mu            sync.Mutex
+	keyFault      Fault
+	listFailsPage int
+	streams       atomic.Int64
+	keys          map[string]*Key
+	order         []*Key // oldest first
+	counts        map[string]int
+}
+
+// Fault is how GET /key misbehaves, for reliability tests.
+type Fault int
+
+// The faults GET /key can be given.
+const (
+	FaultNone        Fault = iota
+	FaultHang              // no answer until the client gives up
+	FaultStatus500         // 500 with an HTML body
+	FaultReset             // the connection is reset
+	FaultInvalidJSON       // 200 with a body that is not JSON
+	FaultHugeBody          // 200 with a 10 MB body
+)
+
+// SetKeyFault makes GET /key misbehave (FaultNone: behave).
+func (s *Server) SetKeyFault(f Fault) {
+	s.mu.Lock()
+	s.keyFault = f
+	s.mu.Unlock()
+}
+
+// SetListFailsOnPage makes GET /keys fail with 500 on the given page
+// (1-based); 0 never fails.
+func (s *Server) SetListFailsOnPage(page int) {
+	s.mu.Lock()
+	s.listFailsPage = page
+	s.mu.Unlock()
+}
+
+// ActiveStreams is how many streamed completions are being written now.
+func (s *Server) ActiveStreams() int64 { return s.streams.Load() }
+
+// fault answers with the configured GET /key fault, if any.
+func (s *Server) fault(w http.ResponseWriter, r *http.Request) bool {
+	s.mu.Lock()
+	f := s.keyFault
+	s.mu.Unlock()
+	switch f {
+	case FaultHang:
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+	case FaultStatus500:
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusInternalServerError)
+		io.WriteString(w, "<html><body>Internal Server Error</body></html>")
+	case FaultReset:
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				if tcp, ok := conn.(*net.TCPConn); ok {
+					_ = tcp.SetLinger(0) // RST, not FIN
+				}
+				conn.Close()
+			}
+		}
+	case FaultInvalidJSON:
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":{"label":"sk-or-v1-abc...`)
+	case FaultHugeBody:
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":{"label":"`)
+		chunk := strings.Repeat("a", 64<<10)
+		for i := 0; i < 160; i++ {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return true
+			}
+		}
+		io.WriteString(w, `"}}`)
+	default:
+		return false
+	}
+	return true
 }
 
 // New returns an emulator with no keys.
@@ -189,7 +268,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/models" && r.Method == http.MethodGet:
 		s.models(w, r)
 	case (path == "/key" || path == "/auth/key") && r.Method == http.MethodGet:
-		s.withKey(w, r, true, s.keyInfo)
+		if !s.fault(w, r) {
+			s.withKey(w, r, true, s.keyInfo)
+		}
 	case path == "/keys" && r.Method == http.MethodGet:
 		s.withManagementKey(w, r, s.listKeys)
 	case strings.HasPrefix(path, "/keys/") && r.Method == http.MethodGet:
@@ -289,6 +370,13 @@ func record(k *Key) map[string]any {
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
 	offset, _ := strconv.Atoi(r.URL.Query().Get("offset"))
+	s.mu.Lock()
+	failPage := s.listFailsPage
+	s.mu.Unlock()
+	if failPage > 0 && offset/PageSize+1 == failPage {
+		s.writeError(w, r, http.StatusInternalServerError, "Internal Server Error", nil)
+		return
+	}
 	includeDisabled := r.URL.Query().Get("include_disabled") == "true"
 	s.mu.Lock()
 	var live []*Key
@@ -410,6 +498,8 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 		})
 		return
 	}
+	s.streams.Add(1)
+	defer s.streams.Add(-1)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")

@@ -68,6 +68,7 @@ func asKeyError(t *testing.T, err error) keyError {
 			ExpiresAt string `json:"expires_at"`
 		} `json:"metadata"`
 	}
+	recordResponse([]byte(apiErr.RawJSON()))
 	_ = json.Unmarshal([]byte(apiErr.RawJSON()), &inner)
 	return keyError{
 		status: apiErr.StatusCode, message: apiErr.Message,

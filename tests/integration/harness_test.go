@@ -41,7 +41,16 @@ var (
 
 	secretsMu sync.Mutex
 	secrets   []string // every key any test used
+	responses []byte   // every response body the tests read from the gateway
 )
+
+// recordResponse adds a response body to the sweep for key material.
+func recordResponse(b []byte) {
+	secretsMu.Lock()
+	responses = append(responses, b...)
+	responses = append(responses, '\n')
+	secretsMu.Unlock()
+}
 
 // remember adds keys to the sweep for key material.
 func remember(keys ...string) {
@@ -74,7 +83,7 @@ func TestMain(m *testing.M) {
 			}
 			code = 1
 		} else {
-			fmt.Printf("swept %s: no key material in any log line\n", logPath)
+			fmt.Printf("swept %s and %d bytes of responses: no key material\n", filepath.Dir(logPath), len(responses))
 		}
 	}
 	os.RemoveAll(dir)
@@ -115,11 +124,17 @@ func sweepForKeys() []string {
 	}
 	secretsMu.Lock()
 	defer secretsMu.Unlock()
+	if len(responses) == 0 {
+		return []string{"no response was recorded: the sweep would prove nothing"}
+	}
 	var leaks []string
 	for _, key := range secrets {
 		for _, m := range keyMaterial(key) {
 			if bytes.Contains(logs, []byte(m)) {
-				leaks = append(leaks, fmt.Sprintf("a form of key %s... (%d bytes)", key[:min(len(key), 12)], len(m)))
+				leaks = append(leaks, fmt.Sprintf("log: a form of key %s... (%d bytes)", key[:min(len(key), 12)], len(m)))
+			}
+			if bytes.Contains(responses, []byte(m)) {
+				leaks = append(leaks, fmt.Sprintf("response: a form of key %s... (%d bytes)", key[:min(len(key), 12)], len(m)))
 			}
 		}
 	}
@@ -132,6 +147,16 @@ type env struct {
 	emu      *emulator.Server
 	upstream *httptest.Server
 	mgmtKey  string
+	tester   *caddytest.Tester
+	config   func(module string) string
+	options  options
+}
+
+// reload loads the config again with extra subdirectives, as
+// `caddy reload` does.
+func (e *env) reload(module string) {
+	e.t.Helper()
+	e.tester.InitServer(e.config(e.options.module+"\n"+module), "caddyfile")
 }
 
 // options configure start.
@@ -162,7 +187,9 @@ func start(t *testing.T, o options) *env {
 		mgmtLine = "management_key {env.OPENROUTER_TEST_MANAGEMENT_KEY}"
 	}
 	hostport := strings.TrimPrefix(upstream.URL, "http://")
-	config := fmt.Sprintf(`{
+	e.options = o
+	e.config = func(module string) string {
+		return fmt.Sprintf(`{
 	admin localhost:2999
 	http_port %[1]d
 	https_port 9443
@@ -195,9 +222,10 @@ http://localhost:%[2]d {
 	log
 	reverse_proxy %[4]s
 }
-`, gatewayPort, plainPort, logPath, hostport, mgmtLine, o.module, o.global)
-	tc := caddytest.NewTester(t)
-	tc.InitServer(config, "caddyfile")
+`, gatewayPort, plainPort, logPath, hostport, mgmtLine, module, o.global)
+	}
+	e.tester = caddytest.NewTester(t)
+	e.tester.InitServer(e.config(o.module), "caddyfile")
 	return e
 }
 
@@ -229,6 +257,7 @@ func raw(t *testing.T, method, url, key string, body string, header ...string) (
 	if err != nil {
 		t.Fatal(err)
 	}
+	recordResponse(b)
 	return resp, b
 }
 
