@@ -59,11 +59,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		if !d.AllArgs(&arg) {
 			return d.Errf("%s: expects exactly one value", opt)
 		}
+		if ok, err := h.UpstreamOptions.unmarshalSubdirective(d, opt, arg); ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
 		switch opt {
-		case "upstream":
-			h.Upstream = arg
-		case "management_key":
-			h.ManagementKey = arg
 		case "cache_size":
 			n, err := strconv.Atoi(arg)
 			if err != nil || n < 0 {
@@ -83,14 +85,13 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			default:
 				return d.Errf("edge_answers: %q is not one of on, off, malformed", arg)
 			}
-		case "cache_ttl", "lookup_timeout", "expiry_skew", "edge_disabled_for", "warn_before":
+		case "cache_ttl", "expiry_skew", "edge_disabled_for", "warn_before":
 			dur, err := caddy.ParseDuration(arg)
 			if err != nil || dur < 0 {
 				return d.Errf("%s: %q is not a duration such as 30s or 10m", opt, arg)
 			}
 			*map[string]*caddy.Duration{
 				"cache_ttl":         &h.CacheTTL,
-				"lookup_timeout":    &h.LookupTimeout,
 				"expiry_skew":       &h.ExpirySkew,
 				"edge_disabled_for": &h.EdgeDisabledFor,
 				"warn_before":       &h.WarnBefore,

@@ -35,8 +35,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Handler{
-		Upstream: "https://example.test/api/v1", ManagementKey: "{env.OPENROUTER_MANAGEMENT_KEY}",
-		CacheSize: 5000, CacheTTL: caddy.Duration(2 * time.Minute), LookupTimeout: caddy.Duration(3 * time.Second),
+		UpstreamOptions: UpstreamOptions{Upstream: "https://example.test/api/v1", ManagementKey: "{env.OPENROUTER_MANAGEMENT_KEY}",
+			LookupTimeout: caddy.Duration(3 * time.Second)},
+		CacheSize: 5000, CacheTTL: caddy.Duration(2 * time.Minute),
 		LookupRate: 7.5, EdgeAnswers: "malformed", ExpirySkew: caddy.Duration(10 * time.Second),
 		EdgeDisabledFor: caddy.Duration(time.Minute), WarnBefore: caddy.Duration(72 * time.Hour), SharedStorage: true,
 	}
@@ -119,7 +120,7 @@ func TestManagementKeyFromPlaceholders(t *testing.T) {
 	os.WriteFile(file, []byte(mk+"\n"), 0o600)
 
 	for _, placeholder := range []string{"{env.OPENROUTER_KEYS_TEST_MK}", "{file." + file + "}"} {
-		h := Handler{ManagementKey: placeholder}
+		h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: placeholder}}
 		if err := provision(t, &h); err != nil {
 			t.Fatal(err)
 		}
@@ -127,11 +128,11 @@ func TestManagementKeyFromPlaceholders(t *testing.T) {
 			t.Errorf("%s: resolved to a %d-byte value", placeholder, len(h.knowledge.client.managementKey))
 		}
 	}
-	h := Handler{ManagementKey: "{env.OPENROUTER_KEYS_TEST_UNSET}"}
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_UNSET}"}}
 	if err := provision(t, &h); err != nil || h.knowledge.client.managementKey != "" {
 		t.Errorf("an unset variable must mean no management key: %v", err)
 	}
-	h = Handler{ManagementKey: mk + " trailing words"}
+	h = Handler{UpstreamOptions: UpstreamOptions{ManagementKey: mk + " trailing words"}}
 	if err := provision(t, &h); err == nil || strings.Contains(err.Error(), mk) {
 		t.Errorf("a bad management key is refused without echoing it: %v", err)
 	}

@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,17 +45,10 @@ const (
 // a fingerprint of the key, never the key itself. Every other response
 // passes through untouched, streams included.
 type Handler struct {
-	// The OpenRouter API base URL that key metadata is read from. It must
-	// be the API reverse_proxy talks to. Default: https://openrouter.ai/api/v1
-	Upstream string `json:"upstream,omitempty"`
-
-	// A management key of the account whose keys pass through, usually
-	// "{env.OPENROUTER_MANAGEMENT_KEY}". With it the gateway can tell a
-	// disabled or deleted key from others; without it (or when it resolves
-	// to an empty string) it says only what GET /key taught it. Placeholders
-	// are resolved when the config loads; the key is sent to the upstream
-	// only, and never logged.
-	ManagementKey string `json:"management_key,omitempty"`
+	// Where and how key metadata is read: upstream, management_key,
+	// lookup_timeout (a failing request waits for evidence at most this
+	// long; working requests never wait).
+	UpstreamOptions
 
 	// The most keys remembered at once. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
@@ -65,10 +57,6 @@ type Handler struct {
 	// again. A key's expiry is trusted for good, since OpenRouter never
 	// changes it. Default: 10m.
 	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
-
-	// How long one metadata lookup may take; also the longest a failing
-	// request waits for evidence. Working requests never wait. Default: 5s.
-	LookupTimeout caddy.Duration `json:"lookup_timeout,omitempty"`
 
 	// The most metadata requests sent to the upstream per second, GET /key
 	// and management calls together, so that a flood of random keys cannot
@@ -154,14 +142,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	h.poolKey = fmt.Sprintf("%s|%d|%s", cfg.upstream, cfg.cacheSize, fingerprintOf(cfg.managementKey).short())
+	h.poolKey = fmt.Sprintf("%s|%d|%s", cfg.base, cfg.cacheSize, fingerprintOf(cfg.managementKey).short())
 	pooled, _, err := keyCaches.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
 		return newPooledCache(cfg.cacheSize), nil
 	})
 	if err != nil {
 		return err
 	}
-	client := newMetadataClient(cfg.upstream, cfg.managementKey, cfg.lookupTimeout, cfg.lookupRate)
+	client := newMetadataClient(cfg.base, cfg.managementKey, cfg.timeout, cfg.lookupRate)
 	h.knowledge = newKnowledge(pooled.(pooledCache).keyCache, client, cfg.cacheTTL, h.logger)
 	if h.SharedStorage {
 		h.knowledge.shared = newSharedStore(ctx.Storage(), h.logger)
@@ -185,44 +173,30 @@ func (h *Handler) Cleanup() error {
 
 // settings are the options checked, resolved and defaulted.
 type settings struct {
-	upstream, managementKey string
-	cacheSize               int
-	cacheTTL, lookupTimeout time.Duration
-	lookupRate              float64
-	edge                    edgePolicy
-	warnBefore              time.Duration
+	upstreamSettings
+	cacheSize  int
+	cacheTTL   time.Duration
+	lookupRate float64
+	edge       edgePolicy
+	warnBefore time.Duration
 }
 
 func (h *Handler) settings() (settings, error) {
 	s := settings{
-		upstream: DefaultUpstream, cacheSize: DefaultCacheSize, cacheTTL: DefaultCacheTTL,
-		lookupTimeout: DefaultLookupTimeout, lookupRate: DefaultLookupRate,
+		cacheSize: DefaultCacheSize, cacheTTL: DefaultCacheTTL, lookupRate: DefaultLookupRate,
 		edge: edgePolicy{dead: true, skew: DefaultExpirySkew, disabledFor: DefaultEdgeDisabledFor},
 	}
-	if h.Upstream != "" {
-		u, err := url.Parse(h.Upstream)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
-			return s, fmt.Errorf("upstream: %q is not an http(s) URL", h.Upstream)
-		}
-		s.upstream = strings.TrimSuffix(u.String(), "/")
-	}
-	// The management key is resolved now, once; an error names the
-	// placeholder at most, never a value.
-	mk, err := caddy.NewReplacer().ReplaceOrErr(h.ManagementKey, false, true)
+	up, err := h.UpstreamOptions.resolve()
 	if err != nil {
-		return s, fmt.Errorf("management_key: %v", err)
+		return s, err
 	}
-	s.managementKey = strings.TrimSpace(mk)
-	if strings.ContainsAny(s.managementKey, " \t\r\n") {
-		return s, fmt.Errorf("management_key: contains whitespace")
-	}
+	s.upstreamSettings = up
 	for _, d := range []struct {
 		name string
 		val  caddy.Duration
 		dst  *time.Duration
 	}{
 		{"cache_ttl", h.CacheTTL, &s.cacheTTL},
-		{"lookup_timeout", h.LookupTimeout, &s.lookupTimeout},
 		{"expiry_skew", h.ExpirySkew, &s.edge.skew},
 		{"edge_disabled_for", h.EdgeDisabledFor, &s.edge.disabledFor},
 		{"warn_before", h.WarnBefore, &s.warnBefore},

@@ -159,7 +159,7 @@ func TestDeadMetadataEndpoint(t *testing.T) {
 		}
 	}))
 	defer meta.Close()
-	h := Handler{LookupTimeout: caddy.Duration(200 * time.Millisecond)}
+	h := Handler{UpstreamOptions: UpstreamOptions{LookupTimeout: caddy.Duration(200 * time.Millisecond)}}
 	newHandler(t, &h, meta.URL+"/api/v1")
 	fail := upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
 	ok := upstreamAnswer(200, nil, []byte(`{}`))
