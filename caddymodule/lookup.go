@@ -17,10 +17,11 @@ import (
 
 // Limits on what the metadata endpoints may send back.
 const (
-	maxKeyResponse  = 64 << 10 // GET /key, GET /keys/{hash}
-	maxPageResponse = 4 << 20  // one page of GET /keys
-	listPageSize    = 100      // OpenRouter's page size for GET /keys
-	maxListPages    = 200      // 20,000 keys; past that the listing counts as incomplete
+	maxKeyResponse    = 64 << 10 // GET /key, GET /keys/{hash}
+	maxPageResponse   = 4 << 20  // one page of GET /keys
+	maxModelsResponse = 16 << 20 // GET /models: about 0.5 MB for 337 models
+	listPageSize      = 100      // OpenRouter's page size for GET /keys
+	maxListPages      = 200      // 20,000 keys; past that the listing counts as incomplete
 )
 
 // errLookupRefused means the lookup was not sent: the lookup rate is used
@@ -158,7 +159,9 @@ func (c *metadataClient) send(ctx context.Context, path, bearer string, limit in
 	if err != nil {
 		return lookupResult{err: err}
 	}
-	req.Header.Set("Authorization", "Bearer "+bearer)
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -272,4 +275,36 @@ func (l *keyListing) find(key string) (rec *keyRecord, found bool) {
 	}
 	r := same[0]
 	return &r, true
+}
+
+// credits reads GET /credits with bearer, which must be a management key.
+func (c *metadataClient) credits(ctx context.Context, bearer string) (*accountCredits, lookupResult) {
+	var cr accountCredits
+	res := c.get(ctx, endpointCredits, "/credits", bearer, maxKeyResponse, false, &cr)
+	if res.err != nil || res.status != http.StatusOK {
+		return nil, res
+	}
+	return &cr, res
+}
+
+// accountCredits is GET /credits' answer.
+type accountCredits struct {
+	TotalCredits float64 `json:"total_credits"`
+	TotalUsage   float64 `json:"total_usage"`
+}
+
+// modelIDs reads the model catalogue, which needs no key.
+func (c *metadataClient) modelIDs(ctx context.Context) ([]string, lookupResult) {
+	var models []struct {
+		ID string `json:"id"`
+	}
+	res := c.get(ctx, endpointModels, "/models", "", maxModelsResponse, false, &models)
+	if res.err != nil || res.status != http.StatusOK {
+		return nil, res
+	}
+	ids := make([]string, len(models))
+	for i, m := range models {
+		ids[i] = m.ID
+	}
+	return ids, res
 }

@@ -13,6 +13,8 @@ const (
 	endpointKey       = "key"        // GET /key
 	endpointKeyRecord = "key_record" // GET /keys/{hash}
 	endpointKeysList  = "keys_list"  // GET /keys (one per page)
+	endpointCredits   = "credits"    // GET /credits (key check)
+	endpointModels    = "models"     // GET /models (key check)
 
 	outcomeOK           = "ok"
 	outcomeUnauthorized = "unauthorized"
