@@ -81,7 +81,8 @@ func runKeyCheck(asJSON bool, upstream string, timeout time.Duration, stdin io.R
 		printReport(stdout, rep)
 	}
 	if rep.Status != StatusValid {
-		return 1, nil
+		// Caddy's command runner turns only an error into exit status 1.
+		return 1, fmt.Errorf("the key is not valid: %s", rep.Status)
 	}
 	return 0, nil
 }
