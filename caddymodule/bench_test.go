@@ -54,6 +54,18 @@ func benchHandler(b *testing.B, h *Handler) (*emulator.Server, func()) {
 	return emu, func() { h.Cleanup(); srv.Close() }
 }
 
+// knownExpiredKey is a key the handler knows expired an hour ago.
+func knownExpiredKey(h *Handler) string {
+	key := randomKey()
+	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
+		st.flags = flagAlive | flagHasExpiry
+		st.learnedAt = time.Now().UnixNano()
+		st.expiresAt = time.Now().Add(-time.Hour).Unix()
+		return true
+	})
+	return key
+}
+
 var okBody = []byte(`{"id":"gen-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"}}]}`)
 
 var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -145,14 +157,7 @@ func BenchmarkRewriteExpiredKey(b *testing.B) {
 			h := Handler{EdgeAnswers: EdgeAnswersOff}
 			_, done := benchHandler(b, &h)
 			defer done()
-			key := randomKey()
-			fp := fingerprintOf(key)
-			h.knowledge.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
-				st.flags = flagAlive | flagHasExpiry
-				st.learnedAt = time.Now().UnixNano()
-				st.expiresAt = time.Now().Add(-time.Hour).Unix()
-				return true
-			})
+			key := knownExpiredKey(&h)
 			body := encode(b, enc, []byte(userNotFound))
 			next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 				w.Header().Set("Content-Type", "application/json")
@@ -173,13 +178,7 @@ func BenchmarkEdgeAnswer(b *testing.B) {
 	var h Handler
 	_, done := benchHandler(b, &h)
 	defer done()
-	key := randomKey()
-	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
-		st.flags = flagAlive | flagHasExpiry
-		st.learnedAt = time.Now().UnixNano()
-		st.expiresAt = time.Now().Add(-time.Hour).Unix()
-		return true
-	})
+	key := knownExpiredKey(&h)
 	req := request(key)
 	w := &discardWriter{h: make(http.Header)}
 	b.ReportAllocs()

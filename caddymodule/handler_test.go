@@ -35,6 +35,16 @@ func newHandler(t *testing.T, h *Handler, upstream string) *observer.ObservedLog
 	return logs
 }
 
+// startEmulator serves an OpenRouter emulator for the test and returns it
+// with its API base URL.
+func startEmulator(t *testing.T) (*emulator.Server, string) {
+	t.Helper()
+	emu := emulator.New()
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	return emu, srv.URL + "/api/v1"
+}
+
 // upstreamAnswer is a fixed response that next writes, as reverse_proxy
 // would.
 func upstreamAnswer(status int, header http.Header, body []byte) caddyhttp.Handler {
@@ -92,11 +102,9 @@ func TestPassThroughFlushesStreams(t *testing.T) {
 }
 
 func TestUnexplainable401sPassUnchanged(t *testing.T) {
-	emu := emulator.New()
-	srv := httptest.NewServer(emu)
-	defer srv.Close()
+	emu, api := startEmulator(t)
 	var h Handler
-	newHandler(t, &h, srv.URL+"/api/v1")
+	newHandler(t, &h, api)
 	dead := emu.NewKey(emulator.KeyOptions{})
 	emu.Delete(dead)
 	html := http.Header{"Content-Type": {"text/html"}}
@@ -186,11 +194,9 @@ func TestDeadMetadataEndpoint(t *testing.T) {
 }
 
 func TestLogsCarryNoKeyMaterial(t *testing.T) {
-	emu := emulator.New()
-	srv := httptest.NewServer(emu)
-	defer srv.Close()
+	emu, api := startEmulator(t)
 	var h Handler
-	logs := newHandler(t, &h, srv.URL+"/api/v1")
+	logs := newHandler(t, &h, api)
 	past := time.Now().Add(-time.Hour)
 	key := emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
 	fail := upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))

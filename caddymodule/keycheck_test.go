@@ -60,9 +60,7 @@ func checkKey(t *testing.T, kc *KeyCheck, key string) (*Report, *httptest.Respon
 }
 
 func TestKeyCheckReports(t *testing.T) {
-	emu := emulator.New()
-	srv := httptest.NewServer(emu)
-	defer srv.Close()
+	emu, api := startEmulator(t)
 	limit := 10.0
 	future, past := time.Now().Add(30*24*time.Hour), time.Now().Add(-time.Hour)
 	valid := emu.NewKey(emulator.KeyOptions{Limit: &limit, ExpiresAt: &future})
@@ -72,16 +70,14 @@ func TestKeyCheckReports(t *testing.T) {
 	emu.Delete(deleted)
 	mgmt := emu.NewKey(emulator.KeyOptions{Management: true})
 
-	otherAccount := emulator.New()
-	otherSrv := httptest.NewServer(otherAccount)
-	defer otherSrv.Close()
+	otherAccount, otherAPI := startEmulator(t)
 
 	for _, withManagement := range []bool{true, false} {
 		mk := ""
 		if withManagement {
 			mk = mgmt
 		}
-		kc := newKeyCheck(t, srv.URL+"/api/v1", mk)
+		kc := newKeyCheck(t, api, mk)
 		for _, c := range []struct {
 			key, status     string
 			credits, keyRep bool
@@ -127,7 +123,7 @@ func TestKeyCheckReports(t *testing.T) {
 
 	// A key of another account never sees this account's balance.
 	foreign := otherAccount.NewKey(emulator.KeyOptions{})
-	kcOther := newKeyCheck(t, otherSrv.URL+"/api/v1", mgmt) // mgmt is not of that account
+	kcOther := newKeyCheck(t, otherAPI, mgmt) // mgmt is not of that account
 	rep, _ := checkKey(t, kcOther, foreign)
 	if rep.Status != "valid" || rep.Credits != nil || rep.CreditsUnavailable == "" {
 		t.Errorf("foreign key: %+v", rep)
@@ -135,12 +131,10 @@ func TestKeyCheckReports(t *testing.T) {
 }
 
 func TestKeyCheckDoesNotTeachTheGateway(t *testing.T) {
-	emu := emulator.New()
-	srv := httptest.NewServer(emu)
-	defer srv.Close()
+	emu, api := startEmulator(t)
 	var h Handler
-	newHandler(t, &h, srv.URL+"/api/v1")
-	kc := newKeyCheck(t, srv.URL+"/api/v1", "")
+	newHandler(t, &h, api)
+	kc := newKeyCheck(t, api, "")
 	key := emu.NewKey(emulator.KeyOptions{})
 	if rep, _ := checkKey(t, kc, key); rep.Status != "valid" {
 		t.Fatal(rep.Status)
