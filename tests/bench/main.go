@@ -28,7 +28,10 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
-var profileTo string
+var (
+	profileTo string
+	control   bool
+)
 
 func main() {
 	rounds := flag.Int("rounds", 5, "rounds; each runs the load against both, in alternating order")
@@ -38,6 +41,7 @@ func main() {
 	delay := flag.Duration("delay", 2*time.Millisecond, "the emulator's fixed response delay")
 	streams := flag.Int("streams", 50, "streamed requests per side for the time to first event")
 	rate := flag.Int("rate", 0, "requests per second; 0 sends as fast as the workers can")
+	flag.BoolVar(&control, "control", false, "run the gateway side without the module: measures the harness's own bias")
 	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file")
 	flag.Parse()
 	if err := run(*rounds, *duration, *workers, *keys, *delay, *streams, *rate); err != nil {
@@ -80,7 +84,11 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 		return err
 	}
 	defer stop(plain)
-	gateway, err := startCaddy(bin, dir, "gateway", hostport, "openrouter_keys {\n\t\tupstream http://"+hostport+"/api/v1\n\t}")
+	module := "openrouter_keys {\n\t\tupstream http://" + hostport + "/api/v1\n\t}"
+	if control {
+		module = ""
+	}
+	gateway, err := startCaddy(bin, dir, "gateway", hostport, module)
 	if err != nil {
 		return err
 	}
