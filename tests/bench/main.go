@@ -31,6 +31,7 @@ import (
 var (
 	profileTo string
 	control   bool
+	pinCaddy  string
 )
 
 func main() {
@@ -41,6 +42,7 @@ func main() {
 	delay := flag.Duration("delay", 2*time.Millisecond, "the emulator's fixed response delay")
 	streams := flag.Int("streams", 50, "streamed requests per side for the time to first event")
 	rate := flag.Int("rate", 0, "requests per second; 0 sends as fast as the workers can")
+	flag.StringVar(&pinCaddy, "pin-caddy", "", "CPU list (taskset -c) for both Caddy processes, such as 1; run the bench itself pinned elsewhere, such as taskset -c 0")
 	flag.BoolVar(&control, "control", false, "run the gateway side without the module: measures the harness's own bias")
 	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file")
 	flag.Parse()
@@ -127,7 +129,7 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	if rate > 0 {
 		load = fmt.Sprintf("at %d req/s", rate)
 	}
-	fmt.Printf("\n%d rounds of %v per side, %d workers %s, %d keys, upstream delay %v, on %d CPUs\n\n", rounds, duration, workers, load, nkeys, delay, runtime.NumCPU())
+	fmt.Printf("\n%d rounds of %v per side, %d workers %s, %d keys, upstream delay %v; this process may use %d CPUs\n\n", rounds, duration, workers, load, nkeys, delay, runtime.NumCPU())
 	fmt.Printf("%-6s %12s %10s %10s   %12s %10s %10s   %8s %8s\n", "round", "plain req/s", "p50", "p99", "gateway req/s", "p50", "p99", "rps ratio", "p99 ratio")
 	var rpsRatios, p50Ratios, p99Ratios []float64
 	for r := 1; r <= rounds; r++ {
@@ -206,6 +208,11 @@ func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
+	if pinCaddy != "" {
+		// Caddy on its own core(s), away from the load generator and the
+		// emulator, so that the two sides do not fight over one scheduler.
+		cmd = exec.Command("taskset", "-c", pinCaddy, bin, "run", "--config", file, "--adapter", "caddyfile")
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	if err := cmd.Start(); err != nil {
