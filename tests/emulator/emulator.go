@@ -554,29 +554,56 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 	send("data: [DONE]\n\n")
 }
 
+// Error bodies are structs, not maps, so that their members come in
+// OpenRouter's order: {"error":{"message":"User not found.","code":401}}
+// byte for byte.
+type (
+	errorObject struct {
+		Message  string         `json:"message"`
+		Code     int            `json:"code"`
+		Metadata map[string]any `json:"metadata,omitempty"`
+	}
+	errorEnvelope struct {
+		Error errorObject `json:"error"`
+	}
+	anthropicError struct {
+		Type  string `json:"type"`
+		Error struct {
+			Type    string `json:"type"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	responsesError struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+		ErrorType string `json:"error_type"`
+	}
+)
+
 // writeError writes OpenRouter's error envelope for the endpoint.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, status int, msg string, metadata map[string]any) {
 	var body any
 	switch {
 	case strings.HasSuffix(r.URL.Path, "/messages"):
-		body = map[string]any{"type": "error", "error": map[string]any{"type": "authentication_error", "message": msg}}
+		var e anthropicError
+		e.Type, e.Error.Type, e.Error.Message = "error", "authentication_error", msg
+		body = e
 	case strings.HasSuffix(r.URL.Path, "/responses"):
-		body = map[string]any{"error": map[string]any{"code": "server_error", "message": msg}, "error_type": "authentication"}
+		var e responsesError
+		e.Error.Code, e.Error.Message, e.ErrorType = "server_error", msg, "authentication"
+		body = e
 	case s.FlatErrors:
-		body = map[string]any{"message": msg, "code": status}
+		body = errorObject{Message: msg, Code: status, Metadata: metadata}
 	default:
-		e := map[string]any{"message": msg, "code": status}
-		if metadata != nil {
-			e["metadata"] = metadata
-		}
-		body = map[string]any{"error": e}
+		body = errorEnvelope{errorObject{Message: msg, Code: status, Metadata: metadata}}
 	}
 	s.writeJSON(w, r, status, body)
 }
 
 // writeJSON writes v compressed as the client accepts it, brotli first, as
-// OpenRouter's CDN does. OpenRouter's exact 401 body has "message" before
-// "code"; encoding/json sorts map keys, which gives the same order.
+// OpenRouter's CDN does.
 func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
