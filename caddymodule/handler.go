@@ -281,13 +281,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		_ = hw.release()
 		return err
 	}
-	return h.explainUnauthorized(hw, r, cred, fp)
+	return h.explainUnauthorized(hw, r, cred, fp, wellFormed)
 }
 
 // explainUnauthorized rewrites a held 401 when it is OpenRouter's misleading
 // message and the gateway knows (or can learn within the lookup timeout)
 // why; otherwise it releases the 401 unchanged.
-func (h *Handler) explainUnauthorized(hw *heldWriter, r *http.Request, cred credential, fp fingerprint) error {
+func (h *Handler) explainUnauthorized(hw *heldWriter, r *http.Request, cred credential, fp fingerprint, wellFormed bool) error {
 	hdr := hw.Header()
 	encodings := hdr.Values("Content-Encoding")
 	if len(encodings) > 1 {
@@ -306,7 +306,6 @@ func (h *Handler) explainUnauthorized(hw *heldWriter, r *http.Request, cred cred
 		return hw.release()
 	}
 	inference := !isManagementPath(r.URL.Path)
-	wellFormed := wellFormedKey(cred.key)
 	var st keyState
 	if wellFormed {
 		st, _ = h.knowledge.cache.get(fp)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -182,11 +183,11 @@ func readKey(w http.ResponseWriter, r *http.Request) (string, int, string) {
 			key = *in.Key
 		}
 	} else {
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if err := r.ParseForm(); err != nil {
+		form, err := url.ParseQuery(string(body))
+		if err != nil {
 			return "", http.StatusBadRequest, "The form could not be read."
 		}
-		key = r.PostForm.Get("key")
+		key = form.Get("key")
 	}
 	if key == "" {
 		return "", http.StatusBadRequest, `No key: send {"key":"sk-or-v1-..."}.`

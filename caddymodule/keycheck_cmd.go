@@ -64,7 +64,6 @@ func runKeyCheck(asJSON bool, upstream string, timeout time.Duration, stdin io.R
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_ = registerMetrics(nil) // the metric vectors the client counts into
 	c := &checker{client: newMetadataClient(up.base, up.managementKey, timeout, 1000)}
 	defer c.client.close()
 	rep, err := c.check(ctx, key, time.Now())

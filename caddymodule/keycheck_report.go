@@ -126,13 +126,13 @@ func describe(res lookupResult) string {
 // check builds the report for key, within ctx's deadline.
 func (c *checker) check(ctx context.Context, key string, now time.Time) (*Report, error) {
 	rep := &Report{}
-	var wg sync.WaitGroup
-	wg.Add(1)
+	// The catalogue is read beside everything else, and awaited last.
+	modelsDone := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(modelsDone)
 		rep.Models, rep.ModelsUnavailable = c.models.get(ctx, c.client)
 	}()
-	defer wg.Wait()
+	defer func() { <-modelsDone }()
 
 	if !wellFormedKey(key) {
 		v := verdict{reason: reasonMalformed}
@@ -150,6 +150,7 @@ func (c *checker) check(ctx context.Context, key string, now time.Time) (*Report
 		rec    *keyRecord
 		found  bool
 		recErr error
+		wg     sync.WaitGroup
 	)
 	wg.Add(1)
 	go func() {

@@ -23,10 +23,11 @@ const (
 	outcomeRefused      = "refused" // not sent: the lookup rate was used up
 )
 
-// gatewayMetrics are process-wide, like Caddy's own: registered again in
-// the registry of every config load.
-var gatewayMetrics = struct {
-	once           sync.Once
+// gatewayMetrics are process-wide, like Caddy's own: made once when the
+// package loads (so that code counting into them never meets a nil
+// collector, in a config or in the subcommand) and registered again in the
+// registry of every config load.
+var gatewayMetrics struct {
 	rewrites       *prometheus.CounterVec
 	edgeAnswers    *prometheus.CounterVec
 	lookups        *prometheus.CounterVec
@@ -35,7 +36,7 @@ var gatewayMetrics = struct {
 	cacheHits      prometheus.Counter
 	cacheMisses    prometheus.Counter
 	storageOps     *prometheus.CounterVec
-}{}
+}
 
 // liveCaches are the key caches of the running configs, for the
 // cache_entries gauge.
@@ -44,7 +45,7 @@ var liveCaches = struct {
 	set map[*keyCache]struct{}
 }{set: make(map[*keyCache]struct{})}
 
-func initMetrics() {
+func init() {
 	const ns, sub = "caddy", "openrouter_keys"
 	m := &gatewayMetrics
 	m.rewrites = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -77,7 +78,6 @@ func initMetrics() {
 // registerMetrics adds the gateway's metrics to a config's registry. Several
 // handlers share one registry, so a collector already there is fine.
 func registerMetrics(reg *prometheus.Registry) error {
-	gatewayMetrics.once.Do(initMetrics)
 	if reg == nil {
 		return nil
 	}

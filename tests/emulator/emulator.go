@@ -166,12 +166,10 @@ func New() *Server {
 func (s *Server) NewKey(o KeyOptions) string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
-	return s.AddKey("sk-or-v1-"+hex.EncodeToString(b[:]), o)
+	return s.addKey("sk-or-v1-"+hex.EncodeToString(b[:]), o)
 }
 
-// AddKey adds a key with the given secret, for tests that need a label
-// collision or a fixed key.
-func (s *Server) AddKey(secret string, o KeyOptions) string {
+func (s *Server) addKey(secret string, o KeyOptions) string {
 	sum := sha256.Sum256([]byte(secret))
 	k := &Key{
 		Secret: secret, Hash: hex.EncodeToString(sum[:]), Name: o.Name,
@@ -237,13 +235,6 @@ func (s *Server) Secrets() []string {
 		out = append(out, k.Secret)
 	}
 	return out
-}
-
-// ResetCounts sets every count to zero.
-func (s *Server) ResetCounts() {
-	s.mu.Lock()
-	s.counts = make(map[string]int)
-	s.mu.Unlock()
 }
 
 // ServeHTTP answers under /api/v1.

@@ -10,10 +10,8 @@ import (
 
 func TestExpiredKeyIsAnsweredAtTheEdge(t *testing.T) {
 	e := start(t, options{module: "expiry_skew 1s"})
-	key := e.emu.NewKey(emulator.KeyOptions{})
-	e.emu.ExpireIn(key, time.Second)
-	e.learn(key)
-	time.Sleep(2500 * time.Millisecond) // past expiry and the skew margin
+	key, expiry := e.keyExpiringIn(time.Second)
+	sleepUntil(expiry.Add(time.Second + 100*time.Millisecond)) // past expiry and the skew margin
 
 	// The gateway says so once...
 	if ke := asKeyError(t, func() error { _, err := chat(gatewayBase, key); return err }()); ke.reason != "key_expired" {
@@ -45,10 +43,8 @@ func TestExpiredKeyIsAnsweredAtTheEdge(t *testing.T) {
 
 func TestKeyWithinSkewGoesUpstream(t *testing.T) {
 	e := start(t, options{}) // default expiry_skew 30s
-	key := e.emu.NewKey(emulator.KeyOptions{})
-	e.emu.ExpireIn(key, time.Second)
-	e.learn(key)
-	time.Sleep(1200 * time.Millisecond)
+	key, expiry := e.keyExpiringIn(time.Second)
+	sleepUntil(expiry)
 	before := e.emu.Count("/chat/completions")
 	_, err := chat(gatewayBase, key)
 	if ke := asKeyError(t, err); ke.reason != "key_expired" || ke.edge {
@@ -93,10 +89,8 @@ func TestDisabledKeyIsAnsweredAtTheEdgeBriefly(t *testing.T) {
 
 func TestEdgeAnswersOff(t *testing.T) {
 	e := start(t, options{module: "edge_answers off\n expiry_skew 1s"})
-	key := e.emu.NewKey(emulator.KeyOptions{})
-	e.emu.ExpireIn(key, time.Second)
-	e.learn(key)
-	time.Sleep(2500 * time.Millisecond)
+	key, expiry := e.keyExpiringIn(time.Second)
+	sleepUntil(expiry.Add(time.Second + 100*time.Millisecond)) // past the skew margin
 	before := e.emu.Count("/chat/completions")
 	for i := 0; i < 5; i++ {
 		_, err := chat(gatewayBase, key)

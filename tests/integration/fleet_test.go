@@ -165,10 +165,8 @@ func TestSharedStorageCleansUpOldEntries(t *testing.T) {
 
 func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	e := start(t, options{module: "shared_storage", global: "storage file_system /dev/null/not-a-directory"})
-	key := e.emu.NewKey(emulator.KeyOptions{})
-	e.emu.ExpireIn(key, 1500*time.Millisecond)
-	e.learn(key)
-	time.Sleep(1600 * time.Millisecond)
+	key, expiry := e.keyExpiringIn(1500 * time.Millisecond)
+	sleepUntil(expiry)
 	_, err := chat(gatewayBase, key)
 	if ke := asKeyError(t, err); ke.reason != "key_expired" {
 		t.Errorf("with broken storage: %+v", ke)

@@ -92,6 +92,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // learn makes one working call with key and waits until the gateway's
 // background GET /key has been answered.
+// keyExpiringIn makes a key that works for life, lets the gateway learn it
+// while it works, and returns it with its expiry.
+func (e *env) keyExpiringIn(life time.Duration) (string, time.Time) {
+	e.t.Helper()
+	key := e.emu.NewKey(emulator.KeyOptions{})
+	expiry := time.Now().Add(life)
+	e.emu.ExpireIn(key, life)
+	e.learn(key)
+	return key, expiry
+}
+
+// sleepUntil waits until t, and a little past it.
+func sleepUntil(t time.Time) { time.Sleep(time.Until(t) + 100*time.Millisecond) }
+
 func (e *env) learn(key string) {
 	e.t.Helper()
 	const answered = `caddy_openrouter_keys_lookups_total{endpoint="key",outcome="ok"}`
@@ -244,11 +258,8 @@ func TestKeyThatExpiresWhileInUse(t *testing.T) {
 	// No management key: what GET /key taught while the key worked is
 	// enough to explain its expiry.
 	e := start(t, options{})
-	key := e.emu.NewKey(emulator.KeyOptions{})
-	e.emu.ExpireIn(key, 1500*time.Millisecond)
-	e.learn(key)
-
-	time.Sleep(time.Until(time.Now().Add(1600 * time.Millisecond)))
+	key, expiry := e.keyExpiringIn(1500 * time.Millisecond)
+	sleepUntil(expiry)
 	_, err := chat(gatewayBase, key)
 	ke := asKeyError(t, err)
 	if ke.status != 401 || !strings.HasPrefix(ke.message, "Key expired.") || ke.reason != "key_expired" || ke.header != "key_expired" || ke.expiresAt == "" {

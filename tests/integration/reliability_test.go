@@ -297,9 +297,7 @@ func TestStreamsUnderStress(t *testing.T) {
 
 func TestReloadUnderLoad(t *testing.T) {
 	e := start(t, options{})
-	expiring := e.emu.NewKey(emulator.KeyOptions{})
-	e.emu.ExpireIn(expiring, 3*time.Second)
-	e.learn(expiring)
+	expiring, expiry := e.keyExpiringIn(3 * time.Second)
 	works := e.emu.NewKey(emulator.KeyOptions{})
 
 	stop := make(chan struct{})
@@ -341,7 +339,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// The expiry learned before the reloads is still known after them:
 	// nothing could be learned about the key since (it is not used, and
 	// GET /key answers an expired key with 401).
-	time.Sleep(time.Until(time.Now().Add(3 * time.Second)))
+	sleepUntil(expiry)
 	_, err := chat(gatewayBase, expiring)
 	if ke := asKeyError(t, err); ke.reason != "key_expired" {
 		t.Errorf("after reloads: %+v", ke)
