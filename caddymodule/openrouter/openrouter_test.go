@@ -1,0 +1,54 @@
+package openrouter
+
+import "testing"
+
+// The bodies OpenRouter sends, byte for byte, as captured in public
+// reports and documented examples.
+func TestBodiesAreOpenRouters(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		envelope Envelope
+		want     string
+	}{
+		{"openai", EnvelopeOpenAI, `{"error":{"message":"User not found.","code":401}}`},
+		{"flat", EnvelopeFlat, `{"message":"User not found.","code":401}`},
+		{"messages", EnvelopeMessages, `{"type":"error","error":{"type":"authentication_error","message":"User not found."}}`},
+		{"responses docs", EnvelopeResponsesDocs, `{"error":{"code":"server_error","message":"User not found."},"error_type":"authentication"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := string(c.envelope.Body(401, MessageUserNotFound, nil)); got != c.want {
+				t.Errorf("got  %s\nwant %s", got, c.want)
+			}
+		})
+	}
+	got := string(EnvelopeOpenAI.Body(402, "More credits.", map[string]any{"provider_name": nil}))
+	if want := `{"error":{"message":"More credits.","code":402,"metadata":{"provider_name":null}}}`; got != want {
+		t.Errorf("with metadata: got %s, want %s", got, want)
+	}
+}
+
+func TestFamilyOf(t *testing.T) {
+	for path, want := range map[string]Family{
+		"/api/v1/chat/completions": FamilyOpenAI,
+		"/api/v1/models":           FamilyOpenAI,
+		"/api/v1/key":              FamilyOpenAI,
+		"/api/v1/messages":         FamilyMessages,
+		"/api/v1/messages/":        FamilyMessages,
+		"/api/v1/responses":        FamilyResponses,
+		"/responses":               FamilyResponses,
+	} {
+		if got := FamilyOf(path); got != want {
+			t.Errorf("FamilyOf(%q) = %v, want %v", path, got, want)
+		}
+	}
+}
+
+func TestLabel(t *testing.T) {
+	key := KeyPrefix + "0fa1234567890123456789012345678901234567890123456789012345678240"
+	if len(key) != KeyLen {
+		t.Fatalf("test key is %d long", len(key))
+	}
+	if got, want := Label(key), "sk-or-v1-0fa...240"; got != want {
+		t.Errorf("Label = %q, want %q", got, want)
+	}
+}
