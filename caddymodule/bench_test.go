@@ -3,13 +3,13 @@ package caddymodule
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"go.uber.org/zap"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
@@ -45,22 +45,28 @@ func benchHandler(b *testing.B, h *Handler) (*emulator.Server, func()) {
 	emu := emulator.New()
 	srv := httptest.NewServer(emu)
 	h.Upstream = srv.URL + "/api/v1"
-	if err := provision(&testing.T{}, h); err != nil {
+	if err := provision(b, h); err != nil {
 		b.Fatal(err)
 	}
 	// Production logs at info: debug lines are checked and skipped.
 	h.logger = zap.NewNop()
 	h.knowledge.logger = h.logger
-	return emu, func() { h.Cleanup(); srv.Close() }
+	return emu, srv.Close
+}
+
+// learnNow makes the gateway ask GET /key about key and waits for the
+// answer to be stored.
+func learnNow(k *knowledge, key string) {
+	<-k.keyFlight(key, fingerprintOf(key)).done
 }
 
 // knownExpiredKey is a key the handler knows expired an hour ago.
 func knownExpiredKey(h *Handler) string {
 	key := randomKey()
 	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
-		st.flags = flagAlive | flagHasExpiry
-		st.learnedAt = time.Now().UnixNano()
-		st.expiresAt = time.Now().Add(-time.Hour).Unix()
+		st.flags = flagExpiry
+		st.aliveAt = time.Now().Add(-2 * time.Hour).UnixNano()
+		st.expiresAt = time.Now().Add(-time.Hour).UnixNano()
 		return true
 	})
 	return key
@@ -110,7 +116,7 @@ func BenchmarkPassThroughCachedKey(b *testing.B) {
 	emu, done := benchHandler(b, &h)
 	defer done()
 	key := emu.NewKey(emulator.KeyOptions{})
-	h.knowledge.learnKey(key, fingerprintOf(key), false)
+	learnNow(h.knowledge, key)
 	req := request(key)
 	run(b, &h, okNext, func(int) *http.Request { return req })
 }
@@ -133,7 +139,7 @@ func BenchmarkPassThroughSSE(b *testing.B) {
 	emu, done := benchHandler(b, &h)
 	defer done()
 	key := emu.NewKey(emulator.KeyOptions{})
-	h.knowledge.learnKey(key, fingerprintOf(key), false)
+	learnNow(h.knowledge, key)
 	event := []byte(`data: {"id":"gen-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"word "}}]}` + "\n\n")
 	sse := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Content-Type", "text/event-stream")

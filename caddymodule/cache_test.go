@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"runtime"
 	"strconv"
@@ -11,7 +12,7 @@ import (
 func fpOf(i int) fingerprint {
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(i))
-	return fingerprintOf(string(b[:]))
+	return fingerprint(sha256.Sum256(b[:]))
 }
 
 func TestCacheNeverExceedsItsSize(t *testing.T) {
@@ -19,7 +20,7 @@ func TestCacheNeverExceedsItsSize(t *testing.T) {
 	for _, size := range []int{1, 3, 63, 64, 100, 1000} {
 		c := newKeyCache(size)
 		for i := 0; i < 10*size+100; i++ {
-			c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.learnedAt = int64(i); return true })
+			c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.aliveAt = int64(i); return true })
 			if n := c.len(); n > size {
 				t.Fatalf("size %d: %d entries", size, n)
 			}
@@ -37,8 +38,8 @@ func TestCacheEvictsWhatMattersLeast(t *testing.T) {
 	// A full cache of keys whose expiry is known...
 	for i := 0; i < size; i++ {
 		c.update(fpOf(i), now, func(st *keyState, _ bool) bool {
-			st.flags = flagAlive | flagHasExpiry
-			st.expiresAt = now.Add(time.Hour).Unix()
+			st.flags = flagExpiry
+			st.expiresAt = now.Add(time.Hour).UnixNano()
 			return true
 		})
 	}
@@ -61,11 +62,11 @@ func TestCacheEvictsWhatMattersLeast(t *testing.T) {
 	// Entries 24 h past their expiry go before anything else.
 	c = newKeyCache(1)
 	c.update(fpOf(1), now, func(st *keyState, _ bool) bool {
-		st.flags = flagHasExpiry
-		st.expiresAt = now.Add(-25 * time.Hour).Unix()
+		st.flags = flagExpiry
+		st.expiresAt = now.Add(-25 * time.Hour).UnixNano()
 		return true
 	})
-	if r := (keyState{}).evictionRank(now.UnixNano()); r <= func() keyState { s, _ := c.get(fpOf(1)); return s }().evictionRank(now.UnixNano()) {
+	if r := evictionRank(keyState{}, now.UnixNano()); r <= evictionRank(func() keyState { s, _ := c.get(fpOf(1)); return s }(), now.UnixNano()) {
 		t.Error("an entry long past its expiry does not rank below an unknown one")
 	}
 }
@@ -83,7 +84,7 @@ func BenchmarkCacheParallel(b *testing.B) {
 	c := newKeyCache(size)
 	now := time.Now()
 	for i := 0; i < size; i++ {
-		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.flags = flagAlive; return true })
+		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.aliveAt = now.UnixNano(); return true })
 	}
 	fps := make([]fingerprint, 2*size)
 	for i := range fps {
@@ -123,8 +124,8 @@ func BenchmarkCacheMemory(b *testing.B) {
 				now := time.Now()
 				for j := 0; j < 2*n; j++ { // twice over: eviction at work
 					c.update(fpOf(j), now, func(st *keyState, _ bool) bool {
-						st.flags, st.learnedAt = flagAlive|flagHasExpiry, now.UnixNano()
-						st.expiresAt = now.Add(time.Hour).Unix()
+						st.flags, st.aliveAt = flagExpiry, now.UnixNano()
+						st.expiresAt = now.Add(time.Hour).UnixNano()
 						return true
 					})
 				}

@@ -1,5 +1,8 @@
 package caddymodule
 
+// caddyfile.go owns the Caddyfile syntax of both directives. It reads
+// tokens only: values are checked by Validate, as for JSON configs.
+
 import (
 	"strconv"
 
@@ -10,17 +13,26 @@ import (
 )
 
 func init() {
-	httpcaddyfile.RegisterHandlerDirective("openrouter_keys", parseCaddyfile)
+	httpcaddyfile.RegisterHandlerDirective("openrouter_keys", parseKeysCaddyfile)
 	// After encode, so that it sees the upstream's own bytes and runs
 	// wherever reverse_proxy sits (in a handle block, beside respond)
 	// without an order option.
 	httpcaddyfile.RegisterDirectiveOrder("openrouter_keys", httpcaddyfile.After, "encode")
+
+	httpcaddyfile.RegisterHandlerDirective("openrouter_keycheck", parseKeyCheckCaddyfile)
+	httpcaddyfile.RegisterDirectiveOrder("openrouter_keycheck", httpcaddyfile.Before, "respond")
 }
 
-func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+func parseKeysCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := new(Handler)
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
+}
+
+func parseKeyCheckCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	kc := new(KeyCheck)
+	err := kc.UnmarshalCaddyfile(h.Dispenser)
+	return kc, err
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
@@ -28,15 +40,17 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	openrouter_keys [<matcher>] {
 //	    upstream          <OpenRouter API base URL, default https://openrouter.ai/api/v1>
 //	    management_key    <key, usually {env.OPENROUTER_MANAGEMENT_KEY}; optional>
+//	    lookup_timeout    <longest a failing request waits for evidence, default 5s>
+//	    management_rate   <management requests per second, default 5>
 //	    cache_size        <max keys remembered, default 100000>
-//	    cache_ttl         <how long metadata of a working key is trusted, default 10m>
-//	    lookup_timeout    <longest metadata lookup, default 5s>
-//	    lookup_rate       <max metadata requests per second, default 20>
+//	    cache_ttl         <how long facts that can change are trusted, default 10m>
+//	    lookup_rate       <GET /key lookups per second, default 20>
 //	    edge_answers      on|off|malformed
 //	    expiry_skew       <past expiry before answering at the edge, default 30s>
 //	    edge_disabled_for <how long a disabled key is answered at the edge, default 30s>
 //	    warn_before       <announce keys expiring within this window; off by default>
 //	    shared_storage    # share what is learned through Caddy's storage
+//	    watch_keys        [<interval, default 10m>]   # export every key's health; needs management_key
 //	}
 //
 // Every subdirective is optional; `openrouter_keys` alone works with the
@@ -48,54 +62,85 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
-		if opt == "shared_storage" {
+		if ok, err := h.UpstreamOptions.unmarshalSubdirective(d, opt); ok {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		var err error
+		switch opt {
+		case "cache_size":
+			err = intArg(d, &h.CacheSize)
+		case "cache_ttl":
+			err = durationArg(d, &h.CacheTTL)
+		case "lookup_rate":
+			err = floatArg(d, &h.LookupRate)
+		case "edge_answers":
+			err = oneArg(d, &h.EdgeAnswers)
+		case "expiry_skew":
+			err = durationArg(d, &h.ExpirySkew)
+		case "edge_disabled_for":
+			err = durationArg(d, &h.EdgeDisabledFor)
+		case "warn_before":
+			err = durationArg(d, &h.WarnBefore)
+		case "shared_storage":
 			if d.NextArg() {
 				return d.Errf("shared_storage: takes no value (it uses Caddy's storage)")
 			}
 			h.SharedStorage = true
-			continue
+		case "watch_keys":
+			h.WatchKeys = caddy.Duration(DefaultWatchInterval)
+			if d.CountRemainingArgs() > 0 {
+				err = durationArg(d, &h.WatchKeys)
+			}
+		default:
+			return d.Errf("unrecognized subdirective %q", opt)
 		}
-		var arg string
-		if !d.AllArgs(&arg) {
-			return d.Errf("%s: expects exactly one value", opt)
+		if err != nil {
+			return err
 		}
-		if ok, err := h.UpstreamOptions.unmarshalSubdirective(d, opt, arg); ok {
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the key check from Caddyfile tokens. Syntax:
+//
+//	openrouter_keycheck [<matcher>] {
+//	    upstream        <OpenRouter API base URL, default https://openrouter.ai/api/v1>
+//	    management_key  <key, usually {env.OPENROUTER_MANAGEMENT_KEY}; optional>
+//	    lookup_timeout  <the whole check answers within it, default 5s>
+//	    management_rate <management requests per second, default 5>
+//	    rate_limit      <requests> <window>   (per client, default 30 1m)
+//	}
+func (kc *KeyCheck) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		if ok, err := kc.UpstreamOptions.unmarshalSubdirective(d, opt); ok {
 			if err != nil {
 				return err
 			}
 			continue
 		}
 		switch opt {
-		case "cache_size":
-			n, err := strconv.Atoi(arg)
-			if err != nil || n < 0 {
-				return d.Errf("cache_size: %q is not a non-negative whole number", arg)
+		case "rate_limit":
+			args := d.RemainingArgs()
+			if len(args) != 2 {
+				return d.Errf("rate_limit: expects <requests> <window>, such as 30 1m")
 			}
-			h.CacheSize = n
-		case "lookup_rate":
-			f, err := strconv.ParseFloat(arg, 64)
-			if err != nil || f < 0 {
-				return d.Errf("lookup_rate: %q is not a non-negative number of requests per second", arg)
+			n, err := strconv.Atoi(args[0])
+			if err != nil {
+				return d.Errf("rate_limit: %q is not a whole number of requests", args[0])
 			}
-			h.LookupRate = f
-		case "edge_answers":
-			switch arg {
-			case EdgeAnswersOn, EdgeAnswersOff, EdgeAnswersMalformed:
-				h.EdgeAnswers = arg
-			default:
-				return d.Errf("edge_answers: %q is not one of on, off, malformed", arg)
+			window, err := caddy.ParseDuration(args[1])
+			if err != nil {
+				return d.Errf("rate_limit: %q is not a duration such as 1m", args[1])
 			}
-		case "cache_ttl", "expiry_skew", "edge_disabled_for", "warn_before":
-			dur, err := caddy.ParseDuration(arg)
-			if err != nil || dur < 0 {
-				return d.Errf("%s: %q is not a duration such as 30s or 10m", opt, arg)
-			}
-			*map[string]*caddy.Duration{
-				"cache_ttl":         &h.CacheTTL,
-				"expiry_skew":       &h.ExpirySkew,
-				"edge_disabled_for": &h.EdgeDisabledFor,
-				"warn_before":       &h.WarnBefore,
-			}[opt] = caddy.Duration(dur)
+			kc.RateLimit = &CheckRateLimit{Requests: n, Window: caddy.Duration(window)}
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}
@@ -103,5 +148,61 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// Interface guard
-var _ caddyfile.Unmarshaler = (*Handler)(nil)
+// oneArg reads the subdirective's one value.
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	opt := d.Val()
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s: expects exactly one value", opt)
+	}
+	*dst = args[0]
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return d.Errf("%s: %q is not a whole number", opt, s)
+	}
+	*dst = n
+	return nil
+}
+
+func floatArg(d *caddyfile.Dispenser, dst *float64) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return d.Errf("%s: %q is not a number", opt, s)
+	}
+	*dst = f
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	opt := d.Val()
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %q is not a duration such as 30s or 10m", opt, s)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+	_ caddyfile.Unmarshaler = (*KeyCheck)(nil)
+)

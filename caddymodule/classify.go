@@ -1,5 +1,9 @@
 package caddymodule
 
+// classify.go owns the reasons: which 401 messages the gateway recognises,
+// the table that turns a message, a credential and what is known of it into
+// a reason, and the sentence each reason says.
+
 import (
 	"strings"
 	"time"
@@ -9,21 +13,35 @@ import (
 // metadata.reason and X-OpenRouter-Key-Status.
 type reason string
 
-// The reasons this gateway can give. The rules that choose one are in
-// classify and explainState; the sentences are in reasonMessage.
+// The reasons this gateway can give.
 const (
-	reasonNone          reason = ""
-	reasonMalformed     reason = "key_malformed"
-	reasonExpired       reason = "key_expired"
-	reasonDisabled      reason = "key_disabled"
-	reasonManagementKey reason = "management_key"
-	reasonNotFound      reason = "key_not_found"
+	reasonNone             reason = ""
+	reasonMalformed        reason = "key_malformed"
+	reasonExpired          reason = "key_expired"
+	reasonDisabled         reason = "key_disabled"
+	reasonNotFound         reason = "key_not_found"
+	reasonManagementKey    reason = "management_key"
+	reasonTokenExpired     reason = "token_expired"
+	reasonNotOpenRouterKey reason = "not_openrouter_key"
+	reasonProviderRejected reason = "provider_key_rejected"
+	reasonValidRetry       reason = "key_valid_retry"
 )
 
-// verdict is what the gateway can truthfully say about a failed key.
+// verdict is what the gateway can truthfully say about a failed request.
 type verdict struct {
-	reason    reason
-	expiresAt time.Time // with reasonExpired
+	reason reason
+	// at is when the key or token expired (key_expired, token_expired).
+	at time.Time
+	// byLabel: the fact comes from the account's records that share the
+	// key's label, not from a record matched by hash. Said so in the
+	// message and in metadata.matched_by; never stored, never answered at
+	// the edge.
+	byLabel   bool
+	malformed malformation // key_malformed: what is wrong
+	provider  uint8        // not_openrouter_key: index in foreignKeys
+	// workspaces is how many workspaces the listing behind key_not_found
+	// searched.
+	workspaces int
 }
 
 func (v verdict) known() bool { return v.reason != reasonNone }
@@ -33,117 +51,125 @@ type authMessage uint8
 
 const (
 	msgOther authMessage = iota
-	// msgUserNotFound is "User not found.": expired, deleted, disabled, or
-	// a management key used for inference. The message this gateway exists
+	// msgUserNotFound: "User not found.": expired, deleted, disabled, or a
+	// management key used for inference. The message this gateway exists
 	// to explain.
 	msgUserNotFound
-	// msgMissingAuthHeader is sent when a bearer token lacks the "sk-or-"
-	// prefix: misleading, since the header was there.
-	msgMissingAuthHeader
+	// msgMissingAuth: sent when a bearer token lacks the "sk-or-" prefix
+	// (misleading: the header was there).
+	msgMissingAuth
+	// msgNoCredentials: "no credentials" although the request sent one
+	// (misleading then; accurate without one).
+	msgNoCredentials
+	// msgProviderError: OpenRouter accepted the key and a provider refused
+	// its own credentials (BYOK).
+	msgProviderError
 )
 
+// authMessageOf recognises OpenRouter's 401 messages, the current wordings
+// and the older ones still seen.
 func authMessageOf(message string) authMessage {
 	switch message {
 	case "User not found.":
 		return msgUserNotFound
-	case "Missing Authentication header":
-		return msgMissingAuthHeader
+	case "Missing Authentication header", "Missing Authentication header or invalid API key":
+		return msgMissingAuth
+	case "No cookie auth credentials found", "No auth credentials found":
+		return msgNoCredentials
+	case "Provider returned error":
+		return msgProviderError
 	}
-	// "No cookie auth credentials found" (no Authorization header at all)
-	// is accurate and, like every other message, stays untouched.
 	return msgOther
 }
 
-// classify decides what a 401 with message msg means for a request that
-// presented cred, given what is known about the key. It never guesses:
-// without evidence it returns reasonNone and the upstream body stands.
+// refusesCredential reports whether msg is OpenRouter refusing the
+// credential the request sent.
+func (m authMessage) refusesCredential() bool {
+	return m == msgUserNotFound || m == msgMissingAuth || m == msgNoCredentials
+}
+
+// classifyToken decides what a refusal means from the credential alone,
+// before anything is looked up:
 //
-//	message                       | condition                                  | reason
-//	------------------------------|--------------------------------------------|---------------
-//	Missing Authentication header | a bearer token was sent, not well formed   | key_malformed
-//	User not found.               | the token is not sk-or-v1- + 64 hex        | key_malformed
-//	User not found.               | known expires_at is in the past            | key_expired
-//	User not found.               | GET /key said is_management_key, inference | management_key
-//	User not found.               | management record says disabled            | key_disabled
-//	User not found.               | complete management listing has no record  | key_not_found
-//	anything else                 |                                            | (none)
-func classify(msg authMessage, cred credential, known keyState, now time.Time, inference bool, freshFor time.Duration) verdict {
-	switch msg {
-	case msgMissingAuthHeader:
-		if cred.bearer && !wellFormedKey(cred.key) {
-			return verdict{reason: reasonMalformed}
-		}
-	case msgUserNotFound:
-		if cred.key == "" {
-			return verdict{}
-		}
-		if !wellFormedKey(cred.key) {
-			return verdict{reason: reasonMalformed}
-		}
-		return explainState(known, now, inference, freshFor)
+//	credential                          | message                        | reason
+//	------------------------------------|--------------------------------|--------------------
+//	certainly malformed                 | any refusal                    | key_malformed
+//	another provider's key              | any refusal                    | not_openrouter_key
+//	JWT whose exp is past               | any refusal                    | token_expired
+//	JWT otherwise, sk-or- of another    | any                            | (none)
+//	version, unknown token              |                                |
+//	OpenRouter key                      | User not found., no credentials| needs evidence (explainKey)
+//
+// needsEvidence is true for the last row.
+func classifyRefusal(msg authMessage, c credential, now time.Time) (v verdict, needsEvidence bool) {
+	if !msg.refusesCredential() {
+		return verdict{}, false
 	}
-	return verdict{}
+	switch c.kind {
+	case credMalformed:
+		return verdict{reason: reasonMalformed, malformed: c.malformed}, false
+	case credForeign:
+		return verdict{reason: reasonNotOpenRouterKey, provider: c.provider}, false
+	case credJWT:
+		if exp, ok := jwtExpiry(c.token); ok && !now.Before(exp) {
+			return verdict{reason: reasonTokenExpired, at: exp}, false
+		}
+	case credKey:
+		return verdict{}, msg == msgUserNotFound || msg == msgNoCredentials
+	}
+	return verdict{}, false
 }
 
-// explainState is what the knowledge about a well-formed key says about
-// why OpenRouter did not find its user. Facts that can change (disabled,
-// not found) count only while younger than freshFor; an expiry never
-// changes.
-func explainState(st keyState, now time.Time, inference bool, freshFor time.Duration) verdict {
-	fresh := now.UnixNano()-st.verdictAt < int64(freshFor)
-	switch {
-	case st.expired(now):
-		return verdict{reason: reasonExpired, expiresAt: st.expiry()}
-	case st.has(flagManagement) && inference:
-		return verdict{reason: reasonManagementKey}
-	case st.has(flagDisabled) && fresh:
-		return verdict{reason: reasonDisabled}
-	case st.has(flagNotFound) && fresh:
-		return verdict{reason: reasonNotFound}
-	}
-	return verdict{}
+// managementPaths are the endpoints a management key may call, as opposed
+// to inference.
+func isManagementPath(path string) bool {
+	path = strings.TrimSuffix(path, "/")
+	return strings.HasSuffix(path, "/key") || strings.HasSuffix(path, "/credits") ||
+		strings.HasSuffix(path, "/keys") || strings.Contains(path, "/keys/") ||
+		strings.HasSuffix(path, "/workspaces") || strings.Contains(path, "/workspaces/")
 }
 
-// reasonMessage is the sentence that replaces "User not found.". It states
-// what is known and what to do, and never includes the key.
-func reasonMessage(v verdict) string {
+// malformationText completes "this one ..." in key_malformed's message.
+var malformationText = map[malformation]string{
+	malformedLength:      "has the wrong length",
+	malformedUpperCase:   "has upper-case letters",
+	malformedDigits:      "has characters other than 0-9 and a-f after the prefix",
+	malformedSpace:       "contains whitespace, control or invisible characters",
+	malformedQuotes:      "is wrapped in quotes",
+	malformedBearerTwice: `says "Bearer" twice`,
+	malformedPlaceholder: "is a placeholder or an unexpanded variable, not a key",
+}
+
+// message is the sentence that replaces OpenRouter's. It states what is
+// known and what to do, and never includes the key. provider_key_rejected
+// keeps the upstream's own message and has none.
+func (v verdict) message() string {
+	const labelNote = " (matched by label only: the account's records that share this key's label all say so, but a label is not unique)"
 	switch v.reason {
 	case reasonMalformed:
-		return `Key malformed: an OpenRouter key is "sk-or-v1-" followed by 64 lowercase hexadecimal digits (73 characters). Check for whitespace, quotes or a truncated paste.`
+		return `Key malformed: an OpenRouter key is "sk-or-v1-" followed by 64 lowercase hexadecimal digits (73 characters); this one ` +
+			malformationText[v.malformed] + "."
 	case reasonExpired:
-		return "Key expired. It expired at " + v.expiresAt.UTC().Format(time.RFC3339) + "; an expiry cannot be extended, create a new key."
+		if v.byLabel {
+			return "Key expired at " + v.at.UTC().Format(time.RFC3339) + labelNote + ". An expiry cannot be extended: create a new key."
+		}
+		return "Key expired. It expired at " + v.at.UTC().Format(time.RFC3339) + "; an expiry cannot be extended, create a new key."
 	case reasonDisabled:
+		if v.byLabel {
+			return "Key disabled" + labelNote + ". Re-enable it in the key settings or use another key."
+		}
 		return "Key disabled. Re-enable it in the key settings or use another key."
 	case reasonManagementKey:
 		return "Management keys cannot be used for inference. Use an API key; a management key only manages keys and credits."
 	case reasonNotFound:
-		return "Key not found in the account of the gateway's management key: it was deleted, never issued, or belongs to another account."
+		return "Key not found in any workspace of the account of the gateway's management key: it was deleted, never issued, or belongs to another account."
+	case reasonTokenExpired:
+		return "Token expired. It expired at " + v.at.UTC().Format(time.RFC3339) + "; get a new access token."
+	case reasonNotOpenRouterKey:
+		return "Not an OpenRouter key: this looks like a key of " + foreignKeys[v.provider].name +
+			`. OpenRouter keys start with "sk-or-v1-"; create one at https://openrouter.ai/settings/keys (a provider's own key can be added there as a BYOK key).`
+	case reasonValidRetry:
+		return "OpenRouter did not recognise the key on this request, but the key works: retry."
 	}
 	return ""
-}
-
-// messageJSON holds each fixed message as a JSON string, encoded once.
-var messageJSON = func() map[reason][]byte {
-	m := make(map[reason][]byte)
-	for _, r := range []reason{reasonMalformed, reasonDisabled, reasonManagementKey, reasonNotFound} {
-		m[r] = quoteJSON(reasonMessage(verdict{reason: r}))
-	}
-	return m
-}()
-
-// reasonMessageJSON is reasonMessage as a JSON string.
-func reasonMessageJSON(v verdict) []byte {
-	if b, ok := messageJSON[v.reason]; ok {
-		return b
-	}
-	return quoteJSON(reasonMessage(v))
-}
-
-// isManagementPath reports whether path is one of the endpoints a
-// management key may call (GET /key, /auth/key, /keys..., /credits), as
-// opposed to inference.
-func isManagementPath(path string) bool {
-	path = strings.TrimSuffix(path, "/")
-	return strings.HasSuffix(path, "/key") || strings.HasSuffix(path, "/credits") ||
-		strings.HasSuffix(path, "/keys") || strings.Contains(path, "/keys/")
 }

@@ -1,72 +1,96 @@
 package caddymodule
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-func TestClassify(t *testing.T) {
+// The reason table for what the credential alone can say.
+func TestClassifyRefusal(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	ttl := 10 * time.Minute
-	bearer := credential{key: goodKey, bearer: true, authorization: true}
-	past := keyState{flags: flagAlive | flagHasExpiry, expiresAt: now.Add(-time.Minute).Unix()}
-	future := keyState{flags: flagAlive | flagHasExpiry, expiresAt: now.Add(time.Hour).Unix()}
-	recent := now.Add(-time.Minute).UnixNano()
-	old := now.Add(-time.Hour).UnixNano()
-
-	cases := []struct {
-		name      string
-		msg       authMessage
-		cred      credential
-		st        keyState
-		inference bool
-		want      reason
+	expiredJWT := jwtWith(`{"iss":"openrouter.ai","exp":` + itoa(now.Add(-time.Hour).Unix()) + `}`)
+	liveJWT := jwtWith(`{"iss":"openrouter.ai","exp":` + itoa(now.Add(time.Hour).Unix()) + `}`)
+	anthropic := "sk-ant-api03-" + strings.Repeat("k", 40)
+	for _, c := range []struct {
+		name          string
+		msg           authMessage
+		token         string
+		want          reason
+		needsEvidence bool
 	}{
-		{"malformed: truncated", msgUserNotFound, credential{key: goodKey[:40], bearer: true}, keyState{}, true, reasonMalformed},
-		{"malformed: upper case", msgUserNotFound, credential{key: strings.ToUpper(goodKey), bearer: true}, keyState{}, true, reasonMalformed},
-		{"malformed: missing auth header", msgMissingAuthHeader, credential{key: "abc", bearer: true}, keyState{}, true, reasonMalformed},
-		{"missing auth header with a well-formed key", msgMissingAuthHeader, bearer, keyState{}, true, reasonNone},
-		{"missing auth header, x-api-key", msgMissingAuthHeader, credential{key: "abc"}, keyState{}, true, reasonNone},
-		{"expired", msgUserNotFound, bearer, past, true, reasonExpired},
-		{"expired management key", msgUserNotFound, bearer, keyState{flags: past.flags | flagManagement, expiresAt: past.expiresAt}, true, reasonExpired},
-		{"expiry in the future", msgUserNotFound, bearer, future, true, reasonNone},
-		{"management key, inference", msgUserNotFound, bearer, keyState{flags: flagAlive | flagManagement}, true, reasonManagementKey},
-		{"management key, management endpoint", msgUserNotFound, bearer, keyState{flags: flagAlive | flagManagement}, false, reasonNone},
-		{"disabled", msgUserNotFound, bearer, keyState{flags: flagDead | flagDisabled, verdictAt: recent}, true, reasonDisabled},
-		{"disabled, learned too long ago", msgUserNotFound, bearer, keyState{flags: flagDead | flagDisabled, verdictAt: old}, true, reasonNone},
-		{"not found", msgUserNotFound, bearer, keyState{flags: flagDead | flagNotFound, verdictAt: recent}, true, reasonNotFound},
-		{"not found, learned too long ago", msgUserNotFound, bearer, keyState{flags: flagDead | flagNotFound, verdictAt: old}, true, reasonNone},
-		{"dead, nothing more known", msgUserNotFound, bearer, keyState{flags: flagDead, verdictAt: recent}, true, reasonNone},
-		{"nothing known", msgUserNotFound, bearer, keyState{}, true, reasonNone},
-		{"another message", msgOther, credential{key: "abc", bearer: true}, past, true, reasonNone},
-		{"no key", msgUserNotFound, credential{authorization: true}, keyState{}, true, reasonNone},
+		{"malformed key, User not found.", msgUserNotFound, goodKey[:40], reasonMalformed, false},
+		{"malformed key, Missing Authentication header", msgMissingAuth, `"` + goodKey + `"`, reasonMalformed, false},
+		{"malformed key, no credentials (older wording)", msgNoCredentials, "undefined", reasonMalformed, false},
+		{"another provider's key", msgMissingAuth, anthropic, reasonNotOpenRouterKey, false},
+		{"expired JWT", msgUserNotFound, expiredJWT, reasonTokenExpired, false},
+		{"live JWT refused: nothing claimed", msgUserNotFound, liveJWT, reasonNone, false},
+		{"JWT without exp", msgUserNotFound, jwtWith(`{"iss":"openrouter.ai"}`), reasonNone, false},
+		{"another key version", msgUserNotFound, "sk-or-v2-" + strings.Repeat("a", 64), reasonNone, false},
+		{"unknown token", msgMissingAuth, "hello", reasonNone, false},
+		{"today's key, User not found.", msgUserNotFound, goodKey, reasonNone, true},
+		{"today's key, no credentials", msgNoCredentials, goodKey, reasonNone, true},
+		{"today's key, Missing Authentication header", msgMissingAuth, goodKey, reasonNone, false},
+		{"another message", msgOther, goodKey[:40], reasonNone, false},
+		{"provider error is not a refusal", msgProviderError, goodKey[:40], reasonNone, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v, needs := classifyRefusal(c.msg, classifyToken(c.token), now)
+			if v.reason != c.want || needs != c.needsEvidence {
+				t.Errorf("got %q (evidence %v), want %q (%v)", v.reason, needs, c.want, c.needsEvidence)
+			}
+		})
 	}
-	for _, c := range cases {
-		v := classify(c.msg, c.cred, c.st, now, c.inference, ttl)
-		if v.reason != c.want {
-			t.Errorf("%s: got %q, want %q", c.name, v.reason, c.want)
-		}
-		if v.known() && reasonMessage(v) == "" {
-			t.Errorf("%s: no message for %q", c.name, v.reason)
-		}
-		if v.reason == reasonExpired && !v.expiresAt.Equal(time.Unix(past.expiresAt, 0)) {
-			t.Errorf("%s: expires_at %v", c.name, v.expiresAt)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestAuthMessageOf(t *testing.T) {
+	for msg, want := range map[string]authMessage{
+		"User not found.":                                  msgUserNotFound,
+		"Missing Authentication header":                    msgMissingAuth,
+		"Missing Authentication header or invalid API key": msgMissingAuth,
+		"No auth credentials found":                        msgNoCredentials,
+		"No cookie auth credentials found":                 msgNoCredentials,
+		"Provider returned error":                          msgProviderError,
+		"User not found":                                   msgOther,
+		"Invalid credentials":                              msgOther,
+	} {
+		if got := authMessageOf(msg); got != want {
+			t.Errorf("%q: got %d, want %d", msg, got, want)
 		}
 	}
 }
 
 func TestReasonMessages(t *testing.T) {
 	exp := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	for v, want := range map[verdict]string{
-		{reason: reasonExpired, expiresAt: exp}: "Key expired. It expired at 2026-11-20T10:00:00Z",
-		{reason: reasonDisabled}:                "Key disabled.",
-		{reason: reasonMalformed}:               `"sk-or-v1-" followed by 64 lowercase hexadecimal digits`,
-		{reason: reasonManagementKey}:           "Management keys cannot be used for inference.",
-		{reason: reasonNotFound}:                "deleted, never issued, or belongs to another account",
+	for _, c := range []struct {
+		v    verdict
+		want []string
+	}{
+		{verdict{reason: reasonExpired, at: exp}, []string{"Key expired. It expired at 2026-11-20T10:00:00Z"}},
+		{verdict{reason: reasonExpired, at: exp, byLabel: true}, []string{"2026-11-20T10:00:00Z", "matched by label only"}},
+		{verdict{reason: reasonDisabled}, []string{"Key disabled."}},
+		{verdict{reason: reasonDisabled, byLabel: true}, []string{"Key disabled", "matched by label only"}},
+		{verdict{reason: reasonMalformed, malformed: malformedLength}, []string{`"sk-or-v1-" followed by 64 lowercase hexadecimal digits`, "wrong length"}},
+		{verdict{reason: reasonMalformed, malformed: malformedQuotes}, []string{"quotes"}},
+		{verdict{reason: reasonManagementKey}, []string{"Management keys cannot be used for inference."}},
+		{verdict{reason: reasonNotFound}, []string{"deleted, never issued, or belongs to another account"}},
+		{verdict{reason: reasonTokenExpired, at: exp}, []string{"Token expired", "2026-11-20T10:00:00Z"}},
+		{verdict{reason: reasonNotOpenRouterKey}, []string{"Not an OpenRouter key", foreignKeys[0].name}},
+		{verdict{reason: reasonValidRetry}, []string{"the key works: retry"}},
 	} {
-		if got := reasonMessage(v); !strings.Contains(got, want) {
-			t.Errorf("%s: %q lacks %q", v.reason, got, want)
+		got := c.v.message()
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q lacks %q", c.v.reason, got, w)
+			}
+		}
+	}
+	for m := malformedLength; m <= malformedPlaceholder; m++ {
+		if malformationText[m] == "" {
+			t.Errorf("malformation %d has no text", m)
 		}
 	}
 }
@@ -74,7 +98,7 @@ func TestReasonMessages(t *testing.T) {
 func TestIsManagementPath(t *testing.T) {
 	for path, want := range map[string]bool{
 		"/api/v1/key": true, "/api/v1/auth/key": true, "/api/v1/keys": true, "/api/v1/keys/abc": true,
-		"/api/v1/credits": true, "/api/v1/chat/completions": false, "/api/v1/messages": false,
+		"/api/v1/credits": true, "/api/v1/workspaces": true, "/api/v1/chat/completions": false, "/api/v1/messages": false,
 		"/api/v1/responses": false, "/api/v1/models": false, "/api/v1/completions": false,
 	} {
 		if got := isManagementPath(path); got != want {

@@ -1,6 +1,23 @@
+// Package caddymodule is the openrouter_keys Caddy module: a gateway in
+// front of reverse_proxy to OpenRouter that turns OpenRouter's misleading
+// 401 "User not found." into an accurate answer (key expired, disabled,
+// not found, malformed, a management key used for inference, ...) with a
+// machine-readable reason, and a key check page that tells a person what
+// is wrong with a key.
+//
+// A request's way through the files: handler.go (ServeHTTP) reads the
+// credential (credential.go) and what is known of it (knowledge.go, over
+// cache.go and state.go), answers known-dead keys itself (edge.go), and
+// passes the rest on through the 401-holding writer (response.go); a held
+// 401 is decoded (decode.go), parsed (rewrite.go), classified
+// (classify.go) with evidence from OpenRouter (lookup.go, records.go,
+// account.go) and other replicas (storage.go), and rewritten in the
+// upstream's envelope (envelope.go, rewrite.go) or counted as unexplained
+// (drift.go).
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -10,9 +27,12 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"golang.org/x/time/rate"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 func init() {
@@ -21,13 +41,12 @@ func init() {
 
 // Defaults of the handler's options.
 const (
-	DefaultUpstream        = "https://openrouter.ai/api/v1"
 	DefaultCacheSize       = 100_000
 	DefaultCacheTTL        = 10 * time.Minute
-	DefaultLookupTimeout   = 5 * time.Second
 	DefaultLookupRate      = 20.0
 	DefaultExpirySkew      = 30 * time.Second
 	DefaultEdgeDisabledFor = 30 * time.Second
+	DefaultWatchInterval   = 10 * time.Minute
 )
 
 // Values of EdgeAnswers.
@@ -39,35 +58,42 @@ const (
 
 // Handler sits in front of reverse_proxy to OpenRouter and turns its
 // misleading 401 "User not found." into an accurate error: key expired,
-// disabled, malformed, not found, or a management key used for inference.
-// It learns each key's metadata in the background (GET /key, and the
-// management API when given a management key) into a bounded cache keyed by
-// a fingerprint of the key, never the key itself. Every other response
-// passes through untouched, streams included.
+// disabled, malformed, not found, a management key used for inference, an
+// expired access token, another provider's key, a provider refusing its own
+// credentials, or a key that works and only needs a retry. It learns each
+// key's metadata in the background (GET /key, and the management API when
+// given a management key) into a bounded cache keyed by a fingerprint of
+// the key, never the key itself. Every other response passes through
+// untouched, streams included.
+//
+// Zero values mean the default, except for warn_before and watch_keys,
+// where zero (or absence) means off.
 type Handler struct {
 	// Where and how key metadata is read: upstream, management_key,
-	// lookup_timeout (a failing request waits for evidence at most this
-	// long; working requests never wait).
+	// lookup_timeout, management_rate.
 	UpstreamOptions
 
 	// The most keys remembered at once. Default: 100000.
 	CacheSize int `json:"cache_size,omitempty"`
 
-	// How long the metadata of a working key is trusted before it is read
-	// again. A key's expiry is trusted for good, since OpenRouter never
-	// changes it. Default: 10m.
+	// How long facts that can change (a key works, is disabled, is not in
+	// the account) are trusted, each from when it was learned. A key's
+	// expiry is trusted for good, since OpenRouter never changes it.
+	// Default: 10m.
 	CacheTTL caddy.Duration `json:"cache_ttl,omitempty"`
 
-	// The most metadata requests sent to the upstream per second, GET /key
-	// and management calls together, so that a flood of random keys cannot
-	// turn the gateway into a flood of lookups. Default: 20.
+	// The most GET /key lookups sent to the upstream per second, so that a
+	// flood of random keys cannot turn the gateway into a flood of
+	// lookups. A failing request waits for a lookup only if one can start
+	// at once; otherwise its 401 goes out unchanged. Default: 20.
 	LookupRate float64 `json:"lookup_rate,omitempty"`
 
 	// Whether the gateway answers requests itself when it knows for certain
-	// that the key is dead: "on" answers keys known to have expired (and,
-	// briefly, keys known to be disabled); "malformed" also answers keys
-	// that are not OpenRouter keys at all; "off" sends every request
-	// upstream. Default: on.
+	// that they would fail: "on" answers keys known to have expired (and,
+	// briefly, keys a record matched by hash reported disabled);
+	// "malformed" also answers tokens that are certainly no OpenRouter
+	// credential (malformed keys, other providers' keys); "off" sends
+	// every request upstream. Default: on.
 	EdgeAnswers string `json:"edge_answers,omitempty"`
 
 	// How long past its expiry a key must be before it is answered at the
@@ -83,23 +109,31 @@ type Handler struct {
 	// Warn about keys that expire within this window: successful responses
 	// get X-OpenRouter-Key-Expires-At (RFC 3339) and
 	// X-OpenRouter-Key-Expires-In (seconds), and a warning with the key's
-	// fingerprint and label is logged once per key per day. Off when zero
-	// (the default).
+	// fingerprint and label is logged once per key per day. Off when zero.
 	WarnBefore caddy.Duration `json:"warn_before,omitempty"`
 
 	// Share what is learned with other replicas through Caddy's configured
 	// storage (the "storage" global option): each key's facts under its
 	// fingerprint, never the key. A 401 this replica cannot explain reads
 	// the shared entry first. Storage is never on the path of a working
-	// request, and its errors never fail one. Entries of expired keys are
-	// kept 30 days.
+	// request, never waited on past the request's own deadline, and its
+	// errors never fail one.
 	SharedStorage bool `json:"shared_storage,omitempty"`
 
-	knowledge  *knowledge
-	edge       edgePolicy
-	warnBefore time.Duration
-	poolKey    string
-	logger     *zap.Logger
+	// Read every key of the account (all workspaces) at this interval and
+	// export each key's expiry, limit, disabled state and last use on
+	// Caddy's /metrics, for alerting. Needs management_key. Off when zero;
+	// the Caddyfile's bare `watch_keys` means 10m.
+	WatchKeys caddy.Duration `json:"watch_keys,omitempty"`
+
+	knowledge    *knowledge
+	acct         *account
+	release      func()
+	cachePoolKey string
+	edge         edgeRule
+	warnBefore   time.Duration
+	watch        *keyWatch
+	logger       *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -110,168 +144,174 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// keyCaches holds the learned keys across config reloads: a reload that
-// keeps the upstream, size and management key keeps what was learned.
-var keyCaches = caddy.NewUsagePool()
-
-type pooledCache struct{ *keyCache }
-
-func newPooledCache(size int) pooledCache {
-	c := pooledCache{newKeyCache(size)}
-	liveCaches.Lock()
-	liveCaches.set[c.keyCache] = struct{}{}
-	liveCaches.Unlock()
-	return c
+// UnmarshalJSON decodes the handler's config, naming the option in every
+// error.
+func (h *Handler) UnmarshalJSON(b []byte) error {
+	return decodeOptions(b, h)
 }
 
-// Destruct runs when no config uses the cache any more.
-func (c pooledCache) Destruct() error {
-	liveCaches.Lock()
-	delete(liveCaches.set, c.keyCache)
-	liveCaches.Unlock()
-	return nil
-}
-
-// Provision validates the options, fills in defaults and sets up the cache.
+// Provision sets up the handler with its options, defaults for zero
+// values; Validate, which Caddy runs next, reports invalid ones.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	cfg, err := h.settings()
-	if err != nil {
-		return err
-	}
+	up := h.UpstreamOptions.settings()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
-	h.poolKey = fmt.Sprintf("%s|%d|%s", cfg.base, cfg.cacheSize, fingerprintOf(cfg.managementKey).short())
-	pooled, _, err := keyCaches.LoadOrNew(h.poolKey, func() (caddy.Destructor, error) {
-		return newPooledCache(cfg.cacheSize), nil
+	acct, release, err := accountOf(up)
+	if err != nil {
+		return err
+	}
+	h.acct, h.release = acct, release
+
+	size := positiveOr(h.CacheSize, DefaultCacheSize)
+	lookupRate := positiveOr(h.LookupRate, DefaultLookupRate)
+	h.cachePoolKey = fmt.Sprintf("%s|%s|%d|%g", up.base, fingerprintOf(up.managementKey).short(), size, lookupRate)
+	pooled, _, err := gatewayCaches.LoadOrNew(h.cachePoolKey, func() (caddy.Destructor, error) {
+		return gatewayCache{newKeyCache(size), rate.NewLimiter(rate.Limit(lookupRate), max(1, int(lookupRate)))}, nil
 	})
 	if err != nil {
 		return err
 	}
-	client := newMetadataClient(cfg.base, cfg.managementKey, cfg.timeout, cfg.lookupRate)
-	h.knowledge = newKnowledge(pooled.(pooledCache).keyCache, client, cfg.cacheTTL, h.logger)
+	fresh := freshness{ttl: positiveOr(time.Duration(h.CacheTTL), DefaultCacheTTL)}
+	h.knowledge = newKnowledge(ctx, acct, pooled.(gatewayCache), fresh, up.timeout, h.logger)
+	acct.attach(h.knowledge.cache, fresh)
+
 	if h.SharedStorage {
-		h.knowledge.shared = newSharedStore(ctx.Storage(), h.logger)
+		h.knowledge.shared = newSharedStore(ctx, ctx.Storage(), up.managementKey, h.logger)
 	}
-	h.edge = cfg.edge
-	h.warnBefore = cfg.warnBefore
+	h.edge = edgeRule{
+		dead:        h.EdgeAnswers != EdgeAnswersOff,
+		malformed:   h.EdgeAnswers == EdgeAnswersMalformed,
+		skew:        positiveOr(time.Duration(h.ExpirySkew), DefaultExpirySkew),
+		disabledFor: positiveOr(time.Duration(h.EdgeDisabledFor), DefaultEdgeDisabledFor),
+	}
+	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
+	if h.WatchKeys > 0 && up.managementKey != "" {
+		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), h.logger)
+	}
+	up.logSettings(h.logger)
+	warnIfKeysReachLogs(ctx, h.logger)
 	return nil
 }
 
-// Cleanup stops lookups in flight and lets go of the cache unless the
-// next config uses it.
-func (h *Handler) Cleanup() error {
-	if h.knowledge != nil {
-		h.knowledge.stop()
+// positiveOr is v, or def when v is not positive.
+func positiveOr[T int | float64 | time.Duration](v, def T) T {
+	if v > 0 {
+		return v
 	}
-	if h.poolKey != "" {
-		_, _ = keyCaches.Delete(h.poolKey)
-	}
-	return nil
+	return def
 }
 
-// settings are the options checked, resolved and defaulted.
-type settings struct {
-	upstreamSettings
-	cacheSize  int
-	cacheTTL   time.Duration
-	lookupRate float64
-	edge       edgePolicy
-	warnBefore time.Duration
-}
-
-func (h *Handler) settings() (settings, error) {
-	s := settings{
-		cacheSize: DefaultCacheSize, cacheTTL: DefaultCacheTTL, lookupRate: DefaultLookupRate,
-		edge: edgePolicy{dead: true, skew: DefaultExpirySkew, disabledFor: DefaultEdgeDisabledFor},
+// Validate reports the first invalid option value, naming the option.
+func (h *Handler) Validate() error {
+	if err := h.UpstreamOptions.validate(); err != nil {
+		return err
 	}
-	up, err := h.UpstreamOptions.resolve()
-	if err != nil {
-		return s, err
-	}
-	s.upstreamSettings = up
 	for _, d := range []struct {
 		name string
 		val  caddy.Duration
-		dst  *time.Duration
 	}{
-		{"cache_ttl", h.CacheTTL, &s.cacheTTL},
-		{"expiry_skew", h.ExpirySkew, &s.edge.skew},
-		{"edge_disabled_for", h.EdgeDisabledFor, &s.edge.disabledFor},
-		{"warn_before", h.WarnBefore, &s.warnBefore},
+		{"cache_ttl", h.CacheTTL},
+		{"expiry_skew", h.ExpirySkew},
+		{"edge_disabled_for", h.EdgeDisabledFor},
+		{"warn_before", h.WarnBefore},
+		{"watch_keys", h.WatchKeys},
 	} {
 		if d.val < 0 {
-			return s, fmt.Errorf("%s: must not be negative, got %s", d.name, time.Duration(d.val))
-		}
-		if d.val > 0 {
-			*d.dst = time.Duration(d.val)
+			return fmt.Errorf("%s: must not be negative, got %s", d.name, time.Duration(d.val))
 		}
 	}
-	switch {
-	case h.CacheSize < 0:
-		return s, fmt.Errorf("cache_size: must not be negative, got %d", h.CacheSize)
-	case h.CacheSize > 0:
-		s.cacheSize = h.CacheSize
+	if h.CacheSize < 0 {
+		return fmt.Errorf("cache_size: must not be negative, got %d", h.CacheSize)
 	}
-	switch {
-	case h.LookupRate < 0:
-		return s, fmt.Errorf("lookup_rate: must not be negative, got %g", h.LookupRate)
-	case h.LookupRate > 0:
-		s.lookupRate = h.LookupRate
+	if h.LookupRate < 0 {
+		return fmt.Errorf("lookup_rate: must not be negative, got %g", h.LookupRate)
 	}
 	switch h.EdgeAnswers {
-	case "", EdgeAnswersOn:
-	case EdgeAnswersOff:
-		s.edge.dead = false
-	case EdgeAnswersMalformed:
-		s.edge.malformed = true
+	case "", EdgeAnswersOn, EdgeAnswersOff, EdgeAnswersMalformed:
 	default:
-		return s, fmt.Errorf("edge_answers: %q is not one of on, off, malformed", h.EdgeAnswers)
+		return fmt.Errorf("edge_answers: %q is not one of on, off, malformed", h.EdgeAnswers)
 	}
-	return s, nil
+	if h.WatchKeys > 0 {
+		if mk, _ := h.UpstreamOptions.managementKey(); mk == "" {
+			return errors.New("watch_keys: needs management_key (the account's keys can only be listed with one)")
+		}
+		if time.Duration(h.WatchKeys) < time.Second {
+			return fmt.Errorf("watch_keys: an interval under 1s would list the account continuously, got %s", time.Duration(h.WatchKeys))
+		}
+	}
+	return nil
 }
+
+// Cleanup lets go of what the next config does not use. Lookups in flight
+// end with the config's context.
+func (h *Handler) Cleanup() error {
+	if h.knowledge != nil {
+		h.acct.detach(h.knowledge.cache)
+	}
+	if h.cachePoolKey != "" {
+		_, _ = gatewayCaches.Delete(h.cachePoolKey)
+	}
+	if h.release != nil {
+		h.release()
+	}
+	return nil
+}
+
+// Destruct lets go of the pooled cache.
+func (g gatewayCache) Destruct() error { return g.keyCache.Destruct() }
 
 var heldWriters = sync.Pool{New: func() any { return new(heldWriter) }}
 
 // ServeHTTP passes the request on and explains a misleading 401 on its way
-// back. Requests without a key pass untouched.
+// back. Requests without a credential pass untouched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	cred := credentialOf(r.Header)
-	if cred.key == "" {
-		return next.ServeHTTP(w, r)
+	c := credentialOf(r.Header)
+	if c.kind == credNone {
+		return h.passOn(w, r, next, c, fingerprint{}, keyState{}, time.Now())
 	}
+	start := time.Now()
 	var (
-		fp        fingerprint
-		st        keyState
-		expiresAt int64 // announced on success, with warn_before
+		fp fingerprint
+		st keyState
 	)
-	wellFormed := wellFormedKey(cred.key)
-	if wellFormed {
-		now := time.Now()
-		fp = fingerprintOf(cred.key)
-		st, _ = h.knowledge.observe(cred.key, fp, now)
-		if v := h.edgeVerdict(st, now); v.known() {
+	if c.isKey() {
+		fp = fingerprintOf(c.token)
+		st = h.knowledge.observe(c, fp, start)
+		if v := h.edge.verdict(st, start.UnixNano()); v.known() {
 			return h.answerAtEdge(w, r, v, fp)
 		}
-		if h.warnBefore > 0 && st.has(flagHasExpiry) && st.expiresAt > now.Unix() && st.expiresAt <= now.Add(h.warnBefore).Unix() {
-			expiresAt = st.expiresAt
-			h.knowledge.warnExpiring(cred.key, fp, st, now)
-		}
-	} else if h.edge.malformed {
-		return h.answerAtEdge(w, r, verdict{reason: reasonMalformed}, fp)
+	} else if v := h.edge.tokenVerdict(c); v.known() {
+		return h.answerAtEdge(w, r, v, fp)
 	}
+	return h.passOn(w, r, next, c, fp, st, start)
+}
 
+// passOn runs the rest of the chain with the 401-holding writer.
+func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c credential, fp fingerprint, st keyState, start time.Time) error {
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)
-	hw.expiresAt = expiresAt
+	if c.isKey() && h.warnBefore > 0 && st.has(flagExpiry) {
+		if now := start.UnixNano(); st.expiresAt > now && st.expiresAt <= now+int64(h.warnBefore) {
+			hw.expiresAt = st.expiresAt
+			h.knowledge.warnExpiring(c, fp, st, start)
+		}
+	}
 	defer func() {
+		if p := recover(); p != nil {
+			// reverse_proxy aborts a response whose body failed mid-read by
+			// panicking (http.ErrAbortHandler) after flushing what it had:
+			// a held 401 goes out as far as it came, as without this module.
+			hw.abort()
+			panic(p)
+		}
 		hw.reset(nil)
 		heldWriters.Put(hw)
 	}()
 	err := next.ServeHTTP(hw, r)
 	if !hw.holding {
-		if st.has(flagDead|flagDisabled|flagNotFound) && hw.status >= 200 && hw.status < 300 {
+		if c.isKey() && (st.deadAt != 0 || st.disabledAt != 0 || st.notFoundAt != 0) && hw.status >= 200 && hw.status < 300 {
 			// The key works (again): what made it fail is over.
 			h.knowledge.sawWorking(fp)
 		}
@@ -281,71 +321,119 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		_ = hw.release()
 		return err
 	}
-	return h.explainUnauthorized(hw, r, cred, fp, wellFormed)
+	return h.explain(hw, r, c, fp, start)
 }
 
-// explainUnauthorized rewrites a held 401 when it is OpenRouter's misleading
-// message and the gateway knows (or can learn within the lookup timeout)
-// why; otherwise it releases the 401 unchanged.
-func (h *Handler) explainUnauthorized(hw *heldWriter, r *http.Request, cred credential, fp fingerprint, wellFormed bool) error {
-	hdr := hw.Header()
-	encodings := hdr.Values("Content-Encoding")
-	if len(encodings) > 1 {
-		return hw.release()
-	}
-	body, err := decodeBody(hw.buf.Bytes(), strings.Join(encodings, ""))
-	if err != nil {
-		return hw.release()
-	}
-	eb, ok := parseErrorBody(body)
-	if !ok {
-		return hw.release()
+// explain rewrites a held 401 when the gateway knows (or can learn within
+// the lookup timeout) what it means; otherwise it releases the 401
+// unchanged and counts why.
+func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fingerprint, start time.Time) error {
+	eb, class := h.parseHeld(hw)
+	if eb == nil {
+		return h.leave(hw, class, "")
 	}
 	msg := authMessageOf(eb.message)
-	if msg == msgOther {
-		return hw.release()
+	family := openrouter.FamilyOf(r.URL.Path)
+	if msg != msgOther && eb.message != "" {
+		h.acct.envelopes.learn(family, envelopeOf(eb))
 	}
-	inference := !isManagementPath(r.URL.Path)
-	var st keyState
-	if wellFormed {
-		st, _ = h.knowledge.cache.get(fp)
-	}
-	v := classify(msg, cred, st, time.Now(), inference, h.knowledge.ttl)
-	if !v.known() && msg == msgUserNotFound && wellFormed {
-		st = h.knowledge.explain(r.Context(), cred.key, fp, inference)
-		v = classify(msg, cred, st, time.Now(), inference, h.knowledge.ttl)
+	var v verdict
+	switch _, named := eb.metadataMember("provider_name"); {
+	case (msg == msgProviderError && named) || eb.acceptedBy():
+		// OpenRouter accepted the key; a provider refused its own
+		// credentials (BYOK). The key is fine: the message stays.
+		v = verdict{reason: reasonProviderRejected}
+	case c.kind == credNone:
+		return h.leave(hw, classNoCredentials, "")
+	case msg == msgOther:
+		return h.leave(hw, classUnrecognizedMessage, eb.message)
+	default:
+		var needsEvidence bool
+		v, needsEvidence = classifyRefusal(msg, c, start)
+		switch {
+		case needsEvidence:
+			v, class = h.knowledge.explainKey(r.Context(), c, fp, !isManagementPath(r.URL.Path), start)
+		case !v.known() && c.isKey():
+			class = classNoEvidence
+		case !v.known():
+			class = classOtherCredential
+		}
 	}
 	if !v.known() {
-		return hw.release()
+		return h.leave(hw, class, "")
 	}
-	out := eb.rewrite(v)
-	hdr.Del("Content-Encoding")
-	hdr.Del("Etag")
-	hdr.Set("Content-Length", strconv.Itoa(len(out)))
-	hdr.Set("X-OpenRouter-Key-Status", string(v.reason))
-	hw.holding, hw.wroteHeader = false, true
-	hw.ResponseWriter.WriteHeader(http.StatusUnauthorized)
-	_, err = hw.ResponseWriter.Write(out)
+	out, ok := eb.rewrite(v)
+	if !ok {
+		return h.leave(hw, classUneditable, "")
+	}
+	err := hw.sendRewritten(out, string(v.reason))
 	gatewayMetrics.rewrites.WithLabelValues(string(v.reason)).Inc()
-	if c := h.logger.Check(zapcore.InfoLevel, "explained misleading 401"); c != nil {
-		c.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fingerprintForLog(fp, wellFormed)), zap.String("path", r.URL.Path))
+	if ce := h.logger.Check(zapcore.InfoLevel, "explained misleading 401"); ce != nil {
+		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fingerprintForLog(c, fp)), zap.String("path", r.URL.Path))
 	}
 	return err
 }
 
-// fingerprintForLog is the short fingerprint, or "-" for a token that is
-// no OpenRouter key (never hashed, so that the flood of garbage tokens
-// costs nothing).
-func fingerprintForLog(fp fingerprint, wellFormed bool) string {
-	if !wellFormed {
+// parseHeld decodes and parses the held body, or says why it cannot.
+func (h *Handler) parseHeld(hw *heldWriter) (*errorBody, string) {
+	encodings := hw.Header().Values("Content-Encoding")
+	if len(encodings) > 1 {
+		return nil, classEncoding
+	}
+	body, err := decodeBody(hw.buf.Bytes(), strings.Join(encodings, ""))
+	if err != nil {
+		return nil, classEncoding
+	}
+	eb, ok := parseErrorBody(body)
+	if !ok {
+		return nil, classNotJSON
+	}
+	return eb, ""
+}
+
+// leave releases the held 401 unchanged and counts it as unexplained.
+func (h *Handler) leave(hw *heldWriter, class, message string) error {
+	countUnexplained(h.logger, class, message)
+	return hw.release()
+}
+
+// fingerprintForLog is the short fingerprint of an OpenRouter key, or "-"
+// for any other credential (never hashed: a flood of garbage tokens costs
+// nothing).
+func fingerprintForLog(c credential, fp fingerprint) string {
+	if !c.isKey() {
 		return "-"
 	}
 	return fp.short()
 }
 
+// answerAtEdge answers a request without calling the upstream, with the
+// body the rewrite would have produced, in the envelope the upstream uses
+// on that endpoint.
+func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict, fp fingerprint) error {
+	out := edgeBody(h.acct.envelopes.forFamily(openrouter.FamilyOf(r.URL.Path)), v)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(out)))
+	hdr.Set("X-OpenRouter-Key-Status", string(v.reason))
+	hdr.Set("X-OpenRouter-Keys-Answer", "edge")
+	w.WriteHeader(http.StatusUnauthorized)
+	_, err := w.Write(out)
+	gatewayMetrics.edgeAnswers.WithLabelValues(string(v.reason)).Inc()
+	if ce := h.logger.Check(zapcore.DebugLevel, "answered at the edge"); ce != nil {
+		short := "-"
+		if v.reason == reasonExpired || v.reason == reasonDisabled {
+			short = fp.short()
+		}
+		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", short))
+	}
+	return err
+}
+
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
 	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

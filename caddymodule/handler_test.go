@@ -72,6 +72,22 @@ func serve(h *Handler, next caddyhttp.Handler, method, path, key string) *httpte
 	return rec
 }
 
+// waitIdle waits until no GET /key of k is in flight.
+func waitIdle(t *testing.T, k *knowledge) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		k.flightsMu.Lock()
+		n := len(k.flights)
+		k.flightsMu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lookups still in flight after 5s")
+		}
+	}
+}
+
 func TestPassThroughFlushesStreams(t *testing.T) {
 	var h Handler
 	newHandler(t, &h, "http://127.0.0.1:1/api/v1")
@@ -201,7 +217,7 @@ func TestLogsCarryNoKeyMaterial(t *testing.T) {
 	key := emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
 	fail := upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
 	serve(&h, fail, "POST", "/api/v1/chat/completions", key)
-	h.knowledge.stop()
+	waitIdle(t, h.knowledge)
 	if logs.Len() == 0 {
 		t.Fatal("nothing logged: the sweep proves nothing")
 	}

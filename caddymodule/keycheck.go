@@ -18,15 +18,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 func init() {
 	caddy.RegisterModule(KeyCheck{})
-	httpcaddyfile.RegisterHandlerDirective("openrouter_keycheck", parseKeyCheckCaddyfile)
-	httpcaddyfile.RegisterDirectiveOrder("openrouter_keycheck", httpcaddyfile.Before, "respond")
 }
 
 // Defaults of the key check's rate limit: per client IP.
@@ -55,6 +51,7 @@ type KeyCheck struct {
 	RateLimit *CheckRateLimit `json:"rate_limit,omitempty"`
 
 	checker *checker
+	release func()
 	limiter *windowLimiter
 	timeout time.Duration
 	logger  *zap.Logger
@@ -76,38 +73,51 @@ func (KeyCheck) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision checks the options and sets up the check.
+// UnmarshalJSON decodes the key check's config, naming the option in every
+// error.
+func (kc *KeyCheck) UnmarshalJSON(b []byte) error {
+	return decodeOptions(b, kc)
+}
+
+// Provision sets up the check with its options, defaults for zero values;
+// Validate reports invalid ones.
 func (kc *KeyCheck) Provision(ctx caddy.Context) error {
 	kc.logger = ctx.Logger()
-	up, err := kc.UpstreamOptions.resolve()
-	if err != nil {
-		return err
-	}
+	up := kc.UpstreamOptions.settings()
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
+	acct, release, err := accountOf(up)
+	if err != nil {
+		return err
+	}
+	kc.release = release
 	requests, window := DefaultCheckRequests, DefaultCheckWindow
 	if rl := kc.RateLimit; rl != nil {
-		if rl.Requests < 0 || rl.Window < 0 {
-			return fmt.Errorf("rate_limit: must not be negative")
-		}
-		if rl.Requests > 0 {
-			requests = rl.Requests
-		}
-		if rl.Window > 0 {
-			window = time.Duration(rl.Window)
-		}
+		requests = positiveOr(rl.Requests, requests)
+		window = positiveOr(time.Duration(rl.Window), window)
 	}
 	kc.timeout = up.timeout
-	kc.checker = &checker{client: newMetadataClient(up.base, up.managementKey, up.timeout, 1000)}
+	kc.checker = &checker{acct: acct, life: ctx}
 	kc.limiter = newWindowLimiter(requests, window)
 	return nil
 }
 
-// Cleanup closes idle connections to the upstream.
+// Validate reports the first invalid option value, naming the option.
+func (kc *KeyCheck) Validate() error {
+	if err := kc.UpstreamOptions.validate(); err != nil {
+		return err
+	}
+	if rl := kc.RateLimit; rl != nil && (rl.Requests < 0 || rl.Window < 0) {
+		return fmt.Errorf("rate_limit: must not be negative")
+	}
+	return nil
+}
+
+// Cleanup lets go of the account unless another handler uses it.
 func (kc *KeyCheck) Cleanup() error {
-	if kc.checker != nil {
-		kc.checker.client.close()
+	if kc.release != nil {
+		kc.release()
 	}
 	return nil
 }
@@ -145,10 +155,10 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	rep, err := kc.checker.check(ctx, key, time.Now())
 	if err != nil {
 		status := http.StatusBadGateway
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) || failureOf(err) == failTimeout {
 			status = http.StatusGatewayTimeout
 		}
-		return kc.fail(w, r, status, "The key could not be checked: "+err.Error()+".")
+		return kc.fail(w, r, status, "The key could not be checked: "+publicError(err)+".")
 	}
 	if wantsPage(r) {
 		return kc.page(w, pageData{Report: rep})
@@ -288,61 +298,10 @@ func (l *windowLimiter) allow(client string, now time.Time) bool {
 	return c.count <= l.requests
 }
 
-func parseKeyCheckCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	kc := new(KeyCheck)
-	err := kc.UnmarshalCaddyfile(h.Dispenser)
-	return kc, err
-}
-
-// UnmarshalCaddyfile sets up the key check from Caddyfile tokens. Syntax:
-//
-//	openrouter_keycheck [<matcher>] {
-//	    upstream       <OpenRouter API base URL, default https://openrouter.ai/api/v1>
-//	    management_key <key, usually {env.OPENROUTER_MANAGEMENT_KEY}; optional>
-//	    lookup_timeout <the whole check answers within it, default 5s>
-//	    rate_limit     <requests> <window>   (per client IP, default 30 1m)
-//	}
-func (kc *KeyCheck) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
-	d.Next() // consume directive name
-	if d.NextArg() {
-		return d.ArgErr()
-	}
-	for d.NextBlock(0) {
-		opt := d.Val()
-		args := d.RemainingArgs()
-		if opt == "rate_limit" {
-			if len(args) != 2 {
-				return d.Errf("rate_limit: expects <requests> <window>, such as 30 1m")
-			}
-			n, err := strconv.Atoi(args[0])
-			if err != nil || n <= 0 {
-				return d.Errf("rate_limit: %q is not a positive number of requests", args[0])
-			}
-			window, err := caddy.ParseDuration(args[1])
-			if err != nil || window <= 0 {
-				return d.Errf("rate_limit: %q is not a duration such as 1m", args[1])
-			}
-			kc.RateLimit = &CheckRateLimit{Requests: n, Window: caddy.Duration(window)}
-			continue
-		}
-		if len(args) != 1 {
-			return d.Errf("%s: expects exactly one value", opt)
-		}
-		ok, err := kc.UpstreamOptions.unmarshalSubdirective(d, opt, args[0])
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return d.Errf("unrecognized subdirective %q", opt)
-		}
-	}
-	return nil
-}
-
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*KeyCheck)(nil)
 	_ caddy.CleanerUpper          = (*KeyCheck)(nil)
 	_ caddyhttp.MiddlewareHandler = (*KeyCheck)(nil)
-	_ caddyfile.Unmarshaler       = (*KeyCheck)(nil)
+	_ caddy.Validator             = (*KeyCheck)(nil)
 )

@@ -58,17 +58,18 @@ func runKeyCheck(asJSON bool, upstream string, timeout time.Duration, stdin io.R
 	if key == "" {
 		return exitUsage, errors.New("no key: set OPENROUTER_API_KEY or pass the key on standard input")
 	}
-	up, err := UpstreamOptions{Upstream: upstream, ManagementKey: "{env.OPENROUTER_MANAGEMENT_KEY}"}.resolve()
-	if err != nil {
+	opts := UpstreamOptions{Upstream: upstream, ManagementKey: "{env.OPENROUTER_MANAGEMENT_KEY}"}
+	if err := opts.validate(); err != nil {
 		return exitUsage, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c := &checker{client: newMetadataClient(up.base, up.managementKey, timeout, 1000)}
-	defer c.client.close()
+	acct := newAccount(opts.settings())
+	defer acct.Destruct()
+	c := &checker{acct: acct, life: ctx}
 	rep, err := c.check(ctx, key, time.Now())
 	if err != nil {
-		return exitUsage, err
+		return exitUsage, errors.New(publicError(err))
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -79,7 +80,7 @@ func runKeyCheck(asJSON bool, upstream string, timeout time.Duration, stdin io.R
 	} else {
 		printReport(stdout, rep)
 	}
-	if rep.Status != StatusValid {
+	if rep.Status != statusValid {
 		// Caddy's command runner turns only an error into exit status 1.
 		return 1, fmt.Errorf("the key is not valid: %s", rep.Status)
 	}
@@ -89,7 +90,7 @@ func runKeyCheck(asJSON bool, upstream string, timeout time.Duration, stdin io.R
 // exitUsage is the exit status for usage and network errors.
 const exitUsage = 2
 
-func printReport(w io.Writer, r *Report) {
+func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "Status:  %s\n%s\n", r.Status, r.Message)
 	if k := r.Key; k != nil {
 		fmt.Fprintf(w, "\nKey:     %s\n", k.Label)

@@ -130,7 +130,7 @@ var pageCSP = "default-src 'none'; script-src " + cspHash(pageScript) + "; style
 // pageData is what the page template renders: a report after a form post
 // without JavaScript, or an error.
 type pageData struct {
-	Report *Report
+	Report *report
 	Error  string
 	Style  template.CSS
 	Script template.JS

@@ -1,294 +1,288 @@
 package caddymodule
 
+// keycheck_report.go owns what the key check says about a key: it asks
+// OpenRouter, applies the same rules as the gateway (credential.go,
+// records.go, state.go, classify.go), and never teaches the gateway
+// anything: a check is no evidence for others.
+
 import (
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
-// Report is the key check's answer. Field names are the API's; a part
-// that is unavailable is null, and its *_unavailable sibling says why.
-type Report struct {
-	// Status is "valid", one of the gateway's reasons (key_malformed,
-	// key_expired, key_disabled, key_not_found, management_key), or
-	// "unknown" when OpenRouter says only "User not found.".
-	Status  string `json:"status"`
-	Message string `json:"message"`
+// report is the key check's answer. Field names are the API's; a part that
+// is unavailable is null, and its *_unavailable sibling says why.
+type report struct {
+	// Status is "valid", one of the gateway's reasons, or "unknown" when
+	// OpenRouter refuses the key and nothing more is known.
+	Status string `json:"status"`
+	// Headline is the status in words, for people.
+	Headline string `json:"headline"`
+	Message  string `json:"message"`
+	// MatchedBy is "label" when the status comes from the account's
+	// records that share the key's label, not from the key's own record.
+	MatchedBy string `json:"matched_by,omitempty"`
 
-	Key            *KeyReport `json:"key"`
+	Key            *keyReport `json:"key"`
 	KeyUnavailable string     `json:"key_unavailable,omitempty"`
 
-	Credits            *CreditsReport `json:"credits"`
+	Credits            *creditsReport `json:"credits"`
 	CreditsUnavailable string         `json:"credits_unavailable,omitempty"`
 
-	Models            *ModelsReport `json:"models"`
+	Models            *modelsReport `json:"models"`
 	ModelsUnavailable string        `json:"models_unavailable,omitempty"`
 
 	Advice []string `json:"advice"`
 }
 
-// KeyReport is what is known of the key; unknown values are null.
-type KeyReport struct {
-	Label            string        `json:"label"`
-	IsManagementKey  *bool         `json:"is_management_key"`
-	IsFreeTier       *bool         `json:"is_free_tier"`
-	Limit            *float64      `json:"limit"`
-	LimitRemaining   *float64      `json:"limit_remaining"`
-	LimitReset       *string       `json:"limit_reset"`
-	Usage            *UsageReport  `json:"usage"`
-	ExpiresAt        *time.Time    `json:"expires_at"`
-	ExpiresInSeconds *int64        `json:"expires_in_seconds"`
-	RateLimit        *RateLimitRep `json:"rate_limit"`
+// keyReport is what is known of the key; unknown values are null.
+type keyReport struct {
+	Label string `json:"label"`
+	// Workspace and Name come from the key's own record (matched by hash).
+	Workspace        string           `json:"workspace,omitempty"`
+	Name             string           `json:"name,omitempty"`
+	IsManagementKey  *bool            `json:"is_management_key"`
+	IsFreeTier       *bool            `json:"is_free_tier"`
+	Limit            *float64         `json:"limit"`
+	LimitRemaining   *float64         `json:"limit_remaining"`
+	LimitReset       *string          `json:"limit_reset"`
+	Usage            *usageReport     `json:"usage"`
+	ExpiresAt        *time.Time       `json:"expires_at"`
+	ExpiresInSeconds *int64           `json:"expires_in_seconds"`
+	RateLimit        *rateLimitReport `json:"rate_limit"`
+	// LastUsedAt is when a gateway with watch_keys last saw the key used.
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
-// UsageReport is the key's spending in credits.
-type UsageReport struct {
+// usageReport is the key's spending in credits.
+type usageReport struct {
 	Total   float64 `json:"total"`
 	Daily   float64 `json:"daily"`
 	Weekly  float64 `json:"weekly"`
 	Monthly float64 `json:"monthly"`
 }
 
-// RateLimitRep is the key's request rate limit as OpenRouter reports it.
-type RateLimitRep struct {
+// rateLimitReport is the key's request rate limit as OpenRouter reports it
+// (-1 requests: unlimited).
+type rateLimitReport struct {
 	Requests int    `json:"requests"`
 	Interval string `json:"interval"`
 }
 
-// CreditsReport is the account's balance.
-type CreditsReport struct {
+// creditsReport is the account's balance.
+type creditsReport struct {
 	TotalCredits float64 `json:"total_credits"`
 	TotalUsage   float64 `json:"total_usage"`
 	Remaining    float64 `json:"remaining"`
 }
 
-// ModelsReport is the size of the model catalogue and a few of its ids.
-type ModelsReport struct {
+// modelsReport is the size of the model catalogue and a few of its ids.
+type modelsReport struct {
 	Count  int      `json:"count"`
 	Sample []string `json:"sample"`
 }
 
-// StatusValid and StatusUnknown complete the reasons as report statuses.
+// The statuses that are not reasons.
 const (
-	StatusValid   = "valid"
-	StatusUnknown = "unknown"
+	statusValid   = "valid"
+	statusUnknown = "unknown"
 )
 
-// errUpstream means OpenRouter could not be asked about the key: the check
-// has no answer, which is not the same as an answer about the key.
-var errUpstream = errors.New("OpenRouter could not be asked")
-
-// checker builds reports. It reads what a gateway in the same Caddy has
-// learned, but never adds to it: a key check is no evidence for others.
+// checker builds reports for one account.
 type checker struct {
-	client *metadataClient
-	models modelsCache
+	acct *account
+	// life bounds work that outlives one check (a listing).
+	life context.Context
 }
 
-type modelsCache struct {
-	mu     sync.Mutex
-	at     time.Time
-	report *ModelsReport
-}
-
-// modelsFresh is how long a read of the catalogue serves key checks.
-const modelsFresh = 5 * time.Minute
-
-func (m *modelsCache) get(ctx context.Context, c *metadataClient) (*ModelsReport, string) {
-	m.mu.Lock()
-	if m.report != nil && time.Since(m.at) < modelsFresh {
-		r := m.report
-		m.mu.Unlock()
-		return r, ""
-	}
-	m.mu.Unlock()
-	ids, res := c.modelIDs(ctx)
-	if ids == nil {
-		return nil, "the model catalogue could not be read: " + describe(res)
-	}
-	r := &ModelsReport{Count: len(ids), Sample: ids[:min(len(ids), 5)]}
-	m.mu.Lock()
-	m.at, m.report = time.Now(), r
-	m.mu.Unlock()
-	return r, ""
-}
-
-func describe(res lookupResult) string {
-	if res.err != nil {
-		return res.err.Error()
-	}
-	return fmt.Sprintf("OpenRouter answered %d %s", res.status, http.StatusText(res.status))
-}
-
-// check builds the report for key, within ctx's deadline.
-func (c *checker) check(ctx context.Context, key string, now time.Time) (*Report, error) {
-	rep := &Report{}
+// check builds the report for token, within ctx's deadline. An error means
+// OpenRouter could not be asked: no answer, which is not an answer about
+// the key.
+func (c *checker) check(ctx context.Context, token string, now time.Time) (*report, error) {
+	rep := &report{}
 	// The catalogue is read beside everything else, and awaited last.
 	modelsDone := make(chan struct{})
 	go func() {
 		defer close(modelsDone)
-		rep.Models, rep.ModelsUnavailable = c.models.get(ctx, c.client)
+		ids, err := c.acct.modelIDs(ctx)
+		if err != nil {
+			rep.ModelsUnavailable = "the model catalogue could not be read: " + publicError(err)
+			return
+		}
+		rep.Models = &modelsReport{Count: len(ids), Sample: ids[:min(len(ids), 5)]}
 	}()
 	defer func() { <-modelsDone }()
 
-	if !wellFormedKey(key) {
-		v := verdict{reason: reasonMalformed}
-		rep.Status, rep.Message = string(v.reason), reasonMessage(v)
-		rep.KeyUnavailable = "the key is malformed, so OpenRouter was not asked about it"
+	cred := classifyToken(token)
+	if v, _ := classifyRefusal(msgUserNotFound, cred, now); v.known() && cred.kind != credJWT {
+		// Certainly no OpenRouter credential: OpenRouter is not asked.
+		rep.setVerdict(v)
+		rep.KeyUnavailable = "this is not an OpenRouter key, so OpenRouter was not asked about it"
 		rep.CreditsUnavailable = rep.KeyUnavailable
 		rep.Advice = adviceFor(rep, now)
 		return rep, nil
 	}
 
-	// GET /key and, with a management key, the key's record, at once.
+	// GET /key and, for an OpenRouter key with a management key
+	// configured, the key's records, at once.
 	var (
 		md     *keyMetadata
 		keyRes lookupResult
-		rec    *keyRecord
-		found  bool
+		m      match
 		recErr error
 		wg     sync.WaitGroup
 	)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		md, keyRes = c.client.keyInfo(ctx, key, false)
+		md, keyRes = c.acct.client.keyInfo(ctx, token)
 	}()
-	if c.client.managementKey != "" {
+	if cred.isKey() && c.acct.hasManagementKey() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rec, found, recErr = c.findRecord(ctx, key)
+			m, recErr = c.acct.recordsFor(c.life, ctx, token)
 		}()
 	}
 	wg.Wait()
 
 	switch {
 	case md != nil:
-		rep.Key = keyReportOf(key, md, now)
+		rep.Key = keyReportOf(token, md, m, now)
 		if md.management() {
-			v := verdict{reason: reasonManagementKey}
-			rep.Status, rep.Message = string(v.reason), reasonMessage(v)
+			rep.setVerdict(verdict{reason: reasonManagementKey})
+			rep.Message = "The key works, but it is a management key: it manages keys and credits and cannot be used for inference."
 		} else {
-			rep.Status, rep.Message = StatusValid, "Key is valid."
+			rep.Status, rep.Headline, rep.Message = statusValid, "Key works", "The key is valid: OpenRouter accepts it."
 		}
 	case keyRes.err == nil && keyRes.status == http.StatusUnauthorized:
-		c.explainDead(rep, key, rec, found, recErr, now)
+		c.explainRefused(rep, cred, m, recErr, now)
+	case keyRes.err == nil:
+		return nil, &lookupError{endpoint: endpointKey, kind: failStatus, status: keyRes.status}
 	default:
-		return nil, fmt.Errorf("%w: %s", errUpstream, describe(keyRes))
+		return nil, keyRes.err
 	}
-	c.addCredits(ctx, rep, key, md, rec, found)
+	c.addCredits(ctx, rep, token, md, m)
 	rep.Advice = adviceFor(rep, now)
 	return rep, nil
 }
 
-// findRecord looks the key up in the management key's account: by hash,
-// then in the listing. found reports that the account has the key; rec is
-// nil when a shared label makes the record uncertain.
-func (c *checker) findRecord(ctx context.Context, key string) (*keyRecord, bool, error) {
-	rec, res := c.client.record(ctx, key)
-	if rec != nil {
-		return rec, true, nil
+// explainRefused says what is known of a credential OpenRouter refuses:
+// from the token itself, the key's records, and what a gateway of this
+// account learned, read by fingerprint, under the same freshness rule.
+func (c *checker) explainRefused(rep *report, cred credential, m match, recErr error, now time.Time) {
+	if v, _ := classifyRefusal(msgUserNotFound, cred, now); v.known() {
+		rep.setVerdict(v)
+		return
 	}
-	if res.err != nil || res.status != http.StatusNotFound {
-		return nil, false, errors.New(describe(res))
+	if !cred.isKey() {
+		rep.setUnknown("OpenRouter refuses this credential and says nothing more.")
+		return
 	}
-	l, err := c.client.listing(ctx)
-	if err != nil {
-		return nil, false, err
+	st, fresh, _ := c.acct.learned(fingerprintOf(cred.token))
+	n := now.UnixNano()
+	st.deadAt = n // refused now
+	switch {
+	case m.record != nil:
+		applyRecord(&st, m.record, n)
+	case m.absent:
+		st.notFoundAt = n
 	}
-	rec, found := l.find(key)
-	return rec, found, nil
-}
-
-// explainDead says what is known of a key OpenRouter does not accept:
-// from the management record, and from what a gateway in this Caddy has
-// learned, read by fingerprint.
-func (c *checker) explainDead(rep *Report, key string, rec *keyRecord, found bool, recErr error, now time.Time) {
-	st, _ := learnedState(fingerprintOf(key))
-	if rec != nil {
-		// The record is the account's own word: it outranks what was learned.
-		st.flags &^= flagDisabled | flagNotFound
-		if rec.Disabled {
-			st.flags |= flagDisabled
-		}
-		if rec.ExpiresAt != nil {
-			st.flags |= flagHasExpiry
-			st.expiresAt = rec.ExpiresAt.Unix()
-		}
-		st.verdictAt = now.UnixNano()
-	} else if c.client.managementKey != "" && recErr == nil && !found {
-		st.flags |= flagNotFound
-		st.verdictAt = now.UnixNano()
+	rep.Key = &keyReport{Label: openrouter.Label(cred.token)}
+	if m.record != nil {
+		rep.Key.Workspace, rep.Key.Name = m.workspace, m.record.Name
 	}
-	v := explainState(st, now, true, time.Hour)
-	rep.Key = &KeyReport{Label: keyLabel(key)}
-	if st.has(flagHasExpiry) {
+	if st.has(flagExpiry) {
 		exp := st.expiry()
 		rep.Key.ExpiresAt = &exp
 	}
+	v := fresh.verdict(st, n, true)
+	if !v.known() {
+		v = m.labelVerdict(now)
+	}
 	if v.known() {
-		rep.Status, rep.Message = string(v.reason), reasonMessage(v)
+		rep.setVerdict(v)
 		return
 	}
-	rep.Status = StatusUnknown
-	rep.Message = `OpenRouter says only "User not found.": the key is expired, deleted or disabled. ` +
-		"Nothing more is known without a management key of its account."
-	if recErr != nil {
-		rep.Message += " The management API could not be asked: " + recErr.Error() + "."
+	msg := `OpenRouter refuses the key and says only "User not found.": it is expired, deleted or disabled.`
+	switch {
+	case !c.acct.hasManagementKey():
+		msg += " A management key of its account (management_key) would tell which."
+	case recErr != nil:
+		msg += " The account's records could not be read: " + publicError(recErr) + "."
+	default:
+		msg += " The account's records do not say which."
+	}
+	rep.setUnknown(msg)
+}
+
+// setVerdict sets the status from a verdict.
+func (r *report) setVerdict(v verdict) {
+	r.Status, r.Headline, r.Message = string(v.reason), headlines[v.reason], v.message()
+	if v.byLabel {
+		r.MatchedBy = "label"
 	}
 }
 
-// learnedState is what any gateway in this Caddy has learned of a key.
-func learnedState(fp fingerprint) (keyState, bool) {
-	liveCaches.Lock()
-	defer liveCaches.Unlock()
-	for c := range liveCaches.set {
-		if st, ok := c.get(fp); ok {
-			return st, true
-		}
-	}
-	return keyState{}, false
+func (r *report) setUnknown(msg string) {
+	r.Status, r.Headline, r.Message = statusUnknown, "Key refused", msg
 }
 
-// addCredits adds the account balance when the checked key may see it:
-// a management key reads its own; otherwise the configured management key
-// reads it, but only for a key of its own account, so that nobody sees
-// another account's balance.
-func (c *checker) addCredits(ctx context.Context, rep *Report, key string, md *keyMetadata, rec *keyRecord, found bool) {
-	var bearer string
+// headlines say each reason in words.
+var headlines = map[reason]string{
+	reasonMalformed:        "Key malformed",
+	reasonExpired:          "Key expired",
+	reasonDisabled:         "Key disabled",
+	reasonNotFound:         "Key not found",
+	reasonManagementKey:    "Management key",
+	reasonTokenExpired:     "Token expired",
+	reasonNotOpenRouterKey: "Not an OpenRouter key",
+}
+
+// addCredits adds the account balance when the checked key may see it: a
+// management key reads its own; otherwise the configured management key
+// reads it, but only for a key whose own record (matched by hash) is in its
+// account, so that nobody sees another account's balance.
+func (c *checker) addCredits(ctx context.Context, rep *report, token string, md *keyMetadata, m match) {
+	var (
+		cr  *accountCredits
+		err error
+	)
 	switch {
 	case md != nil && md.management():
-		bearer = key
-	case c.client.managementKey == "":
-		rep.CreditsUnavailable = "OpenRouter shows credits to management keys only; this key is not one, and no management key is configured here"
-		return
-	case !found || rec == nil:
-		rep.CreditsUnavailable = "OpenRouter shows credits to management keys only; this key is not one, and it is not a key of the configured management key's account"
+		// A management key reads its own account's credits, with itself.
+		var res lookupResult
+		cr, res = c.acct.client.credits(ctx, token)
+		err = res.err
+	case m.record == nil:
+		rep.CreditsUnavailable = "OpenRouter shows an account's credits to its management keys only; this key's own record was not found in the account of the configured management key"
 		return
 	default:
-		bearer = c.client.managementKey
+		cr, err = c.acct.accountCredits(ctx)
 	}
-	cr, res := c.client.credits(ctx, bearer)
-	if cr == nil {
-		rep.CreditsUnavailable = "the credits could not be read: " + describe(res)
+	if err != nil {
+		rep.CreditsUnavailable = "the credits could not be read: " + publicError(err)
 		return
 	}
-	rep.Credits = &CreditsReport{TotalCredits: cr.TotalCredits, TotalUsage: cr.TotalUsage, Remaining: cr.TotalCredits - cr.TotalUsage}
+	rep.Credits = &creditsReport{TotalCredits: cr.TotalCredits, TotalUsage: cr.TotalUsage, Remaining: cr.TotalCredits - cr.TotalUsage}
 }
 
-func keyReportOf(key string, md *keyMetadata, now time.Time) *KeyReport {
+func keyReportOf(token string, md *keyMetadata, m match, now time.Time) *keyReport {
 	mgmt, free := md.management(), md.IsFreeTier
-	kr := &KeyReport{
+	kr := &keyReport{
 		Label: md.Label, IsManagementKey: &mgmt, IsFreeTier: &free,
 		Limit: md.Limit, LimitRemaining: md.LimitRemaining, LimitReset: md.LimitReset,
-		Usage: &UsageReport{Total: md.Usage, Daily: md.UsageDaily, Weekly: md.UsageWeekly, Monthly: md.UsageMonthly},
+		Usage: &usageReport{Total: md.Usage, Daily: md.UsageDaily, Weekly: md.UsageWeekly, Monthly: md.UsageMonthly},
 	}
-	if kr.Label == "" {
-		kr.Label = keyLabel(key)
+	if kr.Label == "" && len(token) == openrouter.KeyLen {
+		kr.Label = openrouter.Label(token)
+	}
+	if m.record != nil {
+		kr.Workspace, kr.Name = m.workspace, m.record.Name
 	}
 	if md.ExpiresAt != nil {
 		exp := md.ExpiresAt.UTC()
@@ -296,45 +290,42 @@ func keyReportOf(key string, md *keyMetadata, now time.Time) *KeyReport {
 		kr.ExpiresAt, kr.ExpiresInSeconds = &exp, &in
 	}
 	if md.RateLimit != nil {
-		kr.RateLimit = &RateLimitRep{Requests: md.RateLimit.Requests, Interval: md.RateLimit.Interval}
+		kr.RateLimit = &rateLimitReport{Requests: md.RateLimit.Requests, Interval: md.RateLimit.Interval}
 	}
 	return kr
 }
 
-// commonErrors are the HTTP errors OpenRouter clients meet, with fixes.
-var commonErrors = []string{
-	"401 Unauthorized: the key is missing, malformed, expired, disabled or deleted; check it here.",
-	"402 Payment Required: the account is out of credits, or max_tokens asks for more than it can pay for; add credits or lower max_tokens.",
-	"403 Forbidden: the key's own spending limit is reached (or the input was moderated); raise the key's limit in the key settings.",
-	"429 Too Many Requests: rate limited; wait as Retry-After says, slow down, or use a paid model.",
-	"5xx: OpenRouter or the provider failed; retry with backoff, or choose another provider.",
-}
-
-// adviceFor is what to do about the report's status, then the common
-// errors.
-func adviceFor(rep *Report, now time.Time) []string {
+// adviceFor is what to do about the report's status, first things first.
+func adviceFor(rep *report, now time.Time) []string {
 	var advice []string
 	switch rep.Status {
-	case StatusValid:
-		advice = append(advice, "The key works. If requests still fail, the errors below say why.")
+	case statusValid:
 		if k := rep.Key; k != nil && k.LimitRemaining != nil && *k.LimitRemaining <= 0 {
-			advice = append(advice, "The key's spending limit is used up: raise the key's limit in the key settings, or wait for its reset.")
+			advice = append(advice, "The key's spending limit is used up: raise it in the key settings (https://openrouter.ai/settings/keys) or wait for its reset.")
 		}
 		if k := rep.Key; k != nil && k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < 7*24*time.Hour {
-			advice = append(advice, "The key expires at "+k.ExpiresAt.Format(time.RFC3339)+": create a new key before then; an expiry cannot be extended.")
+			advice = append(advice, "The key expires soon: create a new key and switch to it before then; an expiry cannot be extended.")
 		}
+		advice = append(advice, "If requests with this key still fail, the error's status says why: 402 means the account is out of credits, 403 a spending limit or moderation, 429 a rate limit (wait as Retry-After says).")
 	case string(reasonExpired):
-		advice = append(advice, "Create a new key: an expiry cannot be extended or removed.")
+		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys and replace this one wherever it is used: an expiry cannot be extended or removed.")
 	case string(reasonDisabled):
-		advice = append(advice, "Re-enable the key in the key settings (openrouter.ai/settings/keys), or use another key.")
+		advice = append(advice, "Re-enable the key at https://openrouter.ai/settings/keys, or use another key.")
 	case string(reasonMalformed):
-		advice = append(advice, `Check the key for whitespace, quotes or a truncated paste: it is "sk-or-v1-" followed by 64 lowercase hex digits.`)
+		advice = append(advice, `Copy the key again from where it was created: it is "sk-or-v1-" followed by 64 lowercase hex digits, with nothing before or after it.`)
 	case string(reasonNotFound):
-		advice = append(advice, "The key was deleted, never issued, or belongs to another account: create a new key, or use one of this account.")
+		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys, or use a key of the account this gateway serves.")
 	case string(reasonManagementKey):
-		advice = append(advice, "Management keys manage keys and credits only: use an API key for inference.")
-	case StatusUnknown:
-		advice = append(advice, "Look the key up in the key settings, or configure a management key of its account so the check can tell expired, disabled and deleted keys apart.")
+		advice = append(advice, "Use an API key for requests to models; keep the management key for managing keys and credits.")
+	case string(reasonTokenExpired):
+		advice = append(advice, "Get a new access token (sign in again, or request a new token from your identity provider).")
+	case string(reasonNotOpenRouterKey):
+		advice = append(advice, "Use an OpenRouter key (https://openrouter.ai/settings/keys). To use this provider's key through OpenRouter, add it there as a BYOK key.")
+	case statusUnknown:
+		advice = append(advice, "Look the key up at https://openrouter.ai/settings/keys: it is expired, disabled or deleted.")
 	}
-	return append(advice, commonErrors...)
+	if rep.MatchedBy == "label" {
+		advice = append(advice, "This was matched by the key's label only, which several keys can share: check the key in the key settings.")
+	}
+	return advice
 }

@@ -43,11 +43,11 @@ func checkRequest(t *testing.T, kc *KeyCheck, contentType, body, ip string) *htt
 	return rec
 }
 
-func checkKey(t *testing.T, kc *KeyCheck, key string) (*Report, *httptest.ResponseRecorder) {
+func checkKey(t *testing.T, kc *KeyCheck, key string) (*report, *httptest.ResponseRecorder) {
 	t.Helper()
 	b, _ := json.Marshal(map[string]string{"key": key})
 	rec := checkRequest(t, kc, "application/json", string(b), "192.0.2.1")
-	var rep Report
+	var rep report
 	if rec.Code == 200 {
 		if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
 			t.Fatal(err)
@@ -91,7 +91,7 @@ func TestKeyCheckReports(t *testing.T) {
 			{deleted, map[bool]string{true: "key_not_found", false: "unknown"}[withManagement], false, true},
 		} {
 			rep, rec := checkKey(t, kc, c.key)
-			if rec.Code != 200 || rep.Status != c.status || rep.Message == "" || len(rep.Advice) < len(commonErrors)+1 {
+			if rec.Code != 200 || rep.Status != c.status || rep.Message == "" || len(rep.Advice) == 0 {
 				t.Errorf("management %v, %s: %d %s", withManagement, c.status, rec.Code, rec.Body.String())
 				continue
 			}
@@ -145,7 +145,7 @@ func TestKeyCheckDoesNotTeachTheGateway(t *testing.T) {
 	// But it reads it: an expiry the gateway learned explains a dead key.
 	exp := time.Now().Add(-time.Minute)
 	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
-		st.flags, st.expiresAt = flagHasExpiry, exp.Unix()
+		st.flags, st.expiresAt = flagExpiry, exp.UnixNano()
 		return true
 	})
 	emu.ExpireIn(key, -time.Minute)
@@ -212,15 +212,15 @@ func TestKeyCheckRateLimit(t *testing.T) {
 	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
 	kc.limiter = newWindowLimiter(3, time.Minute)
 	for i := 0; i < 3; i++ {
-		if rec := checkRequest(t, kc, "application/json", `{"key":"x"}`, "192.0.2.50"); rec.Code != 200 {
+		if rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "192.0.2.50"); rec.Code != 200 {
 			t.Fatalf("request %d: %d", i, rec.Code)
 		}
 	}
-	rec := checkRequest(t, kc, "application/json", `{"key":"x"}`, "192.0.2.50")
+	rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "192.0.2.50")
 	if rec.Code != 429 || rec.Header().Get("Retry-After") != "60" {
 		t.Errorf("4th request: %d %v", rec.Code, rec.Header())
 	}
-	if rec := checkRequest(t, kc, "application/json", `{"key":"x"}`, "192.0.2.51"); rec.Code != 200 {
+	if rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "192.0.2.51"); rec.Code != 200 {
 		t.Errorf("another client was limited: %d", rec.Code)
 	}
 }

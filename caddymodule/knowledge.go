@@ -1,22 +1,24 @@
 package caddymodule
 
+// knowledge.go owns what a gateway learns about keys and when: the
+// background GET /key for keys it sees, and the evidence a failing request
+// gathers, within its deadline, to explain a refusal.
+
 import (
 	"context"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 )
 
 // Timing of what the gateway learns.
 const (
-	// listingFresh is how long a read of the management listing serves
-	// further failures, so a burst of them causes one listing.
-	listingFresh = 30 * time.Second
-	// explainBackoff is how long after a failed request waited for
+	// explainBackoff is how long after a failing request waited for
 	// evidence the next failure of the same key waits again.
 	explainBackoff = 30 * time.Second
 	// maxLookupBackoff caps the backoff after failed lookups.
@@ -24,46 +26,232 @@ const (
 	// maxBackgroundLookups bounds lookups running at once in the
 	// background; past it, new keys are learned later.
 	maxBackgroundLookups = 16
+	// usedEvery is how precisely the last use of a key is recorded: at
+	// most one cache write per key per interval on the request path.
+	usedEvery = time.Minute
+	// warnEvery is how often an expiring key's warning is logged.
+	warnEvery = 24 * time.Hour
 )
 
-// knowledge is what the gateway learns about keys, and how: the cache, the
-// lookups that fill it, and the rules that keep lookups rare.
+// gatewayCache is what survives config reloads for one gateway
+// configuration: the cache, and the budget of GET /key lookups.
+type gatewayCache struct {
+	*keyCache
+	lookups *rate.Limiter
+}
+
+var gatewayCaches = caddy.NewUsagePool()
+
+// knowledge is what one gateway (one handler in one config) knows and how
+// it learns. Its lookups live as long as the config (life): a lookup cut
+// short by a reload is no answer, never a failure.
 type knowledge struct {
-	cache  *keyCache
-	client *metadataClient
-	shared *sharedStore // nil unless shared_storage
-	ttl    time.Duration
-	logger *zap.Logger
+	acct    *account
+	cache   *keyCache
+	lookups *rate.Limiter // GET /key, background and failing requests together
+	fresh   freshness
+	timeout time.Duration // longest a failing request waits for evidence
+	shared  *sharedStore  // nil unless shared_storage
+	life    context.Context
+	logger  *zap.Logger
+	// usage, when the key watch runs, is told which keys are used.
+	usage *usageLog
 
-	keyFlights  singleflight.Group // GET /key, per fingerprint
-	mgmtFlights singleflight.Group // management lookups, per fingerprint; "" for the listing
+	background chan struct{} // semaphore of background lookups
 
-	listMu  sync.Mutex
-	listing *keyListing
-
-	background chan struct{} // semaphore for background lookups
-	ctx        context.Context
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	flightsMu sync.Mutex
+	flights   map[fingerprint]*flight[keyAnswer]
 }
 
-func newKnowledge(cache *keyCache, client *metadataClient, ttl time.Duration, logger *zap.Logger) *knowledge {
-	ctx, cancel := context.WithCancel(context.Background())
+// keyAnswer is one GET /key answer.
+type keyAnswer struct {
+	md  *keyMetadata
+	res lookupResult
+}
+
+func newKnowledge(life context.Context, acct *account, gc gatewayCache, fresh freshness, timeout time.Duration, logger *zap.Logger) *knowledge {
 	return &knowledge{
-		cache: cache, client: client, ttl: ttl, logger: logger,
+		acct: acct, cache: gc.keyCache, lookups: gc.lookups, fresh: fresh, timeout: timeout,
+		life: life, logger: logger,
 		background: make(chan struct{}, maxBackgroundLookups),
-		ctx:        ctx, cancel: cancel,
+		flights:    make(map[fingerprint]*flight[keyAnswer]),
 	}
 }
 
-// stop cancels lookups in flight and waits for them.
-func (k *knowledge) stop() {
-	k.cancel()
-	k.wg.Wait()
-	k.client.close()
-	if k.shared != nil {
-		k.shared.stop()
+// wantsLookup reports whether a GET /key for this key would teach
+// anything now.
+func (k *knowledge) wantsLookup(st keyState, found bool, now int64) bool {
+	switch {
+	case !found:
+		return true
+	case now < st.retryAt, st.has(flagExpiry) && now >= st.expiresAt:
+		return false
+	case within(st.aliveAt, now, k.fresh.ttl), within(st.deadAt, now, k.fresh.ttl):
+		return false
 	}
+	return true
+}
+
+// observe is called for every request with an OpenRouter key. It costs one
+// cache read; for a key not known (or known only stale) it starts a
+// GET /key in the background and returns without waiting. Once a minute
+// per key it also records that the key was used.
+func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyState {
+	st, found := k.cache.get(fp)
+	if found {
+		gatewayMetrics.cacheHits.Inc()
+	} else {
+		gatewayMetrics.cacheMisses.Inc()
+	}
+	n := now.UnixNano()
+	wants, used := k.wantsLookup(st, found, n), !within(st.usedAt, n, usedEvery)
+	if !wants && !used {
+		return st
+	}
+	reserved := false
+	st = k.cache.update(fp, now, func(st *keyState, found bool) bool {
+		if !within(st.usedAt, n, usedEvery) {
+			st.usedAt = n
+		}
+		if k.wantsLookup(*st, found, n) {
+			st.retryAt = n + int64(k.timeout)
+			reserved = true
+		}
+		return true
+	})
+	if used && k.usage != nil {
+		k.usage.used(c.token, now)
+	}
+	if reserved {
+		k.learnInBackground(c.token, fp)
+	}
+	return st
+}
+
+// learnInBackground runs GET /key in the background if a place is free and
+// the lookup rate allows; otherwise the key is tried again a second later.
+func (k *knowledge) learnInBackground(key string, fp fingerprint) {
+	start := false
+	select {
+	case k.background <- struct{}{}:
+		if start = k.lookups.Allow(); !start {
+			<-k.background
+			gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
+		}
+	default:
+	}
+	if !start {
+		k.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
+			st.retryAt = time.Now().Add(time.Second).UnixNano()
+			return true
+		})
+		return
+	}
+	f := k.keyFlight(key, fp)
+	go func() {
+		defer func() { <-k.background }()
+		<-f.done
+	}()
+}
+
+// keyFlight starts a GET /key for the key, or joins the one in flight.
+// The lookup runs within the config's lifetime and the lookup timeout,
+// whoever waits for it.
+func (k *knowledge) keyFlight(key string, fp fingerprint) *flight[keyAnswer] {
+	k.flightsMu.Lock()
+	defer k.flightsMu.Unlock()
+	if f := k.flights[fp]; f != nil {
+		return f
+	}
+	f := newFlight[keyAnswer]()
+	k.flights[fp] = f
+	go func() {
+		ctx, cancel := context.WithTimeout(k.life, k.timeout)
+		defer cancel()
+		md, res := k.acct.client.keyInfo(ctx, key)
+		k.record(fp, md, res)
+		k.flightsMu.Lock()
+		delete(k.flights, fp)
+		k.flightsMu.Unlock()
+		f.finish(keyAnswer{md, res}, nil)
+	}()
+	return f
+}
+
+// startedKeyFlight joins a GET /key in flight that started at or after
+// since, or starts one now if the lookup rate allows. ok is false when no
+// lookup can start now: the failing request must not queue.
+func (k *knowledge) startedKeyFlight(key string, fp fingerprint, since time.Time) (*flight[keyAnswer], bool) {
+	k.flightsMu.Lock()
+	f := k.flights[fp]
+	k.flightsMu.Unlock()
+	if f != nil && !f.started.Before(since) {
+		return f, true
+	}
+	if f != nil {
+		// An older lookup is in flight: its answer may predate the
+		// failure. Wait for it to end, then ask again.
+		return nil, false
+	}
+	if !k.lookups.Allow() {
+		gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
+		return nil, false
+	}
+	return k.keyFlight(key, fp), true
+}
+
+// record stores what GET /key answered.
+func (k *knowledge) record(fp fingerprint, md *keyMetadata, res lookupResult) {
+	now := time.Now()
+	n := now.UnixNano()
+	kind := failureOf(res.err)
+	if c := k.logger.Check(zapcore.DebugLevel, "key lookup"); c != nil {
+		fields := []zap.Field{zap.String("key_fingerprint", fp.short()), zap.Int("status", res.status)}
+		if res.err != nil {
+			fields = append(fields, zap.Error(res.err))
+		}
+		c.Write(fields...)
+	}
+	misconfigured := res.status == http.StatusNotFound || kind == failInvalid
+	if misconfigured && k.acct.warnedKeyEndpoint.CompareAndSwap(false, true) {
+		k.logger.Warn("GET /key on the upstream did not answer as OpenRouter does: check that upstream is OpenRouter's API base URL, ending in /api/v1",
+			zap.Int("status", res.status))
+	}
+	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
+		switch {
+		case kind == failCancelled || kind == failRefused:
+			// No answer: nothing learned, nothing to back off from.
+			st.retryAt = 0
+		case md != nil:
+			st.flags &^= flagManagement
+			if md.management() {
+				st.flags |= flagManagement
+			}
+			if md.ExpiresAt != nil {
+				st.flags |= flagExpiry
+				st.expiresAt = md.ExpiresAt.UnixNano()
+			}
+			// Alive now: neither disabled nor missing.
+			st.aliveAt, st.disabledAt, st.notFoundAt = n, 0, 0
+			st.failures, st.retryAt = 0, 0
+		case kind == failNone && res.status == http.StatusUnauthorized:
+			st.deadAt = n
+			st.failures, st.retryAt = 0, 0
+		default:
+			st.failures = min(st.failures+1, 16)
+			st.retryAt = now.Add(backoff(st.failures)).UnixNano()
+		}
+		return true
+	})
+	if md != nil {
+		k.share(fp, st, now)
+	}
+}
+
+// backoff is the wait after the nth consecutive failed lookup of a key:
+// 2 s, 4 s, 8 s, ... up to maxLookupBackoff.
+func backoff(n uint8) time.Duration {
+	return min(time.Second<<min(n, 10), maxLookupBackoff)
 }
 
 // share publishes what is known of a key to the other replicas, when
@@ -72,102 +260,31 @@ func (k *knowledge) share(fp fingerprint, st keyState, now time.Time) {
 	if k.shared == nil {
 		return
 	}
-	if e, ok := sharedEntryOf(st, now, k.ttl); ok {
+	if e, ok := sharedEntryOf(st, now, k.fresh.ttl); ok {
 		k.shared.publish(fp, e)
 	}
 }
 
-// wantsLookup reports whether a GET /key for this key would teach
-// anything now.
-func (k *knowledge) wantsLookup(st keyState, found bool, now time.Time) bool {
-	n := now.UnixNano()
-	switch {
-	case !found:
-		return true
-	case n < st.retryAt, st.expired(now):
-		return false
-	case st.has(flagAlive) && n-st.learnedAt < int64(k.ttl):
-		return false
-	case st.has(flagDead) && n-st.verdictAt < int64(k.ttl):
-		return false
-	}
-	return true
-}
-
-// observe is called for every request with a well-formed key. It costs one
-// cache read; for a key not known (or known only stale) it starts a
-// GET /key in the background and returns without waiting.
-func (k *knowledge) observe(key string, fp fingerprint, now time.Time) (keyState, bool) {
-	st, found := k.cache.get(fp)
-	if found {
-		gatewayMetrics.cacheHits.Inc()
-	} else {
-		gatewayMetrics.cacheMisses.Inc()
-	}
-	if !k.wantsLookup(st, found, now) {
-		return st, found
-	}
-	reserved := false
-	k.cache.update(fp, now, func(st *keyState, found bool) bool {
-		if !k.wantsLookup(*st, found, now) {
-			return false
-		}
-		st.retryAt = now.Add(k.client.timeout).UnixNano()
-		reserved = true
-		return true
-	})
-	if !reserved {
-		return st, found
-	}
-	k.startLookup(key, fp)
-	return st, found
-}
-
-// startLookup runs GET /key in the background if a place is free and the
-// lookup rate allows; otherwise the reservation lapses and a later request
-// tries again.
-func (k *knowledge) startLookup(key string, fp fingerprint) {
-	select {
-	case k.background <- struct{}{}:
-	default:
-		return
-	}
-	if !k.client.limiter.Allow() {
-		<-k.background
-		gatewayMetrics.lookups.WithLabelValues(endpointKey, outcomeRefused).Inc()
-		return
-	}
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		defer func() { <-k.background }()
-		_, _, _ = k.keyFlights.Do(string(fp[:]), func() (any, error) {
-			k.learnKey(key, fp, true)
-			return nil, nil
-		})
-	}()
-}
-
 // warnExpiring logs, once per key per day, that a key expires soon.
-func (k *knowledge) warnExpiring(key string, fp fingerprint, st keyState, now time.Time) {
-	day := int32(now.Unix() / 86400)
-	if st.warnedDay == day {
+func (k *knowledge) warnExpiring(c credential, fp fingerprint, st keyState, now time.Time) {
+	n := now.UnixNano()
+	if within(st.warnedAt, n, warnEvery) {
 		return
 	}
 	first := false
 	k.cache.update(fp, now, func(st *keyState, found bool) bool {
-		if !found || st.warnedDay == day {
+		if !found || within(st.warnedAt, n, warnEvery) {
 			return false
 		}
-		st.warnedDay, first = day, true
+		st.warnedAt, first = n, true
 		return true
 	})
 	if !first {
 		return
 	}
-	if c := k.logger.Check(zapcore.WarnLevel, "key expires soon"); c != nil {
+	if ce := k.logger.Check(zapcore.WarnLevel, "key expires soon"); ce != nil {
 		exp := st.expiry()
-		c.Write(zap.String("key_fingerprint", fp.short()), zap.String("key_label", keyLabel(key)),
+		ce.Write(zap.String("key_fingerprint", fp.short()), zap.String("key_label", labelOf(c)),
 			zap.Time("expires_at", exp), zap.Duration("expires_in", exp.Sub(now).Round(time.Second)))
 	}
 }
@@ -176,76 +293,40 @@ func (k *knowledge) warnExpiring(key string, fp fingerprint, st keyState, now ti
 // re-enabled, or failed for a reason that has passed.
 func (k *knowledge) sawWorking(fp fingerprint) {
 	k.cache.update(fp, time.Now(), func(st *keyState, found bool) bool {
-		st.flags &^= flagDead | flagDisabled | flagNotFound
+		st.deadAt, st.disabledAt, st.notFoundAt = 0, 0, 0
 		return found
 	})
 }
 
-// learnKey asks GET /key and records the answer. admitted says the caller
-// already took its place in the lookup rate (background learning);
-// otherwise the lookup waits for one (a failing request, which may wait).
-func (k *knowledge) learnKey(key string, fp fingerprint, admitted bool) {
-	ctx, cancel := context.WithTimeout(k.ctx, k.client.timeout)
-	defer cancel()
-	start := time.Now()
-	md, res := k.client.keyInfo(ctx, key, admitted)
-	now := time.Now()
-	if c := k.logger.Check(zapcore.DebugLevel, "key lookup"); c != nil {
-		fields := []zap.Field{zap.String("key_fingerprint", fp.short()), zap.Int("status", res.status), zap.Duration("duration", now.Sub(start))}
-		if res.err != nil {
-			fields = append(fields, zap.Error(res.err))
-		}
-		c.Write(fields...)
-	}
-	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
-		switch {
-		case res.err == errLookupRefused:
-			st.retryAt = now.Add(time.Second).UnixNano()
-		case res.err == nil && res.status == http.StatusOK:
-			st.flags &^= flagDead | flagDisabled | flagNotFound | flagHasExpiry | flagManagement
-			st.flags |= flagAlive
-			if md.management() {
-				st.flags |= flagManagement
-			}
-			if md.ExpiresAt != nil {
-				st.flags |= flagHasExpiry
-				st.expiresAt = md.ExpiresAt.Unix()
-			}
-			st.learnedAt, st.failures, st.retryAt = now.UnixNano(), 0, 0
-		case res.err == nil && res.status == http.StatusUnauthorized:
-			st.flags |= flagDead
-			st.verdictAt, st.failures, st.retryAt = now.UnixNano(), 0, 0
-		default:
-			st.failures = min(st.failures+1, 16)
-			st.retryAt = now.Add(backoff(st.failures)).UnixNano()
-		}
-		return true
-	})
-	if res.err == nil && res.status == http.StatusOK {
-		k.share(fp, st, now)
-	}
-}
+// Classes of 401s left unchanged, for caddy_openrouter_keys_unexplained_total.
+const (
+	classNoCredentials       = "no_credentials"       // no credential the gateway reads
+	classUnrecognizedMessage = "unrecognized_message" // a 401 message the gateway does not know
+	classNotJSON             = "not_json"             // not an error body in a known envelope
+	classTooLarge            = "too_large"            // over maxErrorBody
+	classEncoding            = "encoding"             // a Content-Encoding that cannot be undone within bounds
+	classUneditable          = "uneditable"           // metadata the rewriter cannot edit without loss
+	classNoEvidence          = "no_evidence"          // looked, and nothing can be claimed
+	classBusy                = "busy"                 // no lookup could start now; the 401 went out at once
+	classLookupFailed        = "lookup_failed"        // a metadata lookup failed or ran out of time
+	classOtherCredential     = "other_credential"     // a JWT, another key version, an unknown token
+)
 
-// backoff is the wait after the nth consecutive failed lookup of a key:
-// 2 s, 4 s, 8 s, ... up to maxLookupBackoff.
-func backoff(n uint8) time.Duration {
-	d := time.Second << min(n, 10)
-	return min(d, maxLookupBackoff)
-}
-
-// explain gathers evidence about a well-formed key that OpenRouter just
-// answered "User not found." for, waiting at most the lookup timeout, and
-// at most once per key per explainBackoff. It returns the state to
-// classify with.
-func (k *knowledge) explain(ctx context.Context, key string, fp fingerprint, inference bool) keyState {
+// explainKey gathers evidence about an OpenRouter key that OpenRouter just
+// refused, waiting at most the lookup timeout and at most once per key per
+// explainBackoff, and only for lookups that can start now. since is when
+// the request began: a GET /key started before it says nothing about this
+// failure. It returns the verdict, or the class of a refusal it leaves
+// unexplained.
+func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint, inference bool, since time.Time) (verdict, string) {
 	now := time.Now()
 	st, _ := k.cache.get(fp)
-	if explainState(st, now, inference, k.ttl).known() {
-		return st
+	if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
+		return v, ""
 	}
 	reserved := false
 	k.cache.update(fp, now, func(st *keyState, _ bool) bool {
-		if now.UnixNano()-st.explainedAt < int64(explainBackoff) {
+		if within(st.explainedAt, now.UnixNano(), explainBackoff) {
 			return false
 		}
 		st.explainedAt = now.UnixNano()
@@ -253,9 +334,9 @@ func (k *knowledge) explain(ctx context.Context, key string, fp fingerprint, inf
 		return true
 	})
 	if !reserved {
-		return st
+		return verdict{}, classNoEvidence
 	}
-	ctx, cancel := context.WithTimeout(ctx, k.client.timeout)
+	ctx, cancel := context.WithTimeout(ctx, k.timeout)
 	defer cancel()
 
 	// Evidence 0: what another replica learned.
@@ -265,127 +346,80 @@ func (k *knowledge) explain(ctx context.Context, key string, fp fingerprint, inf
 				e.apply(st)
 				return true
 			})
-			if explainState(st, time.Now(), inference, k.ttl).known() {
-				return st
+			if v := k.fresh.verdict(st, time.Now().UnixNano(), inference); v.known() {
+				return v, ""
 			}
 		}
 	}
 
-	// Evidence 1: GET /key with the key itself, joining a background
-	// lookup already in flight. A management key answers it; a dead key
-	// gets 401. Skipped while lookups of the key back off after failures:
-	// a dead metadata endpoint is not hammered.
-	if st.failures == 0 || now.UnixNano() >= st.retryAt {
-		if !k.await(ctx, &k.keyFlights, string(fp[:]), func() { k.learnKey(key, fp, false) }) {
-			st, _ = k.cache.get(fp)
-			return st
-		}
-		st, _ = k.cache.get(fp)
-		if explainState(st, time.Now(), inference, k.ttl).known() {
-			return st
-		}
+	// Evidence 1: GET /key with the key itself, now. A key that works is
+	// not dead; a management key answers too.
+	f, ok := k.startedKeyFlight(c.token, fp, since)
+	if !ok {
+		return verdict{}, classBusy
 	}
-
-	// Evidence 2: the management API, once the key is known dead.
-	if k.client.managementKey != "" && st.has(flagDead) {
-		k.await(ctx, &k.mgmtFlights, string(fp[:]), func() { k.learnRecord(key, fp) })
-		st, _ = k.cache.get(fp)
-	}
-	return st
-}
-
-// await runs fn through group under name (joining a call in flight) and
-// waits for it until ctx is done. The call runs to its own timeout, so a
-// request that gives up does not cut short the others waiting on it.
-func (k *knowledge) await(ctx context.Context, group *singleflight.Group, name string, fn func()) bool {
-	done := make(chan struct{})
-	k.wg.Add(1)
-	go func() {
-		defer k.wg.Done()
-		defer close(done)
-		_, _, _ = group.Do(name, func() (any, error) {
-			fn()
-			return nil, nil
-		})
-	}()
-	select {
-	case <-done:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// learnRecord finds the key's management record, by its hash first and
-// then in the listing, and records what it says.
-func (k *knowledge) learnRecord(key string, fp fingerprint) {
-	ctx, cancel := context.WithTimeout(k.ctx, k.client.timeout)
-	defer cancel()
-	rec, res := k.client.record(ctx, key)
-	found := rec != nil
+	ans, err := f.wait(ctx)
 	switch {
-	case found:
-	case res.err == nil && res.status == http.StatusNotFound:
-		l, err := k.currentListing(ctx)
-		if err != nil {
-			k.logLookupFailure("key listing", fp, err)
-			return
+	case err != nil || ans.res.err != nil:
+		return verdict{}, classLookupFailed
+	case ans.md != nil && ans.md.management() && inference:
+		return verdict{reason: reasonManagementKey}, ""
+	case ans.md != nil:
+		return verdict{reason: reasonValidRetry}, ""
+	case ans.res.status != http.StatusUnauthorized:
+		return verdict{}, classLookupFailed
+	}
+	st, _ = k.cache.get(fp)
+	if v := k.fresh.verdict(st, time.Now().UnixNano(), inference); v.known() {
+		return v, ""
+	}
+
+	// Evidence 2: the account's records.
+	if !k.acct.hasManagementKey() {
+		return verdict{}, classNoEvidence
+	}
+	m, err := k.acct.recordsFor(k.life, ctx, c.token)
+	if err != nil {
+		if failureOf(err) == failRefused {
+			return verdict{}, classBusy
 		}
-		rec, found = l.find(key)
-		if found && rec == nil {
-			return // a shared label whose records disagree: nothing known
+		k.logLookupFailure(fp, err)
+		return verdict{}, classLookupFailed
+	}
+	now = time.Now()
+	switch {
+	case m.record != nil:
+		st = k.cache.update(fp, now, func(st *keyState, _ bool) bool {
+			applyRecord(st, m.record, now.UnixNano())
+			return true
+		})
+		k.share(fp, st, now)
+		if k.shared != nil {
+			k.shared.publishHashProven()
+		}
+		if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
+			return v, ""
+		}
+	case m.absent:
+		st = k.cache.update(fp, now, func(st *keyState, _ bool) bool {
+			st.notFoundAt = now.UnixNano()
+			return true
+		})
+		k.share(fp, st, now)
+		if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
+			v.workspaces = m.workspaces
+			return v, ""
 		}
 	default:
-		k.logLookupFailure("key record", fp, res.err)
-		return
+		if v := m.labelVerdict(now); v.known() {
+			return v, ""
+		}
 	}
-	now := time.Now()
-	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
-		st.flags &^= flagDisabled | flagNotFound
-		st.verdictAt = now.UnixNano()
-		if !found {
-			st.flags |= flagNotFound
-			return true
-		}
-		if rec.Disabled {
-			st.flags |= flagDisabled
-		}
-		if rec.ExpiresAt != nil {
-			st.flags |= flagHasExpiry
-			st.expiresAt = rec.ExpiresAt.Unix()
-		}
-		return true
-	})
-	k.share(fp, st, now)
+	return verdict{}, classNoEvidence
 }
 
-// currentListing returns a listing younger than listingFresh, reading one
-// (once, however many failures ask at the same time) when there is none.
-func (k *knowledge) currentListing(ctx context.Context) (*keyListing, error) {
-	k.listMu.Lock()
-	l := k.listing
-	k.listMu.Unlock()
-	if l != nil && time.Since(l.readAt) < listingFresh {
-		return l, nil
-	}
-	v, err, _ := k.mgmtFlights.Do("", func() (any, error) {
-		l, err := k.client.listing(ctx)
-		if err != nil {
-			return nil, err
-		}
-		k.listMu.Lock()
-		k.listing = l
-		k.listMu.Unlock()
-		return l, nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	return v.(*keyListing), nil
-}
-
-func (k *knowledge) logLookupFailure(what string, fp fingerprint, err error) {
-	if c := k.logger.Check(zapcore.DebugLevel, what+" lookup failed"); c != nil {
+func (k *knowledge) logLookupFailure(fp fingerprint, err error) {
+	if c := k.logger.Check(zapcore.DebugLevel, "management lookup failed"); c != nil {
 		c.Write(zap.String("key_fingerprint", fp.short()), zap.Error(err))
 	}
 }

@@ -1,9 +1,15 @@
 package caddymodule
 
+// response.go owns the response writer that passes every response straight
+// through except a 401, which it holds until the handler has decided what
+// to send, and then sends exactly as plain reverse_proxy would have:
+// headers, body, trailers as trailers.
+
 import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,8 +25,11 @@ type heldWriter struct {
 	holding     bool // a 401 is being held
 	wroteHeader bool // the final status went to the client
 	status      int  // the final status passed on
-	// expiresAt, when not zero, is the unix time at which the request's
-	// key expires, announced on successful responses (warn_before).
+	// heldHeader is the header as it was when the 401 was held: what was
+	// set after it (announced trailers) must go out as trailers.
+	heldHeader http.Header
+	// expiresAt, when not zero, is when the request's key expires (unix
+	// ns), announced on successful responses (warn_before).
 	expiresAt int64
 }
 
@@ -32,6 +41,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	}
 	if status == http.StatusUnauthorized {
 		hw.holding = true
+		hw.heldHeader = hw.Header().Clone()
 		return
 	}
 	if status >= 200 {
@@ -46,8 +56,8 @@ func (hw *heldWriter) WriteHeader(status int) {
 // announceExpiry adds the expiry warning headers.
 func (hw *heldWriter) announceExpiry() {
 	h := hw.Header()
-	h.Set("X-OpenRouter-Key-Expires-At", time.Unix(hw.expiresAt, 0).UTC().Format(time.RFC3339))
-	h.Set("X-OpenRouter-Key-Expires-In", strconv.FormatInt(max(hw.expiresAt-time.Now().Unix(), 0), 10))
+	h.Set("X-OpenRouter-Key-Expires-At", time.Unix(0, hw.expiresAt).UTC().Format(time.RFC3339))
+	h.Set("X-OpenRouter-Key-Expires-In", strconv.FormatInt(max(hw.expiresAt-time.Now().UnixNano(), 0)/int64(time.Second), 10))
 }
 
 func (hw *heldWriter) Write(p []byte) (int, error) {
@@ -61,6 +71,7 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 		return hw.buf.Write(p)
 	}
 	// Too large to be the body this gateway explains: release it.
+	gatewayMetrics.unexplained.WithLabelValues(classTooLarge).Inc()
 	if err := hw.release(); err != nil {
 		return 0, err
 	}
@@ -69,14 +80,78 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 
 // release sends the held 401 on unchanged.
 func (hw *heldWriter) release() error {
-	hw.holding, hw.wroteHeader = false, true
-	hw.ResponseWriter.WriteHeader(http.StatusUnauthorized)
-	if hw.buf.Len() == 0 {
-		return nil
+	return hw.send(hw.buf.Bytes(), false)
+}
+
+// sendRewritten sends a rewritten 401: the body is identity-encoded and
+// has a new length (unless trailers need chunked encoding), and says its
+// reason in a header.
+func (hw *heldWriter) sendRewritten(body []byte, reason string) error {
+	h := hw.Header()
+	h.Del("Content-Encoding")
+	h.Del("Etag")
+	h.Del("Content-Length")
+	if len(hw.announcedTrailers()) == 0 {
+		h.Set("Content-Length", strconv.Itoa(len(body)))
 	}
-	_, err := hw.ResponseWriter.Write(hw.buf.Bytes())
+	h.Set("X-OpenRouter-Key-Status", reason)
+	return hw.send(body, true)
+}
+
+// send writes the held status and body with the header as it was when the
+// 401 was held, then the trailers that were set after it.
+func (hw *heldWriter) send(body []byte, rewritten bool) error {
+	hw.holding, hw.wroteHeader, hw.status = false, true, http.StatusUnauthorized
+	h := hw.Header()
+	trailers := hw.announcedTrailers()
+	values := make(map[string][]string, len(trailers))
+	for _, k := range trailers {
+		values[k] = h[k]
+		if v, ok := hw.heldHeader[k]; ok {
+			h[k] = v
+		} else {
+			delete(h, k)
+		}
+	}
+	hw.ResponseWriter.WriteHeader(http.StatusUnauthorized)
+	var err error
+	if len(body) > 0 {
+		_, err = hw.ResponseWriter.Write(body)
+	}
 	hw.buf.Reset()
+	if len(trailers) > 0 {
+		// As reverse_proxy does: a flush before the handler returns keeps
+		// net/http from computing a length, which would drop the trailers.
+		_ = http.NewResponseController(hw.ResponseWriter).Flush()
+		for k, v := range values {
+			if v != nil {
+				h[k] = v
+			}
+		}
+	}
 	return err
+}
+
+// announcedTrailers are the trailer names the held response declared.
+func (hw *heldWriter) announcedTrailers() []string {
+	var out []string
+	for _, v := range hw.heldHeader["Trailer"] {
+		for _, k := range strings.Split(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				out = append(out, http.CanonicalHeaderKey(k))
+			}
+		}
+	}
+	return out
+}
+
+// abort sends what was held of a 401 whose body failed mid-read, as plain
+// reverse_proxy does before it aborts the response.
+func (hw *heldWriter) abort() {
+	if hw.holding {
+		_ = hw.release()
+		_ = http.NewResponseController(hw.ResponseWriter).Flush()
+	}
 }
 
 // FlushError flushes through to the client, except while a 401 is held:
@@ -85,7 +160,9 @@ func (hw *heldWriter) FlushError() error {
 	if hw.holding {
 		return nil
 	}
-	hw.wroteHeader = true
+	if !hw.wroteHeader {
+		hw.WriteHeader(http.StatusOK)
+	}
 	// Asked directly first: a stream flushes once per event.
 	switch f := hw.ResponseWriter.(type) {
 	case interface{ FlushError() error }:
@@ -103,7 +180,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // reset readies a pooled writer for a new response, dropping a buffer that
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
-	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status, hw.expiresAt = w, false, false, 0, 0
+	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status, hw.expiresAt, hw.heldHeader = w, false, false, 0, 0, nil
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}

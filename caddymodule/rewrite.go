@@ -222,6 +222,9 @@ func field(name string, value []byte) jsonField {
 // errorBody is a parsed OpenRouter error body. The message sits either in
 // an "error" object (OpenRouter's envelope, and the /messages and
 // /responses shapes) or at the top level (the flat form).
+// errorBody is a parsed OpenRouter error body. The message sits either in
+// an "error" object (OpenRouter's envelope, and the /messages and
+// /responses shapes) or at the top level (the flat form).
 type errorBody struct {
 	top     []jsonField
 	inner   []jsonField // members of "error"; nil for the flat form
@@ -247,46 +250,96 @@ func parseErrorBody(b []byte) (*errorBody, bool) {
 	return nil, false
 }
 
-// rewrite renders the body with the verdict's message and metadata in
-// place of the upstream's message, keeping every other member as it was.
-func (e *errorBody) rewrite(v verdict) []byte {
-	out := make([]byte, 0, 512)
-	if e.inner == nil {
-		return appendObject(out, withVerdict(e.top, v))
+// holder is the object that holds the message: "error", or the top level
+// of the flat form.
+func (e *errorBody) holder() []jsonField {
+	if e.inner != nil {
+		return e.inner
 	}
-	inner := appendObject(nil, withVerdict(e.inner, v))
-	top := append([]jsonField(nil), e.top...)
-	top[fieldIndex(top, "error")].value = inner
-	return appendObject(out, top)
+	return e.top
 }
 
-// withVerdict returns fields with "message" replaced and "reason" (and
-// "expires_at") set in "metadata", which is created beside the message
-// when absent and extended when it is an object.
-func withVerdict(fields []jsonField, v verdict) []jsonField {
+// metadataMember is a member of the "metadata" object beside the message.
+func (e *errorBody) metadataMember(name string) (string, bool) {
+	h := e.holder()
+	i := fieldIndex(h, "metadata")
+	if i < 0 {
+		return "", false
+	}
+	meta, ok := parseObject(h[i].value)
+	if !ok {
+		return "", false
+	}
+	return stringField(meta, name)
+}
+
+// acceptedBy reports whether the body shows that OpenRouter authenticated
+// the key: a top-level user_id names the account the key belongs to.
+func (e *errorBody) acceptedBy() bool {
+	i := fieldIndex(e.top, "user_id")
+	return i >= 0 && string(e.top[i].value) != "null"
+}
+
+// rewrite renders the body with the verdict: the message replaced (kept
+// for provider_key_rejected) and "reason" (and what else the verdict knows)
+// set in "metadata", every other member kept as it was. ok is false when
+// the body cannot be edited without losing something: a "metadata" that is
+// not an object this splitter can edit (a duplicate member, too many
+// members). Such a body passes unchanged.
+func (e *errorBody) rewrite(v verdict) (out []byte, ok bool) {
+	fields, ok := withVerdict(e.holder(), v)
+	if !ok {
+		return nil, false
+	}
+	out = make([]byte, 0, 512)
+	if e.inner == nil {
+		return appendObject(out, fields), true
+	}
+	top := append([]jsonField(nil), e.top...)
+	top[fieldIndex(top, "error")].value = appendObject(nil, fields)
+	return appendObject(out, top), true
+}
+
+// withVerdict returns fields with the message replaced and the verdict's
+// members set in "metadata", which is created beside the message when
+// absent (or null) and extended when it is an object.
+func withVerdict(fields []jsonField, v verdict) ([]jsonField, bool) {
 	out := make([]jsonField, len(fields), len(fields)+1)
 	copy(out, fields)
 	mi := fieldIndex(out, "message")
-	out[mi].value = reasonMessageJSON(v)
-
+	if msg := v.message(); msg != "" {
+		out[mi].value = quoteJSON(msg)
+	}
 	var meta []jsonField
 	di := fieldIndex(out, "metadata")
-	if di >= 0 {
-		meta, _ = parseObject(out[di].value)
+	if di >= 0 && string(out[di].value) != "null" {
+		var ok bool
+		if meta, ok = parseObject(out[di].value); !ok {
+			return nil, false
+		}
 	}
 	meta = setField(meta, "reason", quoteJSON(string(v.reason)))
-	if v.reason == reasonExpired {
-		meta = setField(meta, "expires_at", quoteJSON(v.expiresAt.UTC().Format(time.RFC3339)))
+	switch v.reason {
+	case reasonExpired, reasonTokenExpired:
+		meta = setField(meta, "expires_at", quoteJSON(v.at.UTC().Format(time.RFC3339)))
+	case reasonNotOpenRouterKey:
+		meta = setField(meta, "looks_like", quoteJSON(foreignKeys[v.provider].id))
+	}
+	if v.byLabel {
+		meta = setField(meta, "matched_by", quoteJSON("label"))
+	}
+	if len(meta) > maxMembers {
+		return nil, false
 	}
 	metaJSON := appendObject(nil, meta)
 	if di >= 0 {
 		out[di].value = metaJSON
-		return out
+		return out, true
 	}
 	out = append(out, jsonField{})
 	copy(out[mi+2:], out[mi+1:])
 	out[mi+1] = field("metadata", metaJSON)
-	return out
+	return out, true
 }
 
 func setField(fields []jsonField, name string, value []byte) []jsonField {
@@ -298,35 +351,9 @@ func setField(fields []jsonField, name string, value []byte) []jsonField {
 }
 
 func quoteJSON(s string) []byte {
-	b, _ := json.Marshal(s)
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic("a string always marshals: " + err.Error())
+	}
 	return b
-}
-
-// upstreamShapes are OpenRouter's 401 bodies per endpoint, parsed once: an
-// answer given at the edge must look like the upstream's own.
-var upstreamShapes = func() map[string]*errorBody {
-	m := make(map[string]*errorBody)
-	for name, body := range map[string]string{
-		"/messages":  `{"type":"error","error":{"type":"authentication_error","message":"User not found."}}`,
-		"/responses": `{"error":{"code":"server_error","message":"User not found."},"error_type":"authentication"}`,
-		"":           `{"error":{"message":"User not found.","code":401}}`,
-	} {
-		eb, ok := parseErrorBody([]byte(body))
-		if !ok {
-			panic("unparsable error shape " + body)
-		}
-		m[name] = eb
-	}
-	return m
-}()
-
-// upstreamShape is the error body OpenRouter sends for a dead key on path.
-func upstreamShape(path string) *errorBody {
-	path = strings.TrimSuffix(path, "/")
-	for _, suffix := range []string{"/messages", "/responses"} {
-		if strings.HasSuffix(path, suffix) {
-			return upstreamShapes[suffix]
-		}
-	}
-	return upstreamShapes[""]
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -88,7 +89,7 @@ func TestDecodeBodyRefusesBadInput(t *testing.T) {
 
 func TestRewriteKeepsTheEnvelope(t *testing.T) {
 	exp := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
-	expired := verdict{reason: reasonExpired, expiresAt: exp}
+	expired := verdict{reason: reasonExpired, at: exp}
 	cases := []struct {
 		name, in, want string
 	}{
@@ -110,13 +111,74 @@ func TestRewriteKeepsTheEnvelope(t *testing.T) {
 		if !ok || eb.message != "User not found." {
 			t.Fatalf("%s: not parsed", c.name)
 		}
-		if got := string(eb.rewrite(expired)); got != c.want {
+		got, ok := eb.rewrite(expired)
+		if !ok || string(got) != c.want {
 			t.Errorf("%s:\n got  %s\n want %s", c.name, got, c.want)
 		}
 	}
 	eb, _ := parseErrorBody([]byte(userNotFound))
-	if got := string(eb.rewrite(verdict{reason: reasonDisabled})); strings.Contains(got, "expires_at") || !strings.Contains(got, `"reason":"key_disabled"`) {
+	if got, _ := eb.rewrite(verdict{reason: reasonDisabled}); strings.Contains(string(got), "expires_at") || !strings.Contains(string(got), `"reason":"key_disabled"`) {
 		t.Errorf("disabled: %s", got)
+	}
+}
+
+// What each verdict adds, and what it leaves alone.
+func TestRewriteVerdictMembers(t *testing.T) {
+	exp := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	byok := `{"error":{"message":"Provider returned error","code":401,"metadata":{"raw":"invalid x-api-key","provider_name":"Anthropic"}},"user_id":"user_1"}`
+	for _, c := range []struct {
+		name, in string
+		v        verdict
+		want     string
+	}{
+		{"label match says so", userNotFound, verdict{reason: reasonDisabled, byLabel: true},
+			`"metadata":{"reason":"key_disabled","matched_by":"label"}`},
+		{"token expired", userNotFound, verdict{reason: reasonTokenExpired, at: exp},
+			`"metadata":{"reason":"token_expired","expires_at":"2026-11-20T10:00:00Z"}`},
+		{"another provider's key", userNotFound, verdict{reason: reasonNotOpenRouterKey, provider: 1},
+			`"metadata":{"reason":"not_openrouter_key","looks_like":"openai"}`},
+		{"provider rejected keeps the message and the provider", byok, verdict{reason: reasonProviderRejected},
+			`{"error":{"message":"Provider returned error","code":401,"metadata":{"raw":"invalid x-api-key","provider_name":"Anthropic","reason":"provider_key_rejected"}},"user_id":"user_1"}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			eb, ok := parseErrorBody([]byte(c.in))
+			if !ok {
+				t.Fatal("not parsed")
+			}
+			got, ok := eb.rewrite(c.v)
+			if !ok || !strings.Contains(string(got), c.want) {
+				t.Errorf("got %s, want it to contain %s", got, c.want)
+			}
+		})
+	}
+}
+
+// Metadata the splitter cannot edit without losing members is never
+// replaced: the body passes unchanged.
+func TestRewriteRefusesUneditableMetadata(t *testing.T) {
+	many := `{"error":{"message":"User not found.","code":401,"metadata":{`
+	for i := 0; i < maxMembers; i++ {
+		if i > 0 {
+			many += ","
+		}
+		many += `"m` + strconv.Itoa(i) + `":1`
+	}
+	many += `}}}`
+	for name, in := range map[string]string{
+		"duplicate member":  `{"error":{"message":"User not found.","code":401,"metadata":{"a":1,"a":2}}}`,
+		"metadata a string": `{"error":{"message":"User not found.","code":401,"metadata":"x"}}`,
+		"metadata an array": `{"error":{"message":"User not found.","code":401,"metadata":[1]}}`,
+		"too many members":  many,
+	} {
+		t.Run(name, func(t *testing.T) {
+			eb, ok := parseErrorBody([]byte(in))
+			if !ok {
+				t.Fatal("not parsed")
+			}
+			if out, ok := eb.rewrite(verdict{reason: reasonDisabled}); ok {
+				t.Errorf("rewritten to %s", out)
+			}
+		})
 	}
 }
 
@@ -155,7 +217,10 @@ func FuzzExplain(f *testing.F) {
 		if !ok {
 			return
 		}
-		out := eb.rewrite(verdict{reason: reasonExpired, expiresAt: time.Unix(1700000000, 0)})
+		out, ok := eb.rewrite(verdict{reason: reasonExpired, at: time.Unix(1700000000, 0)})
+		if !ok {
+			return // metadata it cannot edit: passed unchanged
+		}
 		var v map[string]any
 		if err := json.Unmarshal(out, &v); err != nil {
 			t.Fatalf("rewrite of %q is not JSON: %v\n%s", decoded, err, out)

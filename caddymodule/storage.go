@@ -1,7 +1,14 @@
 package caddymodule
 
+// storage.go owns shared knowledge: what one replica learns, the others
+// read through Caddy's storage (a shared volume, Redis, Consul, S3, ...).
+// Storage is never trusted with a deadline: every call runs under the
+// gateway's own, is abandoned when it passes, and a failing storage is
+// paused (a circuit breaker) instead of being waited on again.
+
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -15,50 +22,77 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Shared knowledge: what one replica learns, the others can read through
-// Caddy's storage (file system on a shared volume, Redis, Consul, S3, ...).
+// Layout and timing of shared knowledge.
 const (
 	sharedPrefix       = "openrouter_keys/v1/keys/"
+	sharedAccounts     = "openrouter_keys/v1/accounts/"
 	sharedCleanupLock  = "openrouter_keys_cleanup"
 	sharedCleanupMark  = "openrouter_keys/v1/last_cleanup"
+	sharedHealthPrefix = "openrouter_keys/v1/health/"
 	sharedKeepExpired  = 30 * 24 * time.Hour // entries of expired keys
 	sharedCleanupEvery = time.Hour
 	sharedWriteQueue   = 1024 // pending writes; past it, writes are dropped
-	storageTimeout     = 2 * time.Second
+	// storageTimeout bounds every storage call, whatever the caller's
+	// deadline.
+	storageTimeout = 2 * time.Second
+	// storageCallsInFlight bounds storage calls running at once, abandoned
+	// ones included: a storage that never returns costs at most this many
+	// goroutines.
+	storageCallsInFlight = 8
+	// After a storage error, reads and writes pause for breakerPause,
+	// doubling up to breakerMaxPause while errors go on.
+	breakerPause    = 2 * time.Second
+	breakerMaxPause = time.Minute
+	// healthEvery is how often the store checks that what it wrote can be
+	// read back: a storage that answers "not found" on errors would
+	// otherwise hide an outage.
+	healthEvery = time.Minute
 )
 
 // sharedEntry is what the storage holds per key fingerprint: facts about
-// the key, never the key.
+// the key, never the key. Times are unix seconds.
 type sharedEntry struct {
-	// ExpiresAt is the key's expires_at (unix seconds), when known.
+	// ExpiresAt is the key's expires_at, from its own GET /key or a record
+	// matched by hash.
 	ExpiresAt int64 `json:"expires_at,omitempty"`
-	// Management says GET /key reported a management key.
-	Management bool `json:"management_key,omitempty"`
-	// Disabled and NotFound are the management API's word, as of LearnedAt.
-	Disabled bool `json:"disabled,omitempty"`
-	NotFound bool `json:"not_found,omitempty"`
-	// LearnedAt is when these facts were learned (unix seconds).
-	LearnedAt int64 `json:"learned_at"`
-	// KeepUntil is the entry's own expiry (unix seconds): cleanup deletes
-	// the entry after it.
+	// Management says the key's own GET /key reported a management key,
+	// at AliveAt.
+	Management bool  `json:"management_key,omitempty"`
+	AliveAt    int64 `json:"alive_at,omitempty"`
+	// DisabledAt and NotFoundAt are when the management API said so.
+	DisabledAt int64 `json:"disabled_at,omitempty"`
+	NotFoundAt int64 `json:"not_found_at,omitempty"`
+	// KeepUntil is the entry's own expiry: cleanup deletes it after.
 	KeepUntil int64 `json:"keep_until"`
 }
 
-// sharedEntryOf is what st has worth sharing, if anything.
+func toUnix(ns int64) int64 {
+	if ns == 0 {
+		return 0
+	}
+	return ns / int64(time.Second)
+}
+
+func fromUnix(s int64) int64 { return s * int64(time.Second) }
+
+// sharedEntryOf is what st has worth sharing, if anything: lasting facts
+// only.
 func sharedEntryOf(st keyState, now time.Time, ttl time.Duration) (sharedEntry, bool) {
 	e := sharedEntry{
 		Management: st.has(flagManagement),
-		Disabled:   st.has(flagDisabled),
-		NotFound:   st.has(flagNotFound),
-		LearnedAt:  now.Unix(),
+		DisabledAt: toUnix(st.disabledAt),
+		NotFoundAt: toUnix(st.notFoundAt),
+	}
+	if e.Management {
+		e.AliveAt = toUnix(st.aliveAt)
 	}
 	switch {
-	case st.has(flagHasExpiry):
-		e.ExpiresAt = st.expiresAt
-		e.KeepUntil = st.expiresAt + int64(sharedKeepExpired/time.Second)
+	case st.has(flagExpiry):
+		e.ExpiresAt = toUnix(st.expiresAt)
+		e.KeepUntil = e.ExpiresAt + int64(sharedKeepExpired/time.Second)
 	case e.Management:
 		e.KeepUntil = now.Add(sharedKeepExpired).Unix()
-	case e.Disabled || e.NotFound:
+	case e.DisabledAt != 0 || e.NotFoundAt != 0:
 		e.KeepUntil = now.Add(ttl).Unix()
 	default:
 		return e, false
@@ -66,27 +100,29 @@ func sharedEntryOf(st keyState, now time.Time, ttl time.Duration) (sharedEntry, 
 	return e, true
 }
 
-// apply merges the entry into a local state.
+// apply merges the entry into a local state. A fact newer than what is
+// known locally wins; "disabled" and "not found" never override a later
+// sign of life.
 func (e sharedEntry) apply(st *keyState) {
 	if e.ExpiresAt != 0 {
-		st.flags |= flagHasExpiry
-		st.expiresAt = e.ExpiresAt
+		st.flags |= flagExpiry
+		st.expiresAt = fromUnix(e.ExpiresAt)
 	}
 	if e.Management {
 		st.flags |= flagManagement
+		st.aliveAt = max(st.aliveAt, fromUnix(e.AliveAt))
 	}
-	learned := e.LearnedAt * int64(time.Second)
-	if (e.Disabled || e.NotFound) && learned > st.verdictAt {
-		st.flags &^= flagDisabled | flagNotFound
-		if e.Disabled {
-			st.flags |= flagDisabled
-		}
-		if e.NotFound {
-			st.flags |= flagNotFound
-		}
-		st.verdictAt = learned
+	if d := fromUnix(e.DisabledAt); d > st.disabledAt && d > st.aliveAt {
+		st.disabledAt = d
+	}
+	if n := fromUnix(e.NotFoundAt); n > st.notFoundAt && n > st.aliveAt {
+		st.notFoundAt = n
 	}
 }
+
+// errStorageUnavailable means the breaker is open: the storage failed
+// moments ago and is not asked again yet.
+var errStorageUnavailable = errors.New("shared storage paused after errors")
 
 // sharedStore reads and writes shared entries, off the request path:
 // writes go through a bounded queue to one writer, reads happen only while
@@ -96,67 +132,157 @@ type sharedStore struct {
 	storage certmagic.Storage
 	logger  *zap.Logger
 	writes  chan sharedWrite
+	calls   chan struct{}
 	ctx     context.Context
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// account names this account's own entries (the hash scheme).
+	account string
+
+	mu        sync.Mutex
+	openUntil time.Time
+	pause     time.Duration
+	down      bool
 }
 
 type sharedWrite struct {
-	fp    fingerprint
-	entry sharedEntry
+	key  string
+	data []byte
 }
 
-func newSharedStore(storage certmagic.Storage, logger *zap.Logger) *sharedStore {
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &sharedStore{storage: storage, logger: logger, writes: make(chan sharedWrite, sharedWriteQueue), ctx: ctx, cancel: cancel}
-	s.wg.Add(2)
+// newSharedStore starts the store's writer, health check and cleanup, which
+// run until ctx (the config's lifetime) ends.
+func newSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
+	fp := fingerprintOf(managementKey)
+	s := &sharedStore{
+		storage: storage, logger: logger, ctx: ctx,
+		writes:  make(chan sharedWrite, sharedWriteQueue),
+		calls:   make(chan struct{}, storageCallsInFlight),
+		account: sharedAccounts + hex.EncodeToString(fp[:]),
+	}
+	gatewayMetrics.storageAvailable.Set(1)
 	go s.writer()
-	go s.cleaner()
+	go s.maintain()
 	return s
 }
 
-func (s *sharedStore) stop() {
-	s.cancel()
-	s.wg.Wait()
+// call runs fn against the storage under the gateway's own deadline: the
+// earlier of ctx's and storageTimeout. A call the storage does not finish
+// in time is abandoned (its goroutine ends when the storage returns). An
+// error other than "not found", a timeout, or too many calls in flight
+// trips the breaker.
+func (s *sharedStore) call(ctx context.Context, op string, fn func(context.Context) error) error {
+	if !s.available() {
+		gatewayMetrics.storageOps.WithLabelValues(op, "paused").Inc()
+		return errStorageUnavailable
+	}
+	select {
+	case s.calls <- struct{}{}:
+	default:
+		err := errors.New("too many storage calls in flight")
+		s.failed(op, err)
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
+	done := make(chan error, 1)
+	go func() {
+		defer func() { <-s.calls }()
+		done <- fn(ctx)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	cancel()
+	switch {
+	case err == nil:
+		s.succeeded(op)
+	case errors.Is(err, fs.ErrNotExist):
+		gatewayMetrics.storageOps.WithLabelValues(op, "not_found").Inc()
+	case errors.Is(err, context.Canceled) && s.ctx.Err() != nil:
+		// The config is going away: not the storage's fault.
+	default:
+		s.failed(op, err)
+	}
+	return err
+}
+
+func (s *sharedStore) available() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Now().After(s.openUntil)
+}
+
+func (s *sharedStore) succeeded(op string) {
+	gatewayMetrics.storageOps.WithLabelValues(op, "ok").Inc()
+	s.mu.Lock()
+	wasDown := s.down
+	s.down, s.pause = false, 0
+	s.mu.Unlock()
+	if wasDown {
+		gatewayMetrics.storageAvailable.Set(1)
+		s.logger.Info("shared storage available again")
+	}
+}
+
+func (s *sharedStore) failed(op string, err error) {
+	gatewayMetrics.storageOps.WithLabelValues(op, "error").Inc()
+	s.mu.Lock()
+	wasDown := s.down
+	s.pause = min(max(2*s.pause, breakerPause), breakerMaxPause)
+	s.openUntil, s.down = time.Now().Add(s.pause), true
+	pause := s.pause
+	s.mu.Unlock()
+	if !wasDown {
+		gatewayMetrics.storageAvailable.Set(0)
+		// Storage errors may name the entry (a file path, a Redis key):
+		// the fingerprint in it is shortened.
+		s.logger.Warn("shared storage unavailable: pausing it, working on local knowledge",
+			zap.String("op", op), zap.Error(scrubEntryNames(err)), zap.Duration("pause", pause))
+	}
 }
 
 func sharedKey(fp fingerprint) string { return sharedPrefix + hex.EncodeToString(fp[:]) }
 
 // publish queues an entry for writing; it never blocks.
 func (s *sharedStore) publish(fp fingerprint, e sharedEntry) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return // a struct of integers always marshals
+	}
+	s.enqueue(sharedKey(fp), b)
+}
+
+func (s *sharedStore) enqueue(key string, data []byte) {
 	select {
-	case s.writes <- sharedWrite{fp, e}:
+	case s.writes <- sharedWrite{key, data}:
 	default:
-		s.count("store", errors.New("queue full"))
+		gatewayMetrics.storageOps.WithLabelValues("store", "dropped").Inc()
 	}
 }
 
 func (s *sharedStore) writer() {
-	defer s.wg.Done()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
 		case w := <-s.writes:
-			b, _ := json.Marshal(w.entry)
-			ctx, cancel := context.WithTimeout(s.ctx, storageTimeout)
-			err := s.storage.Store(ctx, sharedKey(w.fp), b)
-			cancel()
-			s.count("store", scrub(err, w.fp))
+			_ = s.call(s.ctx, "store", func(ctx context.Context) error {
+				return s.storage.Store(ctx, w.key, w.data)
+			})
 		}
 	}
 }
 
-// read returns the shared entry for a key, if there is a live one.
+// read returns the shared entry for a key, if there is a live one, within
+// ctx (the failing request's remaining time).
 func (s *sharedStore) read(ctx context.Context, fp fingerprint) (sharedEntry, bool) {
-	ctx, cancel := context.WithTimeout(ctx, storageTimeout)
-	defer cancel()
-	b, err := s.storage.Load(ctx, sharedKey(fp))
-	if errors.Is(err, fs.ErrNotExist) {
-		gatewayMetrics.storageOps.WithLabelValues("load", outcomeNotFound).Inc()
-		return sharedEntry{}, false
-	}
-	s.count("load", scrub(err, fp))
+	var b []byte
+	err := s.call(ctx, "load", func(ctx context.Context) error {
+		var err error
+		b, err = s.storage.Load(ctx, sharedKey(fp))
+		return err
+	})
 	var e sharedEntry
 	if err != nil || json.Unmarshal(b, &e) != nil || e.KeepUntil < time.Now().Unix() {
 		return sharedEntry{}, false
@@ -164,91 +290,180 @@ func (s *sharedStore) read(ctx context.Context, fp fingerprint) (sharedEntry, bo
 	return e, true
 }
 
-// cleaner deletes entries past their KeepUntil, once an hour across all
-// replicas: the first to take the storage lock does it and leaves a mark.
-func (s *sharedStore) cleaner() {
-	defer s.wg.Done()
-	timer := time.NewTimer(time.Second) // soon after start, then hourly
-	defer timer.Stop()
+// hashSchemeKey holds the proof that this account's record hashes are
+// sha256 of the key.
+func (s *sharedStore) hashSchemeKey() string { return s.account + "/hash_scheme" }
+
+// publishHashProven shares the proof of the hash scheme.
+func (s *sharedStore) publishHashProven() {
+	s.enqueue(s.hashSchemeKey(), []byte(`"sha256"`))
+}
+
+// hashProven reads whether another replica proved the hash scheme.
+func (s *sharedStore) hashProven(ctx context.Context) bool {
+	var b []byte
+	err := s.call(ctx, "load", func(ctx context.Context) error {
+		var err error
+		b, err = s.storage.Load(ctx, s.hashSchemeKey())
+		return err
+	})
+	return err == nil && string(b) == `"sha256"`
+}
+
+// maintain checks the storage's health and cleans up expired entries, once
+// an hour across all replicas.
+func (s *sharedStore) maintain() {
+	health := time.NewTicker(healthEvery)
+	defer health.Stop()
+	cleanup := time.NewTimer(time.Second) // soon after start, then hourly
+	defer cleanup.Stop()
+	s.checkHealth()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-timer.C:
+		case <-health.C:
+			s.checkHealth()
+		case <-cleanup.C:
 			s.cleanup()
-			timer.Reset(sharedCleanupEvery)
+			cleanup.Reset(sharedCleanupEvery)
 		}
 	}
 }
 
-func (s *sharedStore) cleanup() {
-	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
-	defer cancel()
-	if err := s.storage.Lock(ctx, sharedCleanupLock); err != nil {
-		s.count("lock", err)
+// checkHealth writes a mark and reads it back. A storage that loses it, or
+// says it does not exist, is failing, whatever error it reports.
+func (s *sharedStore) checkHealth() {
+	key := sharedHealthPrefix + hex.EncodeToString(s.instance())
+	mark := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	if s.call(s.ctx, "health", func(ctx context.Context) error { return s.storage.Store(ctx, key, mark) }) != nil {
 		return
 	}
-	defer func() { _ = s.storage.Unlock(context.Background(), sharedCleanupLock) }()
+	var got []byte
+	err := s.call(s.ctx, "health", func(ctx context.Context) error {
+		var err error
+		got, err = s.storage.Load(ctx, key)
+		return err
+	})
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && string(got) != string(mark)) {
+		s.failed("health", errors.New("a mark just written could not be read back"))
+	}
+}
+
+// instance names this replica's health mark: per process, never reused.
+func (s *sharedStore) instance() []byte {
+	instanceOnce.Do(func() {
+		instanceID = make([]byte, 8)
+		_, _ = rand.Read(instanceID) // never fails (crypto/rand)
+	})
+	return instanceID
+}
+
+var (
+	instanceOnce sync.Once
+	instanceID   []byte
+)
+
+func (s *sharedStore) cleanup() {
+	if !s.available() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	locked := make(chan error, 1)
+	go func() { locked <- s.storage.Lock(ctx, sharedCleanupLock) }()
+	var err error
+	select {
+	case err = <-locked:
+	case <-ctx.Done():
+		// A storage that ignores the deadline may still take the lock:
+		// give it back when it does.
+		go func() {
+			if <-locked == nil {
+				_ = s.storage.Unlock(context.Background(), sharedCleanupLock)
+			}
+		}()
+		err = ctx.Err()
+	}
+	if err != nil {
+		s.failed("lock", err)
+		return
+	}
+	defer func() {
+		if err := s.storage.Unlock(context.Background(), sharedCleanupLock); err != nil {
+			s.failed("unlock", err)
+		}
+	}()
 	now := time.Now()
-	if info, err := s.storage.Stat(ctx, sharedCleanupMark); err == nil && now.Sub(info.Modified) < sharedCleanupEvery/2 {
+	var marked bool
+	_ = s.call(ctx, "stat", func(ctx context.Context) error {
+		info, err := s.storage.Stat(ctx, sharedCleanupMark)
+		marked = err == nil && now.Sub(info.Modified) < sharedCleanupEvery/2
+		return err
+	})
+	if marked {
 		return // another replica just did it
 	}
-	keys, err := s.storage.List(ctx, strings.TrimSuffix(sharedPrefix, "/"), false)
-	if errors.Is(err, fs.ErrNotExist) {
-		keys, err = nil, nil
-	}
-	s.count("list", err)
-	if err != nil {
+	var keys []string
+	err = s.call(ctx, "list", func(ctx context.Context) error {
+		var err error
+		keys, err = s.storage.List(ctx, strings.TrimSuffix(sharedPrefix, "/"), false)
+		return err
+	})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return
 	}
 	deleted := 0
 	for _, key := range keys {
-		b, err := s.storage.Load(ctx, key)
-		if err != nil {
+		var b []byte
+		if s.call(ctx, "load", func(ctx context.Context) error {
+			var err error
+			b, err = s.storage.Load(ctx, key)
+			return err
+		}) != nil {
 			continue
 		}
 		var e sharedEntry
 		if json.Unmarshal(b, &e) == nil && e.KeepUntil >= now.Unix() {
 			continue
 		}
-		err = s.storage.Delete(ctx, key)
-		s.count("delete", scrubKey(err, key))
-		if err == nil {
+		if s.call(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, key) }) == nil {
 			deleted++
 		}
 	}
-	_ = s.storage.Store(ctx, sharedCleanupMark, []byte(now.UTC().Format(time.RFC3339)))
+	_ = s.call(ctx, "store", func(ctx context.Context) error {
+		return s.storage.Store(ctx, sharedCleanupMark, []byte(now.UTC().Format(time.RFC3339)))
+	})
 	if c := s.logger.Check(zapcore.DebugLevel, "shared key entries cleaned up"); c != nil {
 		c.Write(zap.Int("entries", len(keys)), zap.Int("deleted", deleted))
 	}
 }
 
-// scrub shortens the full fingerprint in a storage error (a file path, a
-// Redis key) to the 8 digits logs may carry.
-func scrub(err error, fp fingerprint) error {
-	return scrubKey(err, sharedKey(fp))
-}
-
-func scrubKey(err error, key string) error {
+// scrubEntryNames shortens every full fingerprint (64 hex digits) in a
+// storage error (a file path, a Redis key) to the 8 digits logs may carry.
+func scrubEntryNames(err error) error {
 	if err == nil {
 		return nil
 	}
-	full := strings.TrimPrefix(key, sharedPrefix)
-	if len(full) < 8 {
-		return err
+	msg := err.Error()
+	var b strings.Builder
+	run := 0
+	for i := 0; i < len(msg); i++ {
+		if lowerHex[msg[i]] {
+			run++
+			continue
+		}
+		b.WriteString(shortenHex(msg[i-run : i]))
+		b.WriteByte(msg[i])
+		run = 0
 	}
-	return errors.New(strings.ReplaceAll(err.Error(), full, full[:8]+"..."))
+	b.WriteString(shortenHex(msg[len(msg)-run:]))
+	return errors.New(b.String())
 }
 
-// count records a storage operation, and logs a failure at debug: the
-// gateway works on without shared knowledge.
-func (s *sharedStore) count(op string, err error) {
-	if err == nil {
-		gatewayMetrics.storageOps.WithLabelValues(op, outcomeOK).Inc()
-		return
+func shortenHex(s string) string {
+	if len(s) >= 32 {
+		return s[:8] + "..."
 	}
-	gatewayMetrics.storageOps.WithLabelValues(op, outcomeError).Inc()
-	if c := s.logger.Check(zapcore.DebugLevel, "shared storage operation failed"); c != nil {
-		c.Write(zap.String("op", op), zap.Error(err))
-	}
+	return s
 }

@@ -1,0 +1,329 @@
+package caddymodule
+
+// account.go owns what is shared about one OpenRouter account (an upstream
+// and a management key) by every handler of a Caddy that uses it: the
+// metadata client, the budget of management requests, the listing and its
+// cache, the proof of the hash scheme, the envelopes seen, and the key
+// caches of the gateways, which the key check reads.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"golang.org/x/time/rate"
+)
+
+// Timing of the management listing.
+const (
+	// listingFresh is how long a listing serves explanations: a burst of
+	// failures reads it once.
+	listingFresh = time.Minute
+	// listingTimeout is a listing's own deadline, separate from any
+	// request's: a request waits for it at most its lookup_timeout, and
+	// the listing goes on, to serve the next failure.
+	listingTimeout = 2 * time.Minute
+	// listingRetry is the least time between two listings started for
+	// explanations, so that failures cannot make the gateway list the
+	// account over and over.
+	listingRetry = 30 * time.Second
+	// creditsFresh and modelsFresh are how long the key check reuses the
+	// account's credits and the model catalogue.
+	creditsFresh = time.Minute
+	modelsFresh  = 5 * time.Minute
+)
+
+// accounts are shared across handlers and config reloads.
+var accounts = caddy.NewUsagePool()
+
+// accountOf loads the account for the options, or makes it. release must
+// be called when the handler is cleaned up.
+func accountOf(s upstreamSettings) (*account, func(), error) {
+	poolKey := fmt.Sprintf("%s|%s|%g", s.base, fingerprintOf(s.managementKey).short(), s.managementRate)
+	v, _, err := accounts.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
+		return newAccount(s), nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return v.(*account), func() { _, _ = accounts.Delete(poolKey) }, nil
+}
+
+// account is one OpenRouter account as the gateway knows it.
+type account struct {
+	client        *metadataClient
+	managementKey string
+	// management bounds management requests made one key at a time
+	// (GET /keys/{hash}, GET /credits), whoever asks: no number of
+	// failures or anonymous key checks makes more.
+	management *rate.Limiter
+
+	// hashProven: a record's hash was seen to be sha256 of its key, so
+	// this account's hashes are sha256(key) and labels never identify.
+	hashProven atomic.Bool
+
+	// envelopes seen in the upstream's 401s, per endpoint family.
+	envelopes envelopes
+
+	listMu      sync.Mutex
+	listing     *keyListing
+	listFlight  *flight[*keyListing]
+	listStarted time.Time
+
+	creditsMu sync.Mutex
+	credits   cached[*accountCredits]
+	modelsMu  sync.Mutex
+	models    cached[[]string]
+
+	cachesMu sync.Mutex
+	caches   map[*keyCache]freshness
+
+	// Misconfiguration is logged once per account.
+	warnedKeyEndpoint atomic.Bool
+}
+
+// cached is a value read at a time.
+type cached[T any] struct {
+	at    time.Time
+	value T
+}
+
+func newAccount(s upstreamSettings) *account {
+	return &account{
+		client:        newMetadataClient(s.base),
+		managementKey: s.managementKey,
+		management:    rate.NewLimiter(rate.Limit(s.managementRate), max(1, int(2*s.managementRate))),
+		caches:        make(map[*keyCache]freshness),
+	}
+}
+
+// Destruct runs when no handler uses the account any more.
+func (a *account) Destruct() error {
+	a.client.close()
+	return nil
+}
+
+// hasManagementKey reports whether the account's records can be read.
+func (a *account) hasManagementKey() bool { return a.managementKey != "" }
+
+// attach makes a gateway's cache readable by the key check.
+func (a *account) attach(c *keyCache, f freshness) {
+	a.cachesMu.Lock()
+	a.caches[c] = f
+	a.cachesMu.Unlock()
+}
+
+func (a *account) detach(c *keyCache) {
+	a.cachesMu.Lock()
+	delete(a.caches, c)
+	a.cachesMu.Unlock()
+}
+
+// learned is what a gateway of this account has learned of a key, with the
+// freshness that gateway trusts it for.
+func (a *account) learned(fp fingerprint) (keyState, freshness, bool) {
+	a.cachesMu.Lock()
+	defer a.cachesMu.Unlock()
+	for c, f := range a.caches {
+		if st, ok := c.get(fp); ok {
+			return st, f, true
+		}
+	}
+	return keyState{}, freshness{ttl: DefaultCacheTTL}, false
+}
+
+// errNoBudget means the management budget is used up right now.
+var errNoBudget = &lookupError{endpoint: "management", kind: failRefused}
+
+// recordsFor finds what the account's records say of key, within ctx.
+// lifetime bounds work that outlives the caller (a listing). A record
+// matched by hash proves the hash scheme.
+func (a *account) recordsFor(lifetime, ctx context.Context, key string) (match, error) {
+	if l := a.freshListing(); l != nil {
+		if m := l.findRecord(key, a.hashProven.Load()); m.record != nil {
+			a.hashProven.Store(true)
+			return m, nil
+		}
+	}
+	var lastErr error
+	if a.management.Allow() {
+		rec, res := recordByHash(ctx, a.client, a.managementKey, key)
+		if rec != nil {
+			a.hashProven.Store(true)
+			m := match{record: rec, workspace: rec.WorkspaceID}
+			if l := a.lastListing(); l != nil {
+				m.workspace = l.workspaceName(rec.WorkspaceID)
+			}
+			return m, nil
+		}
+		lastErr = res.err
+	} else {
+		lastErr = errNoBudget
+	}
+	l, err := a.currentListing(lifetime, ctx)
+	if err != nil {
+		return match{}, errors.Join(lastErr, err)
+	}
+	m := l.findRecord(key, a.hashProven.Load())
+	a.proveHash(m)
+	return m, nil
+}
+
+// proveHash records that a record was matched by hash.
+func (a *account) proveHash(m match) {
+	if m.record != nil {
+		a.hashProven.Store(true)
+	}
+}
+
+// lastListing is the last listing read, however old.
+func (a *account) lastListing() *keyListing {
+	a.listMu.Lock()
+	defer a.listMu.Unlock()
+	return a.listing
+}
+
+// freshListing is the cached listing while it is fresh.
+func (a *account) freshListing() *keyListing {
+	a.listMu.Lock()
+	defer a.listMu.Unlock()
+	if a.listing != nil && time.Since(a.listing.readAt) < listingFresh {
+		return a.listing
+	}
+	return nil
+}
+
+// errListingPaused means a listing was started moments ago and failed.
+var errListingPaused = &lookupError{endpoint: endpointKeysList, kind: failRefused}
+
+// currentListing returns a fresh listing, reading one when there is none:
+// once, however many callers ask at the same time, at most once per
+// listingRetry, under its own deadline within lifetime. The caller waits
+// for it until ctx is done.
+func (a *account) currentListing(lifetime, ctx context.Context) (*keyListing, error) {
+	a.listMu.Lock()
+	if a.listing != nil && time.Since(a.listing.readAt) < listingFresh {
+		l := a.listing
+		a.listMu.Unlock()
+		return l, nil
+	}
+	f := a.listFlight
+	if f == nil {
+		if time.Since(a.listStarted) < listingRetry {
+			a.listMu.Unlock()
+			return nil, errListingPaused
+		}
+		f = a.startListing(lifetime)
+	}
+	a.listMu.Unlock()
+	return f.wait(ctx)
+}
+
+// refreshListing reads the listing now, for the key watch, whatever the
+// age of the cached one, joining a listing in flight.
+func (a *account) refreshListing(lifetime context.Context) (*keyListing, error) {
+	a.listMu.Lock()
+	f := a.listFlight
+	if f == nil {
+		f = a.startListing(lifetime)
+	}
+	a.listMu.Unlock()
+	return f.wait(lifetime)
+}
+
+// startListing starts reading the listing; a.listMu is held.
+func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
+	f := newFlight[*keyListing]()
+	a.listFlight, a.listStarted = f, time.Now()
+	go func() {
+		ctx, cancel := context.WithTimeout(lifetime, listingTimeout)
+		defer cancel()
+		l, err := readListing(ctx, a.client, a.managementKey)
+		a.listMu.Lock()
+		if err == nil {
+			a.listing = l
+			if _, ok := l.byHash[recordHash(a.managementKey)]; ok {
+				a.hashProven.Store(true)
+			}
+		}
+		a.listFlight = nil
+		a.listMu.Unlock()
+		f.finish(l, err)
+	}()
+	return f
+}
+
+// accountCredits reads the account's credits with the management key,
+// reusing a recent read.
+func (a *account) accountCredits(ctx context.Context) (*accountCredits, error) {
+	a.creditsMu.Lock()
+	if c := a.credits; c.value != nil && time.Since(c.at) < creditsFresh {
+		a.creditsMu.Unlock()
+		return c.value, nil
+	}
+	a.creditsMu.Unlock()
+	if !a.management.Allow() {
+		return nil, errNoBudget
+	}
+	cr, res := a.client.credits(ctx, a.managementKey)
+	if cr == nil {
+		return nil, res.err
+	}
+	a.creditsMu.Lock()
+	a.credits = cached[*accountCredits]{time.Now(), cr}
+	a.creditsMu.Unlock()
+	return cr, nil
+}
+
+// modelIDs reads the model catalogue, reusing a recent read.
+func (a *account) modelIDs(ctx context.Context) ([]string, error) {
+	a.modelsMu.Lock()
+	if m := a.models; m.value != nil && time.Since(m.at) < modelsFresh {
+		a.modelsMu.Unlock()
+		return m.value, nil
+	}
+	a.modelsMu.Unlock()
+	ids, res := a.client.modelIDs(ctx)
+	if res.err != nil {
+		return nil, res.err
+	}
+	a.modelsMu.Lock()
+	a.models = cached[[]string]{time.Now(), ids}
+	a.modelsMu.Unlock()
+	return ids, nil
+}
+
+// flight is one piece of work that several callers wait for, each until
+// its own context is done; the work runs to its own deadline whoever
+// stops waiting.
+type flight[T any] struct {
+	done    chan struct{}
+	started time.Time
+	value   T
+	err     error
+}
+
+func newFlight[T any]() *flight[T] {
+	return &flight[T]{done: make(chan struct{}), started: time.Now()}
+}
+
+func (f *flight[T]) finish(v T, err error) {
+	f.value, f.err = v, err
+	close(f.done)
+}
+
+// wait returns the flight's result, or a cancelled or timed-out lookup
+// error when ctx ends first.
+func (f *flight[T]) wait(ctx context.Context) (T, error) {
+	select {
+	case <-f.done:
+		return f.value, f.err
+	case <-ctx.Done():
+		var zero T
+		return zero, &lookupError{endpoint: "wait", kind: transportFailure(ctx, ctx.Err())}
+	}
+}

@@ -1,0 +1,372 @@
+package caddymodule
+
+// credential.go owns what a request presents as its key: reading it from
+// the headers, telling which kind of credential it is (the one key-format
+// table of the module), and the fingerprint it is known by.
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+// credentialKind is what a token presented as a key is, as far as can be
+// told from the token alone.
+type credentialKind uint8
+
+const (
+	// credNone: the request carries no token this module reads (no
+	// Authorization or x-api-key, another scheme, several headers).
+	credNone credentialKind = iota
+	// credKey: an OpenRouter key of today's form, "sk-or-v1-" and 64
+	// lowercase hex digits. The only kind that is fingerprinted, cached
+	// and looked up.
+	credKey
+	// credMalformed: certainly no OpenRouter credential: "sk-or-v1-" with
+	// the wrong length or digits, quotes, whitespace or control
+	// characters, an unexpanded placeholder.
+	credMalformed
+	// credOtherVersion: "sk-or-" with another version. OpenRouter may
+	// issue such keys; nothing is claimed about them.
+	credOtherVersion
+	// credJWT: three base64url segments, as OpenRouter's access tokens
+	// are. Never malformed; its "exp" may explain a refusal.
+	credJWT
+	// credForeign: a key of another provider (OpenAI, Anthropic, ...).
+	credForeign
+	// credUnknown: anything else. Nothing is claimed about it.
+	credUnknown
+)
+
+// malformation says what is wrong with a malformed token; the message of
+// key_malformed states it, so the user knows what to fix.
+type malformation uint8
+
+const (
+	malformedNone malformation = iota
+	malformedLength
+	malformedUpperCase
+	malformedDigits
+	malformedSpace
+	malformedQuotes
+	malformedBearerTwice
+	malformedPlaceholder
+)
+
+// credential is what a request presents as its key. It holds the token
+// only for the request's lifetime; nothing derived from it but the
+// fingerprint is kept.
+type credential struct {
+	token string
+	kind  credentialKind
+	// bearer: the token came from "Authorization: Bearer" (as opposed to
+	// x-api-key).
+	bearer bool
+	// what is wrong with a credMalformed token.
+	malformed malformation
+	// provider is the index in foreignKeys of a credForeign token.
+	provider uint8
+}
+
+// isKey reports whether the credential is an OpenRouter key of today's form.
+func (c credential) isKey() bool { return c.kind == credKey }
+
+// maxTokenBytes bounds the tokens this module looks at. Longer tokens pass
+// through unexamined: they are no key, and hashing or scanning them would
+// let a client make the gateway work in proportion to what it sends.
+// OpenRouter's JWTs are well under it.
+const maxTokenBytes = 4096
+
+// credentialOf reads the credential of a request without allocating:
+// "Authorization: Bearer <token>" (scheme in any case), or, when there is
+// no Authorization header, "x-api-key" as Anthropic-style clients send it.
+// Several Authorization (or x-api-key) headers are ambiguous, since the
+// upstream may read either, and are never classified.
+func credentialOf(h http.Header) credential {
+	if auth, ok := h["Authorization"]; ok {
+		if len(auth) != 1 {
+			return credential{}
+		}
+		tok, ok := bearerToken(auth[0])
+		if !ok {
+			return credential{}
+		}
+		c := classifyToken(tok)
+		c.bearer = true
+		return c
+	}
+	if xk := h["X-Api-Key"]; len(xk) == 1 {
+		if tok := trimSpaceTab(xk[0]); tok != "" && len(tok) <= maxTokenBytes {
+			return classifyToken(tok)
+		}
+	}
+	return credential{}
+}
+
+// bearerToken is the token of "Bearer <token>", with the spaces and tabs
+// HTTP allows around it trimmed. Inner whitespace stays in the token (a
+// pasted key with a space in it is a malformed key, not another scheme).
+func bearerToken(v string) (string, bool) {
+	const scheme = "bearer"
+	v = trimSpaceTab(v)
+	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	rest := v[len(scheme):]
+	if rest[0] != ' ' && rest[0] != '\t' {
+		return "", false
+	}
+	tok := trimSpaceTab(rest)
+	if tok == "" || len(tok) > maxTokenBytes {
+		return "", false
+	}
+	return tok, true
+}
+
+// trimSpaceTab trims the whitespace HTTP allows around a header value
+// (strings.Trim with a cutset costs several times more per request).
+func trimSpaceTab(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// classifyToken tells which kind of credential a token is. Today's key is
+// checked first and costs one pass over 64 bytes: it runs on every request.
+func classifyToken(tok string) credential {
+	c := credential{token: tok}
+	if len(tok) == openrouter.KeyLen && strings.HasPrefix(tok, openrouter.KeyPrefix) && lowerHexOnly(tok[len(openrouter.KeyPrefix):]) {
+		c.kind = credKey
+		return c
+	}
+	if m := malformationOf(tok); m != malformedNone {
+		c.kind, c.malformed = credMalformed, m
+		return c
+	}
+	switch {
+	case strings.HasPrefix(tok, openrouter.CredentialPrefix):
+		c.kind = credOtherVersion
+	case isJWT(tok):
+		c.kind = credJWT
+	default:
+		c.kind = credUnknown
+		if i, ok := foreignProvider(tok); ok {
+			c.kind, c.provider = credForeign, uint8(i)
+		}
+	}
+	return c
+}
+
+// malformationOf says what makes tok certainly no OpenRouter credential,
+// or malformedNone. Only what is certain counts: a token that merely is not
+// a key of today's form may be a credential OpenRouter accepts.
+func malformationOf(tok string) malformation {
+	if len(tok) >= 2 && (tok[0] == '"' || tok[0] == '\'' || tok[len(tok)-1] == '"' || tok[len(tok)-1] == '\'') {
+		return malformedQuotes
+	}
+	if len(tok) > 7 && strings.EqualFold(tok[:7], "bearer ") {
+		return malformedBearerTwice
+	}
+	for _, r := range tok {
+		// Spaces, control characters and the invisible characters a
+		// paste brings along (no-break space, zero-width space, BOM).
+		if r <= ' ' || r == 0x7f || r == 0xa0 || r == 0x200b || r == 0x200c || r == 0x200d || r == 0x2060 || r == 0xfeff || r == utf8.RuneError {
+			return malformedSpace
+		}
+	}
+	if isPlaceholder(tok) {
+		return malformedPlaceholder
+	}
+	if rest, ok := strings.CutPrefix(tok, openrouter.KeyPrefix); ok {
+		switch {
+		case len(tok) != openrouter.KeyLen:
+			return malformedLength
+		case strings.ToLower(rest) != rest:
+			return malformedUpperCase
+		default:
+			return malformedDigits
+		}
+	}
+	return malformedNone
+}
+
+// isPlaceholder reports tokens that are an unfilled variable rather than a
+// credential: what a client sends when its key setting is empty.
+func isPlaceholder(tok string) bool {
+	switch strings.ToLower(tok) {
+	case "undefined", "null", "none", "nil", "your_api_key", "your-api-key", "<your_api_key>", "sk-or-v1-...", "sk-or-...":
+		return true
+	}
+	return strings.HasPrefix(tok, "$") || strings.HasPrefix(tok, "${") || strings.HasPrefix(tok, "{{") ||
+		(strings.HasPrefix(tok, "<") && strings.HasSuffix(tok, ">")) ||
+		(len(tok) > 2 && tok[0] == '%' && tok[len(tok)-1] == '%')
+}
+
+// lowerHexOnly reports whether s is all lowercase hex digits.
+func lowerHexOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !lowerHex[s[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+// lowerHex is a table rather than two range checks: this runs on every
+// request, and the table halves its cost.
+var lowerHex = func() (t [256]bool) {
+	for _, c := range "0123456789abcdef" {
+		t[c] = true
+	}
+	return t
+}()
+
+// isJWT reports whether tok has a JWT's form: three base64url segments,
+// the first a JSON object (so that it begins "eyJ").
+func isJWT(tok string) bool {
+	if !strings.HasPrefix(tok, "eyJ") || strings.Count(tok, ".") != 2 {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c != '.' && !base64URL[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var base64URL = func() (t [256]bool) {
+	for _, c := range "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=" {
+		t[c] = true
+	}
+	return t
+}()
+
+// jwtExpiry is the "exp" claim of a JWT, as the token itself states it.
+// The signature is not checked: the claim is only ever repeated as what
+// the token says, to the client that sent it.
+func jwtExpiry(tok string) (time.Time, bool) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return time.Time{}, false
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var claims struct {
+		Exp *json.Number `json:"exp"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if dec.Decode(&claims) != nil || claims.Exp == nil {
+		return time.Time{}, false
+	}
+	exp, err := claims.Exp.Float64()
+	if err != nil || exp <= 0 || exp > 1e11 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(exp), 0).UTC(), true
+}
+
+// foreignKey is how another provider's keys look.
+type foreignKey struct {
+	prefix string
+	minLen int
+	id     string // metadata.looks_like
+	name   string // for people
+}
+
+// foreignKeys are other providers' key formats, most specific first
+// ("sk-ant-" before "sk-"). A token is called another provider's key only
+// when it has the prefix, the length and the characters of one.
+var foreignKeys = []foreignKey{
+	{"sk-ant-", 40, "anthropic", "Anthropic"},
+	{"sk-proj-", 40, "openai", "OpenAI"},
+	{"sk-svcacct-", 40, "openai", "OpenAI"},
+	{"sk-admin-", 40, "openai", "OpenAI"},
+	{"sk-", 32, "openai", "OpenAI (or another provider with sk- keys, such as DeepSeek)"},
+	{"AIza", 39, "google", "Google (Gemini)"},
+	{"gsk_", 40, "groq", "Groq"},
+	{"xai-", 40, "xai", "xAI"},
+	{"pplx-", 40, "perplexity", "Perplexity"},
+	{"hf_", 30, "huggingface", "Hugging Face"},
+	{"r8_", 30, "replicate", "Replicate"},
+	{"fw_", 20, "fireworks", "Fireworks AI"},
+	{"nvapi-", 40, "nvidia", "NVIDIA"},
+	{"csk-", 40, "cerebras", "Cerebras"},
+}
+
+// foreignProvider finds the provider whose key tok looks like.
+func foreignProvider(tok string) (int, bool) {
+	for i, f := range foreignKeys {
+		if strings.HasPrefix(tok, f.prefix) && len(tok) >= f.minLen && keyCharsOnly(tok) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// keyCharsOnly reports whether s has only the characters API keys use.
+func keyCharsOnly(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !base64URL[c] || c == '=' {
+			return false
+		}
+	}
+	return true
+}
+
+// fingerprintDomain is hashed in front of every key so that a fingerprint
+// can never equal OpenRouter's record hash (documented as sha256 of the
+// key), nor any other system's plain hash of it.
+const fingerprintDomain = "openrouter_keys/v1:"
+
+// fingerprint identifies a key in the cache and in shared storage without
+// being the key: sha256(fingerprintDomain + key).
+type fingerprint [sha256.Size]byte
+
+// fingerprintOf computes a key's fingerprint without allocating. key is
+// an OpenRouter key (credKey).
+func fingerprintOf(key string) fingerprint {
+	var buf [len(fingerprintDomain) + openrouter.KeyLen]byte
+	n := copy(buf[:], fingerprintDomain)
+	n += copy(buf[n:], key)
+	return sha256.Sum256(buf[:n])
+}
+
+// short is the only form of a fingerprint that appears in logs: 8 hex
+// digits, enough to correlate log lines, far too few to identify a key.
+func (f fingerprint) short() string {
+	return hex.EncodeToString(f[:4])
+}
+
+// recordHash is what OpenRouter's management API is documented to use as a
+// key's hash: sha256 of the key, hex. Whether an account's hashes really
+// are that is learned (see records.go). It is computed to ask
+// GET /keys/{hash} and to match listings, and is never logged or stored.
+func recordHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// labelOf is the public label of an OpenRouter key, for logs.
+func labelOf(c credential) string {
+	if !c.isKey() {
+		return "-"
+	}
+	return openrouter.Label(c.token)
+}

@@ -1,0 +1,191 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+var goodKey = "sk-or-v1-" + strings.Repeat("0123456789abcdef", 4)
+
+// jwtWith is an unsigned token of a JWT's form with the given payload.
+func jwtWith(payload string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload)) + "." + enc([]byte("signature"))
+}
+
+func TestCredentialOf(t *testing.T) {
+	key := func(tok string, bearer bool) credential {
+		c := classifyToken(tok)
+		c.bearer = bearer
+		return c
+	}
+	for _, c := range []struct {
+		name   string
+		header http.Header
+		want   credential
+	}{
+		{"bearer", http.Header{"Authorization": {"Bearer " + goodKey}}, credential{token: goodKey, kind: credKey, bearer: true}},
+		{"scheme lower case", http.Header{"Authorization": {"bearer " + goodKey}}, credential{token: goodKey, kind: credKey, bearer: true}},
+		{"scheme upper case", http.Header{"Authorization": {"BEARER " + goodKey}}, credential{token: goodKey, kind: credKey, bearer: true}},
+		{"odd spacing", http.Header{"Authorization": {" Bearer \t  " + goodKey + " \t"}}, credential{token: goodKey, kind: credKey, bearer: true}},
+		{"no space after scheme", http.Header{"Authorization": {"Bearer" + goodKey}}, credential{}},
+		{"scheme alone", http.Header{"Authorization": {"Bearer"}}, credential{}},
+		{"scheme and spaces", http.Header{"Authorization": {"Bearer    "}}, credential{}},
+		{"other scheme", http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, credential{}},
+		{"inner space is a malformed key", http.Header{"Authorization": {"Bearer sk-or-v1 abc"}}, key("sk-or-v1 abc", true)},
+		{"empty header", http.Header{"Authorization": {""}}, credential{}},
+		{"two Authorization headers", http.Header{"Authorization": {"Bearer " + goodKey, "Bearer " + goodKey}}, credential{}},
+		{"x-api-key", http.Header{"X-Api-Key": {goodKey}}, credential{token: goodKey, kind: credKey}},
+		{"Authorization wins over x-api-key", http.Header{"Authorization": {"Bearer a"}, "X-Api-Key": {goodKey}}, key("a", true)},
+		{"two x-api-key headers", http.Header{"X-Api-Key": {goodKey, goodKey}}, credential{}},
+		{"oversized token", http.Header{"Authorization": {"Bearer " + strings.Repeat("a", maxTokenBytes+1)}}, credential{}},
+		{"none", http.Header{}, credential{}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := credentialOf(c.header); got != c.want {
+				t.Errorf("got %+v, want %+v", got, c.want)
+			}
+		})
+	}
+}
+
+// The key-format table: only what is certainly no OpenRouter credential
+// is malformed; JWTs and other versions never are.
+func TestClassifyToken(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		token     string
+		kind      credentialKind
+		malformed malformation
+		provider  string
+	}{
+		{"today's key", goodKey, credKey, 0, ""},
+		{"truncated", goodKey[:40], credMalformed, malformedLength, ""},
+		{"one digit too many", goodKey + "0", credMalformed, malformedLength, ""},
+		{"upper case", "sk-or-v1-" + strings.ToUpper(goodKey[9:]), credMalformed, malformedUpperCase, ""},
+		{"not hex", goodKey[:70] + "xyz", credMalformed, malformedDigits, ""},
+		{"quoted", `"` + goodKey + `"`, credMalformed, malformedQuotes, ""},
+		{"single-quoted", `'` + goodKey, credMalformed, malformedQuotes, ""},
+		{"inner space", goodKey[:20] + " " + goodKey[20:], credMalformed, malformedSpace, ""},
+		{"no-break space", goodKey + "\u00a0", credMalformed, malformedSpace, ""},
+		{"zero-width space", "\u200b" + goodKey, credMalformed, malformedSpace, ""},
+		{"tab", goodKey[:10] + "\t" + goodKey[10:], credMalformed, malformedSpace, ""},
+		{"bearer twice", "Bearer " + goodKey, credMalformed, malformedBearerTwice, ""},
+		{"undefined", "undefined", credMalformed, malformedPlaceholder, ""},
+		{"null", "null", credMalformed, malformedPlaceholder, ""},
+		{"unexpanded variable", "$OPENROUTER_API_KEY", credMalformed, malformedPlaceholder, ""},
+		{"template", "{{ secrets.OPENROUTER }}", credMalformed, malformedSpace, ""},
+		{"template without spaces", "{{secrets.OPENROUTER}}", credMalformed, malformedPlaceholder, ""},
+		{"another version", "sk-or-v2-" + strings.Repeat("ab", 40), credOtherVersion, 0, ""},
+		{"sk-or- with something else", "sk-or-abc", credOtherVersion, 0, ""},
+		{"JWT", jwtWith(`{"iss":"openrouter.ai","exp":1700000000}`), credJWT, 0, ""},
+		{"OpenAI project key", "sk-proj-" + strings.Repeat("Ab3_", 30), credForeign, 0, "openai"},
+		{"OpenAI legacy key", "sk-" + strings.Repeat("a1B2", 12), credForeign, 0, "openai"},
+		{"Anthropic key", "sk-ant-api03-" + strings.Repeat("Xy9-", 20), credForeign, 0, "anthropic"},
+		{"Google key", "AIza" + strings.Repeat("B", 35), credForeign, 0, "google"},
+		{"Groq key", "gsk_" + strings.Repeat("q", 52), credForeign, 0, "groq"},
+		{"xAI key", "xai-" + strings.Repeat("x", 80), credForeign, 0, "xai"},
+		{"short sk- token", "sk-abc", credUnknown, 0, ""},
+		{"random word", "hello", credUnknown, 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := classifyToken(c.token)
+			if got.kind != c.kind || got.malformed != c.malformed {
+				t.Errorf("kind %d malformation %d, want %d %d", got.kind, got.malformed, c.kind, c.malformed)
+			}
+			if c.provider != "" && foreignKeys[got.provider].id != c.provider {
+				t.Errorf("provider %q, want %q", foreignKeys[got.provider].id, c.provider)
+			}
+		})
+	}
+}
+
+func TestJWTExpiry(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		token string
+		want  time.Time
+		ok    bool
+	}{
+		{"exp", jwtWith(`{"exp":1700000000}`), time.Unix(1700000000, 0).UTC(), true},
+		{"fractional exp", jwtWith(`{"exp":1700000000.5}`), time.Unix(1700000000, 0).UTC(), true},
+		{"no exp", jwtWith(`{"iss":"openrouter.ai"}`), time.Time{}, false},
+		{"exp not a number", jwtWith(`{"exp":"soon"}`), time.Time{}, false},
+		{"payload not JSON", "eyJhbGciOiJub25lIn0.bm90IGpzb24.c2ln", time.Time{}, false},
+		{"payload not base64", "eyJhbGciOiJub25lIn0.!!!.c2ln", time.Time{}, false},
+		{"absurd exp", jwtWith(`{"exp":1e300}`), time.Time{}, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, ok := jwtExpiry(c.token)
+			if ok != c.ok || !got.Equal(c.want) {
+				t.Errorf("got %v %v, want %v %v", got, ok, c.want, c.ok)
+			}
+		})
+	}
+}
+
+func TestCredentialOfDoesNotAllocate(t *testing.T) {
+	h := http.Header{"Authorization": {"Bearer " + goodKey}}
+	var fp fingerprint
+	allocs := testing.AllocsPerRun(100, func() {
+		c := credentialOf(h)
+		fp = fingerprintOf(c.token)
+	})
+	if allocs != 0 {
+		t.Errorf("reading and fingerprinting a key allocates %v times", allocs)
+	}
+	_ = fp
+}
+
+func TestFingerprintIsNotAPlainHash(t *testing.T) {
+	plain := sha256.Sum256([]byte(goodKey))
+	fp := fingerprintOf(goodKey)
+	if fp == fingerprint(plain) {
+		t.Fatal("the fingerprint equals sha256(key), OpenRouter's record hash")
+	}
+	if fingerprintOf(goodKey) != fp || fingerprintOf(goodKey[:72]+"0") == fp {
+		t.Fatal("fingerprints are not stable and distinct")
+	}
+	if len(fp.short()) != 8 || strings.Contains(goodKey, fp.short()) {
+		t.Errorf("short fingerprint %q", fp.short())
+	}
+	if got := openrouter.Label(goodKey); got != "sk-or-v1-012...def" {
+		t.Errorf("label %q", got)
+	}
+}
+
+// FuzzCredentialOf: any header value gives either no credential, or a
+// token that appears verbatim in the header within the size cap; a token
+// called an OpenRouter key is one.
+func FuzzCredentialOf(f *testing.F) {
+	for _, s := range []string{"Bearer " + goodKey, "bearer\t x", "Bearer", "Basic abc", " Bearer  a b ", "Bearer \x00\xff", "Bearer " + jwtWith(`{"exp":1}`)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		c := credentialOf(http.Header{"Authorization": {v}})
+		if c.kind == credNone {
+			if c.token != "" {
+				t.Fatalf("no credential, but token %q", c.token)
+			}
+			return
+		}
+		if !c.bearer || !strings.Contains(v, c.token) || len(c.token) > maxTokenBytes || c.token == "" {
+			t.Fatalf("token %q from %q", c.token, v)
+		}
+		if c.isKey() && (len(c.token) != openrouter.KeyLen || !strings.HasPrefix(c.token, openrouter.KeyPrefix) || !lowerHexOnly(c.token[9:])) {
+			t.Fatalf("%q called a key", c.token)
+		}
+		if c.kind == credMalformed && c.malformed == malformedNone {
+			t.Fatalf("%q malformed without a reason", c.token)
+		}
+		if c.kind == credJWT && c.malformed != malformedNone {
+			t.Fatalf("a JWT called malformed")
+		}
+	})
+}

@@ -1,0 +1,254 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+func listingOf(complete bool, recs ...keyRecord) *keyListing {
+	l := &keyListing{complete: complete, records: recs, byHash: map[string]*keyRecord{}, byLabel: map[string][]*keyRecord{},
+		workspaces: []workspace{{ID: "w1", Name: "Default"}, {ID: "w2", Name: "Research"}}}
+	for i := range l.records {
+		r := &l.records[i]
+		if r.Hash != "" {
+			l.byHash[r.Hash] = r
+		}
+		l.byLabel[r.Label] = append(l.byLabel[r.Label], r)
+	}
+	return l
+}
+
+// The identity rules: a record describes a key when matched by hash; a
+// label match only while the hash scheme is unproven, only when every
+// record with the label agrees; absence only from a complete listing.
+func TestFindRecord(t *testing.T) {
+	exp := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	other := exp.Add(time.Hour)
+	label := openrouter.Label(goodKey)
+	// A forged key sharing goodKey's label.
+	twin := goodKey[:12] + strings.Repeat("0", openrouter.KeyLen-15) + goodKey[openrouter.KeyLen-3:]
+	if openrouter.Label(twin) != label || twin == goodKey {
+		t.Fatal("twin must share the label")
+	}
+	own := keyRecord{Hash: recordHash(goodKey), Label: label, Disabled: true, WorkspaceID: "w2", Name: "ci"}
+	for _, c := range []struct {
+		name       string
+		listing    *keyListing
+		key        string
+		proven     bool
+		wantRecord bool
+		wantLabel  bool
+		wantAbsent bool
+	}{
+		{"by hash", listingOf(true, own, keyRecord{Hash: "x", Label: label}), goodKey, false, true, false, false},
+		{"twin, scheme unproven, agreeing label", listingOf(true, own), twin, false, false, true, false},
+		{"twin, scheme proven: absent", listingOf(true, own), twin, true, false, false, true},
+		{"twin, scheme proven, incomplete listing: nothing", listingOf(false, own), twin, true, false, false, false},
+		{"label records disagree", listingOf(true, keyRecord{Hash: "a", Label: label, ExpiresAt: &exp}, keyRecord{Hash: "b", Label: label, ExpiresAt: &other}), goodKey, false, false, false, false},
+		{"label records disagree on disabled", listingOf(true, keyRecord{Hash: "a", Label: label, Disabled: true}, keyRecord{Hash: "b", Label: label}), goodKey, false, false, false, false},
+		{"label records agree", listingOf(true, keyRecord{Hash: "a", Label: label, ExpiresAt: &exp}, keyRecord{Hash: "b", Label: label, ExpiresAt: &exp}), goodKey, false, false, true, false},
+		{"neither hash nor label, complete", listingOf(true, keyRecord{Hash: "a", Label: "sk-or-v1-000...000"}), goodKey, false, false, false, true},
+		{"neither hash nor label, incomplete", listingOf(false, keyRecord{Hash: "a", Label: "sk-or-v1-000...000"}), goodKey, false, false, false, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			m := c.listing.findRecord(c.key, c.proven)
+			if (m.record != nil) != c.wantRecord || (len(m.labelRecords) > 0) != c.wantLabel || m.absent != c.wantAbsent {
+				t.Errorf("record %v, label %d, absent %v", m.record != nil, len(m.labelRecords), m.absent)
+			}
+		})
+	}
+	m := listingOf(true, own).findRecord(goodKey, false)
+	if m.workspace != "Research" || m.record.Name != "ci" {
+		t.Errorf("workspace %q name %q", m.workspace, m.record.Name)
+	}
+	// A label match says so, and never says more than the records.
+	m = listingOf(true, own).findRecord(twin, false)
+	if v := m.labelVerdict(time.Now()); v.reason != reasonDisabled || !v.byLabel {
+		t.Errorf("label verdict %+v", v)
+	}
+}
+
+func TestApplyRecord(t *testing.T) {
+	now := time.Now().UnixNano()
+	exp := time.Now().Add(time.Hour)
+	st := keyState{notFoundAt: 1, disabledAt: 1}
+	applyRecord(&st, &keyRecord{ExpiresAt: &exp}, now)
+	if st.notFoundAt != 0 || st.disabledAt != 0 || !st.has(flagExpiry) || st.expiresAt != exp.UnixNano() {
+		t.Errorf("enabled record with expiry: %+v", st)
+	}
+	applyRecord(&st, &keyRecord{Disabled: true}, now)
+	if st.disabledAt != now {
+		t.Errorf("disabled record: %+v", st)
+	}
+}
+
+// fakeAccount serves GET /workspaces and GET /keys as OpenRouter pages
+// them, with a hook between pages.
+type fakeAccount struct {
+	mu          sync.Mutex
+	workspaces  []workspace
+	keys        map[string][]keyRecord // by workspace, most recent first
+	afterPage   func(ws string, offset int)
+	failWS      bool
+	requests    int
+	pageDelay   time.Duration
+	maxInFlight int
+	inFlight    int
+	made        int
+}
+
+func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.requests++
+	f.inFlight++
+	f.maxInFlight = max(f.maxInFlight, f.inFlight)
+	f.mu.Unlock()
+	defer func() { f.mu.Lock(); f.inFlight--; f.mu.Unlock() }()
+	time.Sleep(f.pageDelay)
+	q := r.URL.Query()
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	var data any
+	switch r.URL.Path {
+	case "/api/v1/workspaces":
+		if f.failWS {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		limit, _ := strconv.Atoi(q.Get("limit"))
+		f.mu.Lock()
+		data = f.workspaces[min(offset, len(f.workspaces)):min(offset+limit, len(f.workspaces))]
+		f.mu.Unlock()
+	case "/api/v1/keys":
+		ws := q.Get("workspace_id")
+		f.mu.Lock()
+		all := f.keys[ws]
+		data = all[min(offset, len(all)):min(offset+listPageSize, len(all))]
+		f.mu.Unlock()
+		defer func() {
+			if f.afterPage != nil {
+				f.afterPage(ws, offset)
+			}
+		}()
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"data": data})
+}
+
+func (f *fakeAccount) add(ws string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fresh := make([]keyRecord, n)
+	for i := range fresh {
+		f.made++
+		key := fmt.Sprintf("sk-or-v1-%064x", f.made)
+		fresh[n-1-i] = keyRecord{Hash: recordHash(key), Label: openrouter.Label(key), WorkspaceID: ws}
+	}
+	f.keys[ws] = append(fresh, f.keys[ws]...)
+}
+
+func newFakeAccount(workspaces ...string) *fakeAccount {
+	f := &fakeAccount{keys: map[string][]keyRecord{}}
+	for _, id := range workspaces {
+		f.workspaces = append(f.workspaces, workspace{ID: id, Name: "ws " + id})
+	}
+	return f
+}
+
+func readFake(t *testing.T, f *fakeAccount) (*keyListing, error) {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return readListing(ctx, newMetadataClient(srv.URL+"/api/v1"), "mk")
+}
+
+func TestReadListing(t *testing.T) {
+	t.Run("every workspace, every page", func(t *testing.T) {
+		f := newFakeAccount("a", "b", "c")
+		f.add("a", 0)
+		f.add("b", 250)
+		f.add("c", 99)
+		l, err := readFake(t, f)
+		if err != nil || !l.complete || len(l.records) != 349 || len(l.byHash) != 349 {
+			t.Fatalf("complete %v, %d records, %v", l != nil && l.complete, len(l.records), err)
+		}
+		if got := l.records[0].WorkspaceID; got == "" {
+			t.Error("records lack their workspace")
+		}
+	})
+	t.Run("exactly a page, and one more", func(t *testing.T) {
+		for _, n := range []int{1, 99, 100, 101, 199, 200, 1000} {
+			f := newFakeAccount("a")
+			f.add("a", n)
+			l, err := readFake(t, f)
+			if err != nil || !l.complete || len(l.byHash) != n {
+				t.Errorf("%d keys: %v %v", n, l != nil && l.complete, err)
+			}
+		}
+	})
+	t.Run("a key deleted while pages are read", func(t *testing.T) {
+		f := newFakeAccount("a")
+		f.add("a", 450)
+		var once sync.Once
+		f.afterPage = func(ws string, offset int) {
+			if offset > 0 {
+				once.Do(func() {
+					f.mu.Lock()
+					f.keys["a"] = append(f.keys["a"][:10:10], f.keys["a"][11:]...)
+					f.mu.Unlock()
+				})
+			}
+		}
+		if l, err := readFake(t, f); err == nil && l.complete {
+			t.Error("a listing that shifted is called complete")
+		}
+	})
+	t.Run("a key created while pages are read", func(t *testing.T) {
+		f := newFakeAccount("a")
+		f.add("a", 150)
+		var once sync.Once
+		f.afterPage = func(ws string, offset int) {
+			if offset > 0 {
+				once.Do(func() { f.add("a", 1) })
+			}
+		}
+		if l, err := readFake(t, f); err == nil && l.complete {
+			t.Error("a listing that shifted is called complete")
+		}
+	})
+	t.Run("workspaces cannot be listed", func(t *testing.T) {
+		f := newFakeAccount("a")
+		f.failWS = true
+		f.add("", 5)
+		l, err := readFake(t, f)
+		if err != nil || l.complete || len(l.records) != 5 {
+			t.Errorf("complete %v, %d records, %v", l != nil && l.complete, len(l.records), err)
+		}
+	})
+	t.Run("pages read in parallel, bounded", func(t *testing.T) {
+		f := newFakeAccount("a", "b")
+		f.add("a", 3000)
+		f.add("b", 3000)
+		f.pageDelay = 20 * time.Millisecond
+		l, err := readFake(t, f)
+		if err != nil || !l.complete || len(l.byHash) != 6000 {
+			t.Fatalf("%v %v", l != nil && l.complete, err)
+		}
+		if f.maxInFlight > listConcurrency || f.maxInFlight < 2 {
+			t.Errorf("%d requests in flight at most, want 2..%d", f.maxInFlight, listConcurrency)
+		}
+	})
+}
