@@ -166,13 +166,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	size := positiveOr(h.CacheSize, DefaultCacheSize)
 	lookupRate := positiveOr(h.LookupRate, DefaultLookupRate)
-	h.cachePoolKey = fmt.Sprintf("%s|%s|%d|%g", up.base, fingerprintOf(up.managementKey).short(), size, lookupRate)
+	// What was learned survives reloads that keep the upstream, the
+	// management key and the size; a new lookup_rate applies to it.
+	h.cachePoolKey = fmt.Sprintf("%s|%s|%d", up.base, fingerprintOf(up.managementKey).short(), size)
 	pooled, _, err := gatewayCaches.LoadOrNew(h.cachePoolKey, func() (caddy.Destructor, error) {
 		return gatewayCache{newKeyCache(size), rate.NewLimiter(rate.Limit(lookupRate), max(1, int(lookupRate)))}, nil
 	})
 	if err != nil {
 		return err
 	}
+	pooled.(gatewayCache).lookups.SetLimit(rate.Limit(lookupRate))
+	pooled.(gatewayCache).lookups.SetBurst(max(1, int(lookupRate)))
 	fresh := freshness{ttl: positiveOr(time.Duration(h.CacheTTL), DefaultCacheTTL)}
 	h.knowledge = newKnowledge(ctx, acct, pooled.(gatewayCache), fresh, up.timeout, h.logger)
 	acct.attach(h.knowledge.cache, fresh)

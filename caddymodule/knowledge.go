@@ -179,25 +179,28 @@ func (k *knowledge) keyFlight(key string, fp fingerprint) *flight[keyAnswer] {
 }
 
 // startedKeyFlight joins a GET /key in flight that started at or after
-// since, or starts one now if the lookup rate allows. ok is false when no
-// lookup can start now: the failing request must not queue.
-func (k *knowledge) startedKeyFlight(key string, fp fingerprint, since time.Time) (*flight[keyAnswer], bool) {
+// since, or starts one now if the lookup rate allows and lookups of the key
+// are not backing off after failures. It returns the class of the refusal
+// when no lookup can be had now: the failing request must not queue.
+func (k *knowledge) startedKeyFlight(key string, fp fingerprint, st keyState, since time.Time) (*flight[keyAnswer], string) {
 	k.flightsMu.Lock()
 	f := k.flights[fp]
 	k.flightsMu.Unlock()
-	if f != nil && !f.started.Before(since) {
-		return f, true
-	}
-	if f != nil {
+	switch {
+	case f != nil && !f.started.Before(since):
+		return f, ""
+	case f != nil:
 		// An older lookup is in flight: its answer may predate the
-		// failure. Wait for it to end, then ask again.
-		return nil, false
-	}
-	if !k.lookups.Allow() {
+		// failure.
+		return nil, classBusy
+	case st.failures > 0 && time.Now().UnixNano() < st.retryAt:
+		// A metadata endpoint that failed is not hammered.
+		return nil, classLookupFailed
+	case !k.lookups.Allow():
 		gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
-		return nil, false
+		return nil, classBusy
 	}
-	return k.keyFlight(key, fp), true
+	return k.keyFlight(key, fp), ""
 }
 
 // record stores what GET /key answered.
@@ -354,9 +357,9 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 
 	// Evidence 1: GET /key with the key itself, now. A key that works is
 	// not dead; a management key answers too.
-	f, ok := k.startedKeyFlight(c.token, fp, since)
-	if !ok {
-		return verdict{}, classBusy
+	f, class := k.startedKeyFlight(c.token, fp, st, since)
+	if f == nil {
+		return verdict{}, class
 	}
 	ans, err := f.wait(ctx)
 	switch {

@@ -1,0 +1,193 @@
+package caddymodule
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+var refused = upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
+
+// reasonOf is the metadata.reason of a rewritten body ("" when unchanged).
+func reasonOf(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	var body struct {
+		Error struct {
+			Metadata struct {
+				Reason string `json:"reason"`
+			} `json:"metadata"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &body)
+	if got := rec.Header().Get("X-OpenRouter-Key-Status"); got != body.Error.Metadata.Reason {
+		t.Errorf("header says %q, body %q", got, body.Error.Metadata.Reason)
+	}
+	return body.Error.Metadata.Reason
+}
+
+// A key that works is not dead: when OpenRouter refuses it but its own
+// GET /key answers 200 right then, the answer says so.
+func TestRefusedKeyThatWorksIsValidRetry(t *testing.T) {
+	emu, api := startEmulator(t)
+	var h Handler
+	newHandler(t, &h, api)
+	key := emu.NewKey(emulator.KeyOptions{})
+	rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+	if got := reasonOf(t, rec); got != "key_valid_retry" {
+		t.Errorf("reason %q: %s", got, rec.Body.String())
+	}
+	if !strings.Contains(rec.Body.String(), "retry") {
+		t.Errorf("message: %s", rec.Body.String())
+	}
+}
+
+// A management key works for GET /key: refused for inference it is a
+// management key; refused on a management endpoint, it only needs a retry.
+func TestManagementKey(t *testing.T) {
+	emu, api := startEmulator(t)
+	var h Handler
+	newHandler(t, &h, api)
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	if got := reasonOf(t, serve(&h, refused, "POST", "/api/v1/chat/completions", mk)); got != "management_key" {
+		t.Errorf("inference: %q", got)
+	}
+	h.knowledge.cache.update(fingerprintOf(mk), time.Now(), func(st *keyState, _ bool) bool { st.explainedAt = 0; return true })
+	if got := reasonOf(t, serve(&h, refused, "GET", "/api/v1/keys", mk)); got != "key_valid_retry" {
+		t.Errorf("management endpoint: %q", got)
+	}
+}
+
+// An expiry learned while the key worked explains its refusal for good,
+// without asking anything again.
+func TestLearnedExpiryExplains(t *testing.T) {
+	emu, api := startEmulator(t)
+	h := Handler{EdgeAnswers: EdgeAnswersOff}
+	newHandler(t, &h, api)
+	key := emu.NewKey(emulator.KeyOptions{})
+	emu.ExpireIn(key, 300*time.Millisecond)
+	learnNow(h.knowledge, key)
+	time.Sleep(400 * time.Millisecond)
+	before := emu.Count("")
+	rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+	if got := reasonOf(t, rec); got != "key_expired" || !strings.Contains(rec.Body.String(), `"expires_at"`) {
+		t.Errorf("%q: %s", got, rec.Body.String())
+	}
+	if n := emu.Count("") - before; n != 0 {
+		t.Errorf("%d lookups for a key known to have expired", n)
+	}
+}
+
+// "disabled" counts for cache_ttl from when the management API said so: a
+// GET /key 401 meanwhile does not keep it fresh, so a key deleted after it
+// was disabled is not called disabled forever.
+func TestDisabledGoesStale(t *testing.T) {
+	emu, api := startEmulator(t)
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, CacheTTL: caddy.Duration(time.Minute), EdgeAnswers: EdgeAnswersOff}
+	newHandler(t, &h, api)
+	key := emu.NewKey(emulator.KeyOptions{Disabled: true})
+	if got := reasonOf(t, serve(&h, refused, "POST", "/api/v1/chat/completions", key)); got != "key_disabled" {
+		t.Fatalf("disabled key: %q", got)
+	}
+	// Two minutes later (the clock is the state's: learned facts are moved
+	// back in time) the key has been deleted.
+	emu.Delete(key)
+	fp := fingerprintOf(key)
+	h.knowledge.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
+		st.disabledAt -= int64(2 * time.Minute)
+		st.explainedAt, st.deadAt = 0, time.Now().UnixNano()
+		return true
+	})
+	records := emu.Count("/keys/{hash}")
+	rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+	if got := reasonOf(t, rec); got == "key_disabled" {
+		t.Errorf("a stale disabled is still claimed: %s", rec.Body.String())
+	}
+	if emu.Count("/keys/{hash}") == records {
+		t.Error("the management API was not asked again")
+	}
+}
+
+// A failing request waits for evidence only when a lookup can start at
+// once: past the lookup rate its 401 goes out unchanged, counted as busy.
+func TestFailingRequestsNeverQueue(t *testing.T) {
+	emu, api := startEmulator(t)
+	emu.Delay = 100 * time.Millisecond
+	h := Handler{LookupRate: 0.001} // one token, then none for 1000 s
+	newHandler(t, &h, api)
+	busy := testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classBusy))
+	serve(&h, refused, "POST", "/api/v1/chat/completions", randomKey()) // takes the only token
+	for i := 0; i < 20; i++ {
+		begin := time.Now()
+		rec := serve(&h, refused, "POST", "/api/v1/chat/completions", randomKey())
+		if took := time.Since(begin); took > 50*time.Millisecond || rec.Body.String() != userNotFound {
+			t.Fatalf("request %d: %v, %s", i, took, rec.Body.String())
+		}
+	}
+	if got := testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classBusy)) - busy; got != 20 {
+		t.Errorf("%v refusals counted busy, want 20", got)
+	}
+}
+
+// A lookup cut short by the config going away is no answer: no backoff, no
+// fact, nothing for the next config to unlearn.
+func TestCancelledLookupIsNoFailure(t *testing.T) {
+	emu, api := startEmulator(t)
+	emu.SetKeyFault(emulator.FaultHang)
+	var h Handler
+	life, cancel := context.WithCancel(context.Background())
+	newHandler(t, &h, api)
+	h.knowledge.life = life
+	key := randomKey()
+	f := h.knowledge.keyFlight(key, fingerprintOf(key))
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	<-f.done
+	st, _ := h.knowledge.cache.get(fingerprintOf(key))
+	if st.failures != 0 || st.retryAt != 0 || st.deadAt != 0 || st.aliveAt != 0 {
+		t.Errorf("a cancelled lookup left %+v", st)
+	}
+}
+
+// Tokens that are no OpenRouter key are explained from the token alone,
+// without any lookup; a JWT is never called malformed.
+func TestTokensExplainedWithoutLookups(t *testing.T) {
+	emu, api := startEmulator(t)
+	var h Handler
+	newHandler(t, &h, api)
+	missing := upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(`{"error":{"message":"Missing Authentication header","code":401}}`))
+	past := time.Now().Add(-time.Hour).Unix()
+	for _, c := range []struct {
+		name, token string
+		next        caddyhttp.Handler
+		want        string
+	}{
+		{"truncated key", goodKey[:50], refused, "key_malformed"},
+		{"quoted key", `"` + goodKey + `"`, refused, "key_malformed"},
+		{"Anthropic key", "sk-ant-api03-" + strings.Repeat("a", 60), missing, "not_openrouter_key"},
+		{"expired JWT", jwtWith(`{"iss":"openrouter.ai","exp":` + itoa(past) + `}`), refused, "token_expired"},
+		{"live JWT", jwtWith(`{"iss":"openrouter.ai","exp":` + itoa(past+7200) + `}`), refused, ""},
+		{"another key version", "sk-or-v2-" + strings.Repeat("a", 64), refused, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rec := serve(&h, c.next, "POST", "/api/v1/chat/completions", c.token)
+			if got := reasonOf(t, rec); got != c.want {
+				t.Errorf("reason %q, want %q: %s", got, c.want, rec.Body.String())
+			}
+		})
+	}
+	if n := emu.Count(""); n != 0 {
+		t.Errorf("%d lookups for tokens that need none", n)
+	}
+}
