@@ -82,6 +82,9 @@ type account struct {
 	cachesMu sync.Mutex
 	caches   map[*keyCache]freshness
 
+	// watch is the key watch of a gateway of this account, if one runs.
+	watch atomic.Pointer[keyWatch]
+
 	// Misconfiguration is logged once per account.
 	warnedKeyEndpoint atomic.Bool
 }

@@ -183,6 +183,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 	if h.SharedStorage {
 		h.knowledge.shared = newSharedStore(ctx, ctx.Storage(), up.managementKey, h.logger)
+		go h.knowledge.loadSharedProof()
 	}
 	h.edge = edgeRule{
 		dead:        h.EdgeAnswers != EdgeAnswersOff,
@@ -193,6 +194,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
 	if h.WatchKeys > 0 && up.managementKey != "" {
 		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), h.logger)
+		h.watch.register(ctx.GetMetricsRegistry())
 	}
 	up.logSettings(h.logger)
 	warnIfKeysReachLogs(ctx, h.logger)

@@ -153,6 +153,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	switch {
 	case md != nil:
 		rep.Key = keyReportOf(token, md, m, now)
+		rep.Key.LastUsedAt = c.lastUsed(m)
 		if md.management() {
 			rep.setVerdict(verdict{reason: reasonManagementKey})
 			rep.Message = "The key works, but it is a management key: it manages keys and credits and cannot be used for inference."
@@ -195,6 +196,7 @@ func (c *checker) explainRefused(rep *report, cred credential, m match, recErr e
 	rep.Key = &keyReport{Label: openrouter.Label(cred.token)}
 	if m.record != nil {
 		rep.Key.Workspace, rep.Key.Name = m.workspace, m.record.Name
+		rep.Key.LastUsedAt = c.lastUsed(m)
 	}
 	if st.has(flagExpiry) {
 		exp := st.expiry()
@@ -218,6 +220,19 @@ func (c *checker) explainRefused(rep *report, cred credential, m match, recErr e
 		msg += " The account's records do not say which."
 	}
 	rep.setUnknown(msg)
+}
+
+// lastUsed is when the key watch of a gateway of this account last saw the
+// key of a record matched by hash used.
+func (c *checker) lastUsed(m match) *time.Time {
+	w := c.acct.watch.Load()
+	if w == nil || m.record == nil || m.record.Hash == "" {
+		return nil
+	}
+	if t, ok := w.lastUsed(m.record.Hash); ok {
+		return &t
+	}
+	return nil
 }
 
 // setVerdict sets the status from a verdict.

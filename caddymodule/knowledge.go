@@ -421,6 +421,16 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 	return verdict{}, classNoEvidence
 }
 
+// loadSharedProof learns from shared storage whether another replica
+// proved the account's hash scheme.
+func (k *knowledge) loadSharedProof() {
+	ctx, cancel := context.WithTimeout(k.life, storageTimeout)
+	defer cancel()
+	if k.shared.hashProven(ctx) {
+		k.acct.hashProven.Store(true)
+	}
+}
+
 func (k *knowledge) logLookupFailure(fp fingerprint, err error) {
 	if c := k.logger.Check(zapcore.DebugLevel, "management lookup failed"); c != nil {
 		c.Write(zap.String("key_fingerprint", fp.short()), zap.Error(err))

@@ -69,7 +69,7 @@ func registerMetrics(reg *prometheus.Registry) error {
 	if reg == nil {
 		return nil
 	}
-	for _, c := range append(gatewayMetrics.collectors(), watchCollector) {
+	for _, c := range gatewayMetrics.collectors() {
 		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 			return err
 		}

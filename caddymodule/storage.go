@@ -364,36 +364,46 @@ var (
 	instanceID   []byte
 )
 
-func (s *sharedStore) cleanup() {
+// lock takes a storage lock within ctx, never waiting past it even when the
+// storage ignores it; a lock the storage grants after that is given back.
+func (s *sharedStore) lock(ctx context.Context, name string) (unlock func(), err error) {
 	if !s.available() {
-		return
+		return nil, errStorageUnavailable
 	}
-	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
-	defer cancel()
 	locked := make(chan error, 1)
-	go func() { locked <- s.storage.Lock(ctx, sharedCleanupLock) }()
-	var err error
+	go func() { locked <- s.storage.Lock(ctx, name) }()
 	select {
 	case err = <-locked:
 	case <-ctx.Done():
-		// A storage that ignores the deadline may still take the lock:
-		// give it back when it does.
 		go func() {
 			if <-locked == nil {
-				_ = s.storage.Unlock(context.Background(), sharedCleanupLock)
+				_ = s.storage.Unlock(context.Background(), name)
 			}
 		}()
 		err = ctx.Err()
 	}
 	if err != nil {
 		s.failed("lock", err)
-		return
+		return nil, err
 	}
-	defer func() {
-		if err := s.storage.Unlock(context.Background(), sharedCleanupLock); err != nil {
+	return func() {
+		if err := s.storage.Unlock(context.Background(), name); err != nil {
 			s.failed("unlock", err)
 		}
-	}()
+	}, nil
+}
+
+func (s *sharedStore) cleanup() {
+	if !s.available() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, time.Minute)
+	defer cancel()
+	unlock, err := s.lock(ctx, sharedCleanupLock)
+	if err != nil {
+		return
+	}
+	defer unlock()
 	now := time.Now()
 	var marked bool
 	_ = s.call(ctx, "stat", func(ctx context.Context) error {
