@@ -51,9 +51,6 @@ func (s keyState) has(f stateFlags) bool { return s.flags&f != 0 }
 
 func (s keyState) expiry() time.Time { return time.Unix(0, s.expiresAt).UTC() }
 
-// unixNano is the unit of keyState's times.
-func unixNano(t time.Time) int64 { return t.UnixNano() }
-
 // freshness says how long facts that can change are trusted.
 type freshness struct {
 	// ttl bounds "disabled", "not found" and "alive", each from the time
