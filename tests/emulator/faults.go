@@ -1,0 +1,110 @@
+package emulator
+
+import (
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+// Fault is how a metadata endpoint misbehaves, for reliability tests.
+type Fault int
+
+// The faults an endpoint can be given.
+const (
+	FaultNone        Fault = iota
+	FaultHang              // no answer until the client gives up
+	FaultStatus500         // 500 with an HTML body
+	FaultReset             // the connection is reset
+	FaultInvalidJSON       // 200 with a body that is not JSON
+	FaultHugeBody          // 200 with a 10 MB body
+	FaultSlowBody          // 200, headers and part of the body, then nothing until the client gives up
+	FaultCutBody           // 200 declaring a Content-Length, part of the body, then the connection closes
+	Fault404               // 404 in the OpenAI envelope, as a wrong upstream path gives
+)
+
+// FaultEndpoints are the endpoints SetFault accepts.
+var FaultEndpoints = []string{"/key", "/keys", "/keys/{hash}", "/workspaces", "/credits", "/models"}
+
+// SetFault makes an endpoint ("/key", which includes its alias /auth/key,
+// "/keys", "/keys/{hash}", "/workspaces", "/credits" or "/models")
+// misbehave on every request, before any authentication; FaultNone: behave.
+func (s *Server) SetFault(endpoint string, f Fault) {
+	known := false
+	for _, e := range FaultEndpoints {
+		known = known || e == endpoint
+	}
+	if !known {
+		panic("emulator: SetFault on " + endpoint + ", not one of " + strings.Join(FaultEndpoints, ", "))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f == FaultNone {
+		delete(s.faults, endpoint)
+	} else {
+		s.faults[endpoint] = f
+	}
+}
+
+// SetKeyFault makes GET /key misbehave: SetFault("/key", f).
+func (s *Server) SetKeyFault(f Fault) { s.SetFault("/key", f) }
+
+// stallLimit bounds a stall, so that a test that never gives up still ends.
+const stallLimit = time.Minute
+
+// partialBodyLength is what FaultSlowBody and FaultCutBody declare.
+const partialBodyLength = 4096
+
+// serveFault answers as the fault f of the endpoint says.
+func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint string, f Fault) {
+	h := w.Header()
+	switch f {
+	case FaultHang:
+		sleep(r, stallLimit)
+	case FaultStatus500:
+		h.Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusInternalServerError)
+		_, _ = io.WriteString(w, "<html><body>Internal Server Error</body></html>")
+	case FaultReset:
+		closeConnection(w, true)
+	case FaultInvalidJSON:
+		h.Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"data":{"label":"sk-or-v1-abc...`)
+	case FaultHugeBody:
+		h.Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"data":{"label":"`)
+		chunk := strings.Repeat("a", 64<<10)
+		for range 160 {
+			if _, err := io.WriteString(w, chunk); err != nil {
+				return
+			}
+		}
+		_, _ = io.WriteString(w, `"}}`)
+	case FaultSlowBody, FaultCutBody:
+		h.Set("Content-Type", "application/json")
+		h.Set("Content-Length", strconv.Itoa(partialBodyLength))
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, partialBody(endpoint))
+		if f == FaultCutBody {
+			closeConnection(w, false)
+			return
+		}
+		_ = http.NewResponseController(w).Flush()
+		sleep(r, stallLimit)
+		// Returning short of the Content-Length closes the connection.
+	case Fault404:
+		s.send(w, r, http.StatusNotFound, openrouter.EnvelopeOpenAI.Body(http.StatusNotFound, "Not Found", nil))
+	}
+}
+
+// partialBody is the start of the endpoint's answer.
+func partialBody(endpoint string) string {
+	switch endpoint {
+	case "/keys", "/workspaces", "/models":
+		return `{"data":[{"`
+	}
+	return `{"data":{"`
+}

@@ -1,0 +1,175 @@
+package emulator
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+// ModelIDs are the models the emulator lists.
+var ModelIDs = []string{
+	"openai/gpt-4o", "openai/gpt-4o-mini", "anthropic/claude-3.5-sonnet", "anthropic/claude-3-haiku",
+	"google/gemini-2.0-flash-001", "meta-llama/llama-3.1-70b-instruct", "mistralai/mistral-large",
+	"deepseek/deepseek-chat", "qwen/qwen-2.5-72b-instruct", "x-ai/grok-2",
+}
+
+func (s *Server) models(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Authorization") != "" {
+		// No auth needed, but a dead credential sent along may still get
+		// the 401; a malformed one is ignored.
+		if k, msg := s.authenticate(r); k == nil && msg != openrouter.MessageMissingAuthHeader {
+			s.writeError(w, r, http.StatusUnauthorized, msg, nil)
+			return
+		}
+	}
+	data := make([]map[string]any, 0, len(ModelIDs))
+	for i, id := range ModelIDs {
+		data = append(data, map[string]any{
+			"id": id, "canonical_slug": id, "name": id, "created": 1700000000 + i,
+			"description":        strings.Repeat("A model emulated for tests. ", 40),
+			"context_length":     128000,
+			"architecture":       map[string]any{"modality": "text->text", "input_modalities": []string{"text"}, "output_modalities": []string{"text"}},
+			"pricing":            map[string]any{"prompt": "0.0000025", "completion": "0.00001", "request": "0", "image": "0"},
+			"top_provider":       map[string]any{"context_length": 128000, "max_completion_tokens": 16384, "is_moderated": true},
+			"per_request_limits": nil, "supported_parameters": []string{"max_tokens", "temperature", "stream"},
+		})
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data})
+}
+
+// Reply is what every emulated completion says, one word per streamed event.
+const Reply = "Hello from the OpenRouter emulator."
+
+// Models that make /chat/completions fail the way OpenRouter does.
+const (
+	ModelNeedsCredits = "emulator/error-402"
+	ModelKeyLimit     = "emulator/error-403"
+	ModelRateLimited  = "emulator/error-429"
+	ModelInBandError  = "emulator/in-band-error"
+	// ModelProviderKeyRejected is a model whose provider refuses the
+	// user's own provider key (BYOK): a 401 "Provider returned error" with
+	// the provider's raw message and a top-level user_id, for a key that
+	// OpenRouter accepted.
+	ModelProviderKeyRejected = "emulator/byok-401"
+)
+
+// providerErrorMetadata is the metadata of a provider's error, members in
+// OpenRouter's order.
+type providerErrorMetadata struct {
+	Raw          string `json:"raw"`
+	ProviderName string `json:"provider_name"`
+}
+
+// providerKeyRejected is the body of a BYOK provider's 401:
+// {"error":{"message":"Provider returned error","code":401,"metadata":{"raw":"invalid x-api-key","provider_name":"Anthropic"}},"user_id":"user_..."}.
+func (s *Server) providerKeyRejected() []byte {
+	body := openrouter.EnvelopeOpenAI.Body(http.StatusUnauthorized, "Provider returned error",
+		providerErrorMetadata{Raw: "invalid x-api-key", ProviderName: "Anthropic"})
+	userID, _ := json.Marshal(s.userID)
+	out := make([]byte, 0, len(body)+len(userID)+12)
+	out = append(out, body[:len(body)-1]...) // all but the closing brace
+	out = append(out, `,"user_id":`...)
+	out = append(out, userID...)
+	return append(out, '}')
+}
+
+func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
+	var req struct {
+		Model  string `json:"model"`
+		Stream bool   `json:"stream"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+		s.writeError(w, r, http.StatusBadRequest, "Invalid JSON body", nil)
+		return
+	}
+	switch req.Model {
+	case ModelProviderKeyRejected:
+		s.send(w, r, http.StatusUnauthorized, s.providerKeyRejected())
+		return
+	case ModelNeedsCredits:
+		s.writeError(w, r, http.StatusPaymentRequired, "This request requires more credits, or fewer max_tokens. You requested up to 16384 tokens, but can only afford 1000.", map[string]any{"provider_name": nil})
+		return
+	case ModelKeyLimit:
+		s.writeError(w, r, http.StatusForbidden, "Key limit exceeded (monthly limit). Manage it using https://openrouter.ai/settings/keys", nil)
+		return
+	case ModelRateLimited:
+		const reset = "1767225600000" // fixed, so that two answers compare byte for byte
+		h := w.Header()
+		h.Set("Retry-After", "3")
+		h.Set("X-RateLimit-Limit", "20")
+		h.Set("X-RateLimit-Remaining", "0")
+		h.Set("X-RateLimit-Reset", reset)
+		s.writeError(w, r, http.StatusTooManyRequests, "Rate limit exceeded: free-models-per-min.",
+			map[string]any{"headers": map[string]string{"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}})
+		return
+	}
+	// Fixed, so that the same request answered twice compares byte for byte.
+	id, created := "gen-1767225600-emulated", int64(1767225600)
+	if !req.Stream {
+		s.writeJSON(w, r, http.StatusOK, map[string]any{
+			"id": id, "provider": "Emulator", "model": req.Model, "object": "chat.completion", "created": created,
+			"choices": []any{map[string]any{"index": 0, "logprobs": nil, "finish_reason": "stop", "native_finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": Reply, "refusal": nil}}},
+			"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": 6, "total_tokens": 16},
+		})
+		return
+	}
+	s.streams.Add(1)
+	defer s.streams.Add(-1)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Generation-Id", id)
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	send := func(s string) bool {
+		if _, err := io.WriteString(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	chunk := func(delta map[string]any, finish any, extra map[string]any) string {
+		c := map[string]any{"id": id, "provider": "Emulator", "model": req.Model, "object": "chat.completion.chunk", "created": created,
+			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish, "logprobs": nil}}}
+		for k, v := range extra {
+			c[k] = v
+		}
+		b, _ := json.Marshal(c)
+		return "data: " + string(b) + "\n\n"
+	}
+	gap := func() bool {
+		select {
+		case <-r.Context().Done():
+			return false
+		case <-time.After(s.EventGap):
+			return true
+		}
+	}
+	if !send(": OPENROUTER PROCESSING\n\n") || !gap() || !send(": OPENROUTER PROCESSING\n\n") || !gap() {
+		return
+	}
+	words := strings.SplitAfter(Reply, " ")
+	for i, word := range words {
+		delta := map[string]any{"content": word}
+		if i == 0 {
+			delta["role"] = "assistant"
+		}
+		if !send(chunk(delta, nil, nil)) || !gap() {
+			return
+		}
+		if req.Model == ModelInBandError {
+			send(chunk(map[string]any{"content": ""}, "error", map[string]any{"error": map[string]any{"code": 502, "message": "Provider returned error"}}))
+			send("data: [DONE]\n\n")
+			return
+		}
+		if i == 1 && !send(": OPENROUTER PROCESSING\n\n") {
+			return
+		}
+	}
+	send(chunk(map[string]any{}, "stop", map[string]any{"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}}))
+	send("data: [DONE]\n\n")
+}

@@ -1,0 +1,217 @@
+package emulator
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// SetListFailsOnPage makes GET /keys fail with 500 on the given page
+// (1-based, by offset); 0 never fails.
+func (s *Server) SetListFailsOnPage(page int) {
+	s.mu.Lock()
+	s.listFailsPage = page
+	s.mu.Unlock()
+}
+
+// OnListPage sets a hook called for each GET /keys page served, with the
+// workspace listed and the page's offset. It runs once the page's content
+// is fixed and before the page is sent, so that whatever it changes
+// (creating or deleting keys) is in place before the client can ask for
+// the next page: the listing shifts under the reader, as offset paging
+// does in reality. nil removes the hook.
+func (s *Server) OnListPage(hook func(workspaceID string, offset int)) {
+	s.mu.Lock()
+	s.onListPage = hook
+	s.mu.Unlock()
+}
+
+func timeOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// remaining is limit_remaining: limit - usage, or null without a limit.
+func remaining(k *Key) any {
+	if k.Limit == nil {
+		return nil
+	}
+	return *k.Limit - k.Usage
+}
+
+func limitOrNil(l *float64) any {
+	if l == nil {
+		return nil
+	}
+	return *l
+}
+
+func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": map[string]any{
+		"label": k.Label(), "limit": limitOrNil(k.Limit), "limit_remaining": remaining(k), "limit_reset": nil,
+		"include_byok_in_limit": false, "usage": k.Usage, "usage_daily": k.Usage, "usage_weekly": k.Usage,
+		"usage_monthly": k.Usage, "byok_usage": 0, "is_free_tier": false,
+		"is_management_key": k.Management, "is_provisioning_key": k.Management,
+		"expires_at": timeOrNil(k.ExpiresAt), "creator_user_id": nil,
+		"rate_limit": map[string]any{"requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."},
+	}})
+}
+
+// keyRecord is a key's management record, members in the order of
+// OpenRouter's documentation.
+type keyRecord struct {
+	Hash               string   `json:"hash"`
+	Name               string   `json:"name"`
+	Label              string   `json:"label"`
+	Disabled           bool     `json:"disabled"`
+	Limit              *float64 `json:"limit"`
+	LimitRemaining     *float64 `json:"limit_remaining"`
+	LimitReset         *string  `json:"limit_reset"`
+	IncludeBYOKInLimit bool     `json:"include_byok_in_limit"`
+	Usage              float64  `json:"usage"`
+	CreatedAt          string   `json:"created_at"`
+	UpdatedAt          *string  `json:"updated_at"`
+	ExpiresAt          any      `json:"expires_at"`
+	CreatorUserID      *string  `json:"creator_user_id"`
+	WorkspaceID        string   `json:"workspace_id"`
+}
+
+// record is a key's management record. s.mu must be held.
+func record(k *Key) keyRecord {
+	var limit, left *float64
+	if k.Limit != nil {
+		l, r := *k.Limit, *k.Limit-k.Usage
+		limit, left = &l, &r
+	}
+	return keyRecord{
+		Hash: k.Hash, Name: k.Name, Label: k.Label(), Disabled: k.Disabled,
+		Limit: limit, LimitRemaining: left, Usage: k.Usage,
+		CreatedAt: k.CreatedAt.Format(time.RFC3339), ExpiresAt: timeOrNil(k.ExpiresAt), WorkspaceID: k.WorkspaceID,
+	}
+}
+
+// queryInt reads a non-negative integer query parameter, def when absent.
+func queryInt(r *http.Request, name string, def int) (int, bool) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return def, true
+	}
+	n, err := strconv.Atoi(v)
+	return n, err == nil && n >= 0
+}
+
+// sleep waits d or until the client gives up, and reports whether it may
+// go on.
+func sleep(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-r.Context().Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// listKeys is GET /keys: one workspace's keys (the default one unless
+// workspace_id), most recent first, PageSize per page from offset,
+// disabled ones only with include_disabled=true.
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
+	offset, ok := queryInt(r, "offset", 0)
+	if !ok {
+		s.writeError(w, r, http.StatusBadRequest, "Invalid offset", nil)
+		return
+	}
+	includeDisabled := r.URL.Query().Get("include_disabled") == "true"
+	if !sleep(r, s.ListPageDelay) {
+		return
+	}
+	s.mu.Lock()
+	ws := s.workspaces[0]
+	if id := r.URL.Query().Get("workspace_id"); id != "" {
+		ws = s.workspaceByID[id]
+	}
+	if ws == nil {
+		s.mu.Unlock()
+		s.writeError(w, r, http.StatusNotFound, "Workspace not found", nil)
+		return
+	}
+	if s.listFailsPage > 0 && offset/PageSize+1 == s.listFailsPage {
+		s.mu.Unlock()
+		s.writeError(w, r, http.StatusInternalServerError, "Internal Server Error", nil)
+		return
+	}
+	// With disabled keys included every key counts, and the page starts
+	// right at the offset; without, the disabled ones are skipped first.
+	start, skip := len(ws.keys)-1, offset
+	if includeDisabled {
+		start, skip = start-offset, 0
+	}
+	page := make([]keyRecord, 0, PageSize)
+	for i := start; i >= 0 && len(page) < PageSize; i-- { // most recent first
+		k := ws.keys[i]
+		if k.Disabled && !includeDisabled {
+			continue
+		}
+		if skip > 0 {
+			skip--
+			continue
+		}
+		page = append(page, record(k))
+	}
+	hook, id := s.onListPage, ws.ID
+	s.mu.Unlock()
+	if hook != nil {
+		hook(id, offset)
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": page})
+}
+
+// getKey is GET /keys/{hash}: a key of any workspace of the account.
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
+	s.mu.Lock()
+	var rec keyRecord
+	k := s.byHash[hash]
+	found := k != nil && !k.Deleted
+	if found {
+		rec = record(k)
+	}
+	s.mu.Unlock()
+	if !found {
+		s.writeError(w, r, http.StatusNotFound, "Key not found", nil)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": rec})
+}
+
+// listWorkspaces is GET /workspaces: the account's workspaces, oldest
+// (the default one) first, limit (default 50, at most 100) from offset.
+func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *Key) {
+	offset, okOffset := queryInt(r, "offset", 0)
+	limit, okLimit := queryInt(r, "limit", 50)
+	if !okOffset || !okLimit || limit < 1 || limit > 100 {
+		s.writeError(w, r, http.StatusBadRequest, "Invalid pagination: offset must be 0 or more, limit between 1 and 100", nil)
+		return
+	}
+	s.mu.Lock()
+	total := len(s.workspaces)
+	data := make([]map[string]any, 0, limit)
+	for i := offset; i < total && len(data) < limit; i++ {
+		ws := s.workspaces[i]
+		data = append(data, map[string]any{
+			"id": ws.ID, "name": ws.Name, "slug": ws.Slug, "description": nil,
+			"created_at": ws.CreatedAt.Format(time.RFC3339), "updated_at": nil,
+		})
+	}
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data, "total_count": total})
+}
+
+func (s *Server) credits(w http.ResponseWriter, r *http.Request, _ *Key) {
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": map[string]any{"total_credits": 25, "total_usage": 11.5}})
+}
