@@ -135,6 +135,7 @@ func (c pooledCache) Destruct() error {
 // Provision validates the options, fills in defaults and sets up the cache.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	warnIfKeysReachLogs(ctx, h.logger)
 	cfg, err := h.settings()
 	if err != nil {
 		return err
