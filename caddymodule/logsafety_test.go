@@ -19,8 +19,10 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
 	_ "github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 	_ "github.com/caddyserver/caddy/v2/modules/logging"
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 const probeTestKey = "sk-or-v1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
@@ -33,7 +35,7 @@ func keyFormsIn(log []byte, key string) []string {
 	full := hex.EncodeToString(sum[:])
 	var found []string
 	for _, f := range []struct{ name, s string }{
-		{"key", key}, {"hex part", strings.TrimPrefix(key, keyPrefix)},
+		{"key", key}, {"hex part", strings.TrimPrefix(key, openrouter.KeyPrefix)},
 		{"sha256", full}, {"sha256 prefix", full[:8]},
 	} {
 		if bytes.Contains(log, []byte(f.s)) {
