@@ -213,6 +213,11 @@ func readListing(ctx context.Context, c *metadataClient, managementKey string) (
 		go func() {
 			defer wg.Done()
 			recs, err := readWorkspaceKeys(ctx, c, managementKey, ws.ID, sem, &mu, &budget)
+			if errors.Is(err, errListingShifted) {
+				// Keys come and go: a second read usually finds a quiet
+				// moment.
+				recs, err = readWorkspaceKeys(ctx, c, managementKey, ws.ID, sem, &mu, &budget)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {

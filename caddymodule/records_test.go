@@ -202,14 +202,11 @@ func TestReadListing(t *testing.T) {
 	t.Run("a key deleted while pages are read", func(t *testing.T) {
 		f := newFakeAccount("a")
 		f.add("a", 450)
-		var once sync.Once
 		f.afterPage = func(ws string, offset int) {
-			if offset > 0 {
-				once.Do(func() {
-					f.mu.Lock()
-					f.keys["a"] = append(f.keys["a"][:10:10], f.keys["a"][11:]...)
-					f.mu.Unlock()
-				})
+			if offset > 0 { // every time: the listing never holds still
+				f.mu.Lock()
+				f.keys["a"] = append(f.keys["a"][:10:10], f.keys["a"][11:]...)
+				f.mu.Unlock()
 			}
 		}
 		if l, err := readFake(t, f); err == nil && l.complete {
@@ -219,14 +216,26 @@ func TestReadListing(t *testing.T) {
 	t.Run("a key created while pages are read", func(t *testing.T) {
 		f := newFakeAccount("a")
 		f.add("a", 150)
+		f.afterPage = func(ws string, offset int) {
+			if offset > 0 {
+				f.add("a", 1)
+			}
+		}
+		if l, err := readFake(t, f); err == nil && l.complete {
+			t.Error("a listing that shifted is called complete")
+		}
+	})
+	t.Run("a listing that shifts once is read again", func(t *testing.T) {
+		f := newFakeAccount("a")
+		f.add("a", 300)
 		var once sync.Once
 		f.afterPage = func(ws string, offset int) {
 			if offset > 0 {
 				once.Do(func() { f.add("a", 1) })
 			}
 		}
-		if l, err := readFake(t, f); err == nil && l.complete {
-			t.Error("a listing that shifted is called complete")
+		if l, err := readFake(t, f); err != nil || !l.complete || len(l.byHash) != 301 {
+			t.Errorf("complete %v, %v", l != nil && l.complete, err)
 		}
 	})
 	t.Run("workspaces cannot be listed", func(t *testing.T) {
