@@ -171,7 +171,14 @@ func TestBrokenStorageDegradesToLocal(t *testing.T) {
 	if ke := asKeyError(t, err); ke.reason != "key_expired" {
 		t.Errorf("with broken storage: %+v", ke)
 	}
-	if v := metric(t, `caddy_openrouter_keys_storage_operations_total{op="store",outcome="error"}`); v < 1 {
+	if v := metric(t, `caddy_openrouter_keys_storage_available`); v != 0 {
+		t.Errorf("storage_available is %v with a broken storage", v)
+	}
+	errors := 0.0
+	for _, op := range []string{"health", "store", "load"} {
+		errors += metric(t, `caddy_openrouter_keys_storage_operations_total{op="`+op+`",outcome="error"}`)
+	}
+	if v := errors; v < 1 {
 		t.Errorf("storage errors were not counted: %v", v)
 	}
 }

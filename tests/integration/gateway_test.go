@@ -13,6 +13,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -51,6 +52,7 @@ type keyError struct {
 	status    int
 	message   string
 	reason    string
+	matchedBy string
 	expiresAt string
 	header    string // X-OpenRouter-Key-Status
 	edge      bool   // X-OpenRouter-Keys-Answer: edge
@@ -65,6 +67,7 @@ func asKeyError(t *testing.T, err error) keyError {
 	var inner struct {
 		Metadata struct {
 			Reason    string `json:"reason"`
+			MatchedBy string `json:"matched_by"`
 			ExpiresAt string `json:"expires_at"`
 		} `json:"metadata"`
 	}
@@ -72,7 +75,7 @@ func asKeyError(t *testing.T, err error) keyError {
 	_ = json.Unmarshal([]byte(apiErr.RawJSON()), &inner)
 	return keyError{
 		status: apiErr.StatusCode, message: apiErr.Message,
-		reason: inner.Metadata.Reason, expiresAt: inner.Metadata.ExpiresAt,
+		reason: inner.Metadata.Reason, matchedBy: inner.Metadata.MatchedBy, expiresAt: inner.Metadata.ExpiresAt,
 		header: apiErr.Response.Header.Get("X-OpenRouter-Key-Status"),
 		edge:   apiErr.Response.Header.Get("X-OpenRouter-Keys-Answer") == "edge",
 	}
@@ -294,23 +297,35 @@ func TestColdKeysWithManagementKey(t *testing.T) {
 			management := e.emu.NewKey(emulator.KeyOptions{Management: true})
 			neverIssued := "sk-or-v1-" + strings.Repeat("0f", 32)
 
+			// With sha256 hashes a record is matched by hash; with opaque
+			// ones only labels can match, and the answer says so.
+			matched, labelNote := "", "Key "
+			if opaque {
+				matched, labelNote = "label", "matched by label only"
+			}
 			for _, c := range []struct {
-				key, reason, message string
+				key, reason, message, matchedBy string
 			}{
-				{expired, "key_expired", "Key expired."},
-				{disabled, "key_disabled", "Key disabled."},
-				{deleted, "key_not_found", "Key not found"},
-				{neverIssued, "key_not_found", "Key not found"},
-				{management, "management_key", "Management keys cannot be used for inference."},
+				{expired, "key_expired", "Key expired", matched},
+				{disabled, "key_disabled", "Key disabled", matched},
+				{deleted, "key_not_found", "Key not found", ""},
+				{neverIssued, "key_not_found", "Key not found", ""},
+				{management, "management_key", "Management keys cannot be used for inference.", ""},
 			} {
 				_, err := chat(gatewayBase, c.key)
 				ke := asKeyError(t, err)
-				if ke.status != 401 || ke.reason != c.reason || ke.header != c.reason || !strings.HasPrefix(ke.message, c.message) {
+				if ke.status != 401 || ke.reason != c.reason || ke.header != c.reason || !strings.HasPrefix(ke.message, c.message) || ke.matchedBy != c.matchedBy {
 					t.Errorf("%s: got %+v", c.reason, ke)
 				}
+				if c.matchedBy != "" && !strings.Contains(ke.message, labelNote) {
+					t.Errorf("%s: a label match that does not say so: %q", c.reason, ke.message)
+				}
 			}
-			if pages := e.emu.Count("/keys"); pages < 3 || pages > 6 {
-				t.Errorf("the listing was read in %d page requests; want 3 per listing, listings shared", pages)
+			// One listing (3 pages of 100 read with one page of overlap, an
+			// empty page to end, and the first page again) serves every
+			// failure.
+			if pages := e.emu.Count("/keys"); pages < 3 || pages > 8 {
+				t.Errorf("the listing was read in %d page requests; want one listing, shared", pages)
 			}
 		})
 	}
@@ -350,43 +365,89 @@ func TestEnvelopes(t *testing.T) {
 		if err := json.Unmarshal(b, &anth); err != nil || anth.Type != "error" || anth.Error.Type != "authentication_error" || anth.Error.Metadata.Reason != "key_expired" || resp.Header.Get("Content-Encoding") != "" {
 			t.Errorf("/messages: %s %v (%v)", b, resp.Header, err)
 		}
-		_, b = raw(t, "POST", gatewayBase+"/responses", key, `{}`, "Accept-Encoding", "gzip")
-		var oai struct {
-			Error struct {
-				Code     string `json:"code"`
-				Metadata struct {
-					Reason string `json:"reason"`
-				} `json:"metadata"`
-			} `json:"error"`
-			ErrorType string `json:"error_type"`
-		}
-		if err := json.Unmarshal(b, &oai); err != nil || oai.ErrorType != "authentication" || oai.Error.Code != "server_error" || oai.Error.Metadata.Reason != "key_expired" {
-			t.Errorf("/responses: %s (%v)", b, err)
-		}
 	})
+	// /responses: OpenRouter's docs show one envelope, its OpenAPI spec and
+	// SDK another. An answer given at the edge uses the one the upstream
+	// was last seen to use there, and the spec's before any was seen.
+	for _, c := range []struct {
+		name     string
+		envelope openrouter.Envelope
+	}{
+		{"responses, docs envelope", openrouter.EnvelopeResponsesDocs},
+		{"responses, spec envelope", openrouter.EnvelopeOpenAI},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := start(t, options{module: "expiry_skew 1s", emulator: func(s *emulator.Server) { s.ResponsesEnvelope = c.envelope }})
+			key, expiry := e.keyExpiringIn(time.Second)
+			sleepUntil(expiry.Add(time.Second))
+			shape := func(b []byte) openrouter.Envelope {
+				var probe struct {
+					Error     map[string]any `json:"error"`
+					ErrorType string         `json:"error_type"`
+				}
+				_ = json.Unmarshal(b, &probe)
+				if probe.ErrorType != "" {
+					return openrouter.EnvelopeResponsesDocs
+				}
+				return openrouter.EnvelopeOpenAI
+			}
+			resp, b := raw(t, "POST", gatewayBase+"/responses", key, `{}`)
+			if resp.Header.Get("X-OpenRouter-Keys-Answer") != "edge" || shape(b) != openrouter.EnvelopeOpenAI || !strings.Contains(string(b), `"reason":"key_expired"`) {
+				t.Errorf("before any upstream 401 on /responses: %v %s", resp.Header, b)
+			}
+			// The upstream answers a dead key on /responses once...
+			dead := e.emu.NewKey(emulator.KeyOptions{})
+			e.emu.Delete(dead)
+			resp, b = raw(t, "POST", gatewayBase+"/responses", dead, `{}`)
+			if resp.StatusCode != 401 || shape(b) != c.envelope {
+				t.Fatalf("the upstream's own 401: %s", b)
+			}
+			// ...and the edge answers in its envelope from then on.
+			resp, b = raw(t, "POST", gatewayBase+"/responses", key, `{}`)
+			if resp.Header.Get("X-OpenRouter-Keys-Answer") != "edge" || shape(b) != c.envelope || !strings.Contains(string(b), `"reason":"key_expired"`) {
+				t.Errorf("after the upstream's 401: %v %s", resp.Header, b)
+			}
+		})
+	}
 }
 
-func TestMalformedKeys(t *testing.T) {
+// Tokens that are certainly no OpenRouter credential are explained from
+// the token alone; tokens that might be one are never called malformed.
+func TestTokensThatAreNoKey(t *testing.T) {
 	e := start(t, options{})
-	for _, key := range []string{
-		"sk-or-v1-abc",                                // truncated
-		"sk-or-v1-" + strings.Repeat("AB", 32),        // upper case
-		"sk-or-v1-" + strings.Repeat("ab", 32) + "0",  // too long
-		"not-an-openrouter-key",                       // "Missing Authentication header" upstream
-		`"sk-or-v1-` + strings.Repeat("ab", 32) + `"`, // stray quotes
+	past := time.Now().Add(-time.Hour)
+	for _, c := range []struct {
+		name, token, reason, message string
+	}{
+		{"truncated", "sk-or-v1-abc", "key_malformed", "this one has the wrong length"},
+		{"upper case", "sk-or-v1-" + strings.Repeat("AB", 32), "key_malformed", "upper-case"},
+		{"too long", "sk-or-v1-" + strings.Repeat("ab", 32) + "0", "key_malformed", "wrong length"},
+		{"stray quotes", `"sk-or-v1-` + strings.Repeat("ab", 32) + `"`, "key_malformed", "quotes"},
+		{"unexpanded variable", "$OPENROUTER_API_KEY", "key_malformed", "placeholder"},
+		{"Anthropic key", "sk-ant-api03-" + strings.Repeat("Zx9_", 20), "not_openrouter_key", "Anthropic"},
+		{"OpenAI key", "sk-proj-" + strings.Repeat("Ab3-", 20), "not_openrouter_key", "OpenAI"},
+		{"expired access token", e.emu.NewJWT(past), "token_expired", "Token expired"},
+		{"random word", "not-an-openrouter-key", "", "Missing Authentication header"},
+		{"another key version", "sk-or-v2-" + strings.Repeat("ab", 32), "", "User not found."},
 	} {
-		remember(key)
-		_, err := chat(gatewayBase, key)
-		ke := asKeyError(t, err)
-		if ke.status != 401 || ke.reason != "key_malformed" || !strings.Contains(ke.message, "64 lowercase hexadecimal digits") {
-			t.Errorf("%.12s...: %+v", key, ke)
-		}
-		if strings.Contains(ke.message, key) {
-			t.Errorf("the error echoes the key")
-		}
+		t.Run(c.name, func(t *testing.T) {
+			remember(c.token)
+			_, err := chat(gatewayBase, c.token)
+			ke := asKeyError(t, err)
+			if ke.status != 401 || ke.reason != c.reason || !strings.Contains(ke.message, c.message) {
+				t.Errorf("%+v", ke)
+			}
+			if strings.Contains(ke.message, c.token) {
+				t.Errorf("the error echoes the token")
+			}
+		})
+	}
+	// A live access token works through the gateway.
+	if _, err := chat(gatewayBase, e.emu.NewJWT(time.Now().Add(time.Hour))); err != nil {
+		t.Errorf("a live JWT: %v", err)
 	}
 	if n := e.emu.Count("/key"); n != 0 {
-		t.Errorf("malformed keys caused %d lookups; want none", n)
+		t.Errorf("tokens that are no key caused %d lookups; want none", n)
 	}
 }
 
