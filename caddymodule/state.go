@@ -70,17 +70,21 @@ func within(at, now int64, d time.Duration) bool {
 //	fact                        | source                               | counts
 //	----------------------------|--------------------------------------|-------------------------------
 //	expired                     | own GET /key, record matched by hash | for good (expiries never change)
-//	management key (inference)  | own GET /key 200, not dead since      | ttl from that 200
+//	management key (inference)  | own GET /key 200 since the last      | explainBackoff from that 200
+//	                            | explanation began                    |
 //	disabled                    | record matched by hash               | ttl from when the API said so
 //	not found                   | complete listing of every workspace  | ttl from when it was read
 //
 // A later GET /key 401 changes none of these times: it says the key fails,
-// not why.
+// not why. A management key is one for good, but it may have been deleted
+// or disabled since it was seen working: a refusal is put to GET /key once
+// (explainKey), and that answer stands while failures are not explained
+// again.
 func (f freshness) verdict(s keyState, now int64, inference bool) verdict {
 	switch {
 	case s.has(flagExpiry) && now >= s.expiresAt:
 		return verdict{reason: reasonExpired, at: s.expiry()}
-	case s.has(flagManagement) && inference && within(s.aliveAt, now, f.ttl) && s.aliveAt >= s.deadAt:
+	case s.has(flagManagement) && inference && s.explainedAt != 0 && s.aliveAt >= s.explainedAt && within(s.aliveAt, now, explainBackoff):
 		return verdict{reason: reasonManagementKey}
 	case within(s.disabledAt, now, f.ttl):
 		return verdict{reason: reasonDisabled}

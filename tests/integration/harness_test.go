@@ -92,12 +92,13 @@ func TestMain(m *testing.M) {
 }
 
 // keyMaterial is every form of a key that must never appear in output:
-// the key, its hex part, and its plain SHA-256 (OpenRouter's record hash).
+// the key, its hex part, its first 24 hex digits, and its plain SHA-256
+// (OpenRouter's record hash).
 func keyMaterial(key string) []string {
 	sum := sha256.Sum256([]byte(key))
 	out := []string{key, hex.EncodeToString(sum[:])}
-	if hexPart, ok := strings.CutPrefix(key, "sk-or-v1-"); ok && len(hexPart) >= 16 {
-		out = append(out, hexPart)
+	if hexPart, ok := strings.CutPrefix(key, "sk-or-v1-"); ok && len(hexPart) >= 24 {
+		out = append(out, hexPart, hexPart[:24])
 	}
 	return out
 }
