@@ -42,7 +42,7 @@ button:disabled{background:#5b6275;cursor:progress}
 .hint{color:#4f5668;font-size:.9rem;margin:.3rem 0 0}
 #result{margin-top:1.5rem}
 .card{background:#fff;border:1px solid #d3d8e1;border-radius:8px;padding:1rem 1.25rem;margin-bottom:1rem}
-.status{font-size:1.3rem;display:flex;flex-wrap:wrap;align-items:baseline;gap:.6rem}
+.status{font-size:1.3rem;display:flex;flex-wrap:wrap;align-items:baseline;gap:.6rem;width:fit-content}
 .ok .status{color:#0f6b2c}.bad .status{color:#a4221b}.unknown .status{color:#7a4f00}
 .ok{border-left:6px solid #0f6b2c}.bad{border-left:6px solid #a4221b}.unknown{border-left:6px solid #b07a12}
 .reason{font:500 .8rem/1.4 ui-monospace,monospace;color:#4f5668;background:#eef0f4;border-radius:4px;padding:.05rem .4rem}
@@ -219,7 +219,7 @@ func viewOf(r *report, now time.Time) *reportView {
 	}
 	if c := r.Credits; c != nil {
 		v.Account = append(v.Account, fact{Name: "Credits", Value: money(c.Remaining) + " left of " + money(c.TotalCredits) + " (" + money(c.TotalUsage) + " used)"})
-	} else if r.CreditsUnavailable != "" {
+	} else if r.CreditsUnavailable != "" && r.CreditsUnavailable != r.KeyUnavailable {
 		v.Account = append(v.Account, fact{Name: "Credits", Value: sentence(r.CreditsUnavailable), Missing: true})
 	}
 	if m := r.Models; m != nil {

@@ -121,7 +121,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	if v, _ := classifyRefusal(msgUserNotFound, cred, now); v.known() && cred.kind != credJWT {
 		// Certainly no OpenRouter credential: OpenRouter is not asked.
 		rep.setVerdict(v)
-		rep.KeyUnavailable = "this is not an OpenRouter key, so OpenRouter was not asked about it"
+		rep.KeyUnavailable = "OpenRouter was not asked about it: no OpenRouter key looks like this"
 		rep.CreditsUnavailable = rep.KeyUnavailable
 		rep.Advice = adviceFor(rep, now)
 		return rep, nil
