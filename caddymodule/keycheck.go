@@ -134,7 +134,7 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	if urlCarriesSecret(r.URL) {
+	if urlCarriesSecret(r.URL) || originalURLCarriesSecret(r) {
 		// A URL ends up in access logs, proxies' logs and browser
 		// histories: refuse it, and keep this request out of the access
 		// log.
@@ -208,6 +208,14 @@ func urlCarriesSecret(u *url.URL) bool {
 		}
 	}
 	return false
+}
+
+// originalURLCarriesSecret checks the URL as the client sent it, which is
+// what the access log writes down, when a rewrite before this handler
+// changed it.
+func originalURLCarriesSecret(r *http.Request) bool {
+	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+	return ok && orig.URL != nil && orig.URL != r.URL && urlCarriesSecret(orig.URL)
 }
 
 // textCarriesSecret reports whether s holds a run of key characters that

@@ -17,8 +17,8 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// maxTrackedClients bounds the limiter's memory (about 200 bytes per
-// client network). Past it, the least recently seen client is forgotten:
+// maxTrackedClients bounds the limiter's memory: about 300 bytes per
+// client network, 30 MB at most (TestLimiterUnderLoad measures it). Past it, the least recently seen client is forgotten:
 // it has been idle longest, so its bucket is the most likely to be full
 // again anyway. Forgetting never refuses anyone; it can only give a client
 // a full bucket early, which takes more distinct networks than this within

@@ -233,3 +233,21 @@ func TestLimiterUnderLoad(t *testing.T) {
 	runtime.KeepAlive(addrs)
 	runtime.KeepAlive(sameNet)
 }
+
+// BenchmarkClientLimiter is one check's cost in the limiter, from many
+// goroutines, with more client networks than it tracks (every call
+// evicts).
+func BenchmarkClientLimiter(b *testing.B) {
+	l := newClientLimiter(DefaultCheckRequests, DefaultCheckWindow, maxTrackedClients)
+	nets := make([]netip.Prefix, 2*maxTrackedClients)
+	for i := range nets {
+		nets[i] = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+	}
+	var next atomic.Int64
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			l.allow(nets[next.Add(1)%int64(len(nets))], time.Now())
+		}
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -239,6 +240,21 @@ func TestKeyCheckRefusesKeysInTheURL(t *testing.T) {
 			t.Errorf("%s: the answer repeats the key", name)
 		}
 	}
+	// A rewrite before the check does not hide the URL the client sent,
+	// which is the one the access log writes down.
+	vars := map[string]any{}
+	req := httptest.NewRequest("GET", "/keycheck?key="+goodKey, nil)
+	orig := *req
+	orig.URL = &url.URL{Path: req.URL.Path, RawQuery: req.URL.RawQuery}
+	req.URL.RawQuery = ""
+	ctx := context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars)
+	req = req.WithContext(context.WithValue(ctx, caddyhttp.OriginalRequestCtxKey, orig))
+	rec := httptest.NewRecorder()
+	kc.ServeHTTP(rec, req, nil)
+	if rec.Code != 400 || vars[caddyhttp.LogSkipVar] != true {
+		t.Errorf("key in the URL before a rewrite: %d, log skip %v", rec.Code, vars[caddyhttp.LogSkipVar])
+	}
+
 	// URLs without keys are served, and logged.
 	for _, target := range []string{"/keycheck", "/keycheck?", "/keycheck?lang=en&theme=dark", "/keycheck?q=task-or-not", "/keycheck?utm_source=newsletter;x=1", "/keycheck?next=%2Fhome"} {
 		vars := map[string]any{}
@@ -251,9 +267,9 @@ func TestKeyCheckRefusesKeysInTheURL(t *testing.T) {
 		}
 	}
 	// A browser that opened such a URL gets the page, saying why.
-	req := httptest.NewRequest("GET", "/keycheck?key="+goodKey, nil)
+	req = httptest.NewRequest("GET", "/keycheck?key="+goodKey, nil)
 	req.Header.Set("Accept", "text/html")
-	rec := httptest.NewRecorder()
+	rec = httptest.NewRecorder()
 	kc.ServeHTTP(rec, req, nil)
 	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "Never put a key in a URL") || strings.Contains(rec.Body.String(), goodKey) {
 		t.Errorf("browser: %d %s", rec.Code, rec.Body.String())
