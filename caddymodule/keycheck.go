@@ -150,6 +150,12 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		h.Set("Allow", "GET, HEAD, POST")
 		return kc.fail(w, r, http.StatusMethodNotAllowed, headlineNotChecked, "Use GET for the page and POST to check a key.")
 	}
+	if err := crossOrigin.Check(r); err != nil {
+		// Another site's page posting here would run checks from its
+		// visitors' browsers and addresses.
+		return kc.fail(w, r, http.StatusForbidden, headlineNotChecked,
+			"Keys are checked from this page or from programs, not from other sites' pages.")
+	}
 	if ok, wait := kc.limiter.allow(clientNetwork(r), time.Now()); !ok {
 		secs := retryAfterSeconds(wait)
 		h.Set("Retry-After", strconv.Itoa(secs))
@@ -183,6 +189,11 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	}
 	return writeJSON(w, http.StatusOK, rep)
 }
+
+// crossOrigin refuses posts that browsers mark as coming from another
+// site (Sec-Fetch-Site, or Origin for older browsers); programs send
+// neither, and are served.
+var crossOrigin = http.NewCrossOriginProtection()
 
 // urlCarriesSecret reports whether the path or the query of u holds
 // anything that looks like a credential, under any parameter name, as a

@@ -56,7 +56,7 @@ const keyCheckExamples = `  # Type or paste the key when asked; it is not shown
   # The report as JSON, as the key check's API answers it
   caddy openrouter-keycheck --json < key.txt
 
-  # Against the offline OpenRouter emulator (or any other upstream)
+  # Against another upstream, such as an OpenRouter emulator for offline tests
   caddy openrouter-keycheck --upstream http://127.0.0.1:8080/api/v1 < key.txt`
 
 // keyCheckHelp is cobra's help layout without Caddy's footer, which points

@@ -120,7 +120,11 @@ func TestLimiterEvictsLeastRecentlySeen(t *testing.T) {
 	l.allow(b, now)
 	l.allow(c, now)
 	l.allow(a, now) // a seen again: b is now the least recently seen
-	l.allow(d, now) // full: b goes
+	// Full, and everyone in it has used their burst: a newcomer is
+	// served all the same, and b goes.
+	if ok, _ := l.allow(d, now); !ok {
+		t.Error("a new client was refused because the limiter is full")
+	}
 	if ok, _ := l.allow(a, now); ok {
 		t.Error("a, recently seen, was forgotten")
 	}

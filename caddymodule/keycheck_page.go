@@ -100,7 +100,7 @@ const pageScript = `
       method: "POST",
       headers: {"Accept": "text/html"},
       body: new URLSearchParams({key: input.value}),
-      credentials: "omit",
+      credentials: "same-origin", // a page behind basic_auth or forward_auth still works
       cache: "no-store",
       redirect: "error"
     }).then(function (resp) {

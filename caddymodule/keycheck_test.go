@@ -330,6 +330,34 @@ func TestKeyCheckUpstreamErrorsSayWhatNotWhere(t *testing.T) {
 	}
 }
 
+// TestKeyCheckRefusesOtherSites: another site's page cannot make its
+// visitors' browsers check keys here; this page and programs can.
+func TestKeyCheckRefusesOtherSites(t *testing.T) {
+	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
+	for _, c := range []struct {
+		name   string
+		header []string
+		status int
+	}{
+		{"a program", nil, 200},
+		{"this page", []string{"Sec-Fetch-Site", "same-origin", "Origin", "http://example.com"}, 200},
+		{"another site", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, 403},
+		{"a sibling site", []string{"Sec-Fetch-Site", "same-site"}, 403},
+		{"another site, older browser", []string{"Origin", "https://evil.example"}, 403},
+	} {
+		req := httptest.NewRequest("POST", "http://example.com/keycheck", strings.NewReader(`{"key":"sk-or-v1-x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(c.header); i += 2 {
+			req.Header.Set(c.header[i], c.header[i+1])
+		}
+		rec := httptest.NewRecorder()
+		kc.ServeHTTP(rec, req, nil)
+		if rec.Code != c.status {
+			t.Errorf("%s: %d %s", c.name, rec.Code, rec.Body.String())
+		}
+	}
+}
+
 func TestKeyCheckTimesOut(t *testing.T) {
 	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
 	defer hang.Close()
