@@ -84,6 +84,7 @@ func setupKeyCheckCommand(cmd *cobra.Command) {
 	cmd.Flags().String("upstream", DefaultUpstream, "OpenRouter API base URL")
 	cmd.Flags().Duration("timeout", DefaultLookupTimeout, "longest the check may take")
 	cmd.Example = keyCheckExamples
+	cmd.DisableFlagsInUseLine = true // the usage line names them already
 	cmd.SetHelpTemplate(keyCheckHelp)
 	cmd.SilenceErrors, cmd.SilenceUsage = true, true
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
