@@ -160,7 +160,7 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		secs := retryAfterSeconds(wait)
 		h.Set("Retry-After", strconv.Itoa(secs))
 		return kc.fail(w, r, http.StatusTooManyRequests, "Too many checks",
-			fmt.Sprintf("Too many checks from this address: try again in %s.", plural(secs, "second")))
+			fmt.Sprintf("Too many checks from this address: try again in %s.", waitText(secs)))
 	}
 	key, status, msg := readKey(w, r)
 	if status != 0 {
@@ -188,6 +188,14 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return kc.page(w, http.StatusOK, pageData{Result: viewOf(rep, now)})
 	}
 	return writeJSON(w, http.StatusOK, rep)
+}
+
+// waitText is a wait of secs seconds in words.
+func waitText(secs int) string {
+	if secs < 120 {
+		return plural(secs, "second")
+	}
+	return plural((secs+59)/60, "minute")
 }
 
 // crossOrigin refuses posts that browsers mark as coming from another

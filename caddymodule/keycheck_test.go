@@ -455,7 +455,7 @@ func TestKeyCheckPage(t *testing.T) {
 	kc.limiter = newClientLimiter(1, time.Hour, 10)
 	pageRequest(t, kc, "POST", "key=sk-or-v1-short")
 	rec = pageRequest(t, kc, "POST", "key=sk-or-v1-short")
-	if rec.Code != 429 || !strings.Contains(rec.Body.String(), "try again in 3600 seconds") || rec.Header().Get("Retry-After") != "3600" {
+	if rec.Code != 429 || !strings.Contains(rec.Body.String(), "try again in 60 minutes") || rec.Header().Get("Retry-After") != "3600" {
 		t.Errorf("rate limited browser: %d %s", rec.Code, rec.Body.String())
 	}
 }
