@@ -12,20 +12,22 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 func init() {
 	caddy.RegisterModule(KeyCheck{})
 }
 
-// Defaults of the key check's rate limit: per client IP.
+// Defaults of the key check's rate limit, per client.
 const (
 	DefaultCheckRequests = 30
 	DefaultCheckWindow   = time.Minute
@@ -46,20 +48,24 @@ type KeyCheck struct {
 	// whole check answers within it).
 	UpstreamOptions
 
-	// RateLimit bounds checks per client IP, against key guessing through
-	// this page. Default: 30 per 1m.
+	// RateLimit bounds checks per client, against key guessing and against
+	// using this page to send OpenRouter traffic: a token bucket per client
+	// address (IPv6: per /64) as Caddy determines it, which honours the
+	// server's trusted_proxies and otherwise ignores X-Forwarded-For.
+	// Default: 30 per 1m.
 	RateLimit *CheckRateLimit `json:"rate_limit,omitempty"`
 
 	checker *checker
 	release func()
-	limiter *windowLimiter
+	limiter *clientLimiter
 	timeout time.Duration
 	logger  *zap.Logger
 }
 
-// CheckRateLimit is a number of requests per window.
+// CheckRateLimit is a number of requests per window: a client may send
+// Requests at once, and one more every Window/Requests after that.
 type CheckRateLimit struct {
-	// Requests allowed per window and client IP.
+	// Requests allowed per window and client.
 	Requests int `json:"requests,omitempty"`
 	// Window is the length of the window. Default: 1m.
 	Window caddy.Duration `json:"window,omitempty"`
@@ -99,7 +105,7 @@ func (kc *KeyCheck) Provision(ctx caddy.Context) error {
 	}
 	kc.timeout = up.timeout
 	kc.checker = &checker{acct: acct, life: ctx}
-	kc.limiter = newWindowLimiter(requests, window)
+	kc.limiter = newClientLimiter(requests, window, maxTrackedClients)
 	return nil
 }
 
@@ -128,42 +134,125 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	if r.URL.Query().Has("key") {
-		// A key in a URL ends up in logs and histories: refuse it, and keep
-		// this request out of the access log.
+	if urlCarriesSecret(r.URL) || originalURLCarriesSecret(r) {
+		// A URL ends up in access logs, proxies' logs and browser
+		// histories: refuse it, and keep this request out of the access
+		// log.
 		caddyhttp.SetVar(r.Context(), caddyhttp.LogSkipVar, true)
-		return kc.fail(w, r, http.StatusBadRequest, "Do not put a key in the URL: it ends up in logs and browser history. Post it in the request body.")
+		return kc.fail(w, r, http.StatusBadRequest, headlineNotChecked,
+			"Never put a key in a URL: it ends up in logs and browser history. Paste it into the field, or post it in the request body.")
 	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
-		return kc.page(w, pageData{})
+		return kc.page(w, http.StatusOK, pageData{})
 	case http.MethodPost:
 	default:
 		h.Set("Allow", "GET, HEAD, POST")
-		return kc.fail(w, r, http.StatusMethodNotAllowed, "Use GET for the page and POST to check a key.")
+		return kc.fail(w, r, http.StatusMethodNotAllowed, headlineNotChecked, "Use GET for the page and POST to check a key.")
 	}
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && !kc.limiter.allow(ip, time.Now()) {
-		h.Set("Retry-After", strconv.Itoa(int(kc.limiter.window/time.Second)))
-		return kc.fail(w, r, http.StatusTooManyRequests, "Too many checks from this address: try again later.")
+	if err := crossOrigin.Check(r); err != nil {
+		// Another site's page posting here would run checks from its
+		// visitors' browsers and addresses.
+		return kc.fail(w, r, http.StatusForbidden, headlineNotChecked,
+			"Keys are checked from this page or from programs, not from other sites' pages.")
+	}
+	if ok, wait := kc.limiter.allow(clientNetwork(r), time.Now()); !ok {
+		secs := retryAfterSeconds(wait)
+		h.Set("Retry-After", strconv.Itoa(secs))
+		return kc.fail(w, r, http.StatusTooManyRequests, "Too many checks",
+			fmt.Sprintf("Too many checks from this address: try again in %s.", waitText(secs)))
 	}
 	key, status, msg := readKey(w, r)
 	if status != 0 {
-		return kc.fail(w, r, status, msg)
+		headline := headlineNotChecked
+		if msg == msgNoKeyForm {
+			headline = headlineNoKey
+		}
+		return kc.fail(w, r, status, headline, msg)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), kc.timeout)
 	defer cancel()
-	rep, err := kc.checker.check(ctx, key, time.Now())
+	now := time.Now()
+	rep, err := kc.checker.check(ctx, key, now)
 	if err != nil {
+		// The visitor learns what went wrong; where (addresses, resolvers,
+		// Go's error strings) goes to the debug log only.
+		kc.logger.Debug("key check could not ask OpenRouter", zap.Error(err))
 		status := http.StatusBadGateway
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) || failureOf(err) == failTimeout {
 			status = http.StatusGatewayTimeout
 		}
-		return kc.fail(w, r, status, "The key could not be checked: "+publicError(err)+".")
+		return kc.fail(w, r, status, headlineNotChecked, "The key could not be checked: "+publicError(err)+".")
 	}
 	if wantsPage(r) {
-		return kc.page(w, pageData{Report: rep})
+		return kc.page(w, http.StatusOK, pageData{Result: viewOf(rep, now)})
 	}
 	return writeJSON(w, http.StatusOK, rep)
+}
+
+// waitText is a wait of secs seconds in words.
+func waitText(secs int) string {
+	if secs < 120 {
+		return plural(secs, "second")
+	}
+	return plural((secs+59)/60, "minute")
+}
+
+// crossOrigin refuses posts that browsers mark as coming from another
+// site (Sec-Fetch-Site, or Origin for older browsers); programs send
+// neither, and are served.
+var crossOrigin = http.NewCrossOriginProtection()
+
+// urlCarriesSecret reports whether the path or the query of u holds
+// anything that looks like a credential, under any parameter name, as a
+// name, with any separator (& and ;, which url.ParseQuery drops, and =),
+// percent-encoded once or more. Only the raw forms are read: what Go
+// parses out of a query is not what a log writes down.
+func urlCarriesSecret(u *url.URL) bool {
+	isSep := func(r rune) bool { return r == '&' || r == ';' || r == '=' || r == '/' }
+	for _, raw := range []string{u.RawQuery, u.EscapedPath()} {
+		for _, piece := range strings.FieldsFunc(raw, isSep) {
+			// Each decoding of the piece, until it stops changing: a
+			// double-encoded key is still a key to whoever reads the log.
+			for range 4 {
+				if textCarriesSecret(piece) {
+					return true
+				}
+				decoded, err := url.QueryUnescape(piece)
+				if err != nil || decoded == piece {
+					break
+				}
+				piece = decoded
+			}
+		}
+	}
+	return false
+}
+
+// originalURLCarriesSecret checks the URL as the client sent it, which is
+// what the access log writes down, when a rewrite before this handler
+// changed it.
+func originalURLCarriesSecret(r *http.Request) bool {
+	orig, ok := r.Context().Value(caddyhttp.OriginalRequestCtxKey).(http.Request)
+	return ok && orig.URL != nil && orig.URL != r.URL && urlCarriesSecret(orig.URL)
+}
+
+// textCarriesSecret reports whether s holds a run of key characters that
+// the module's credential table takes for a credential: an OpenRouter key
+// of any version or shape, a JWT, another provider's key.
+func textCarriesSecret(s string) bool {
+	notKeyChar := func(r rune) bool { return r >= utf8.RuneSelf || (!base64URL[r] && r != '.') || r == '=' }
+	for _, run := range strings.FieldsFunc(s, notKeyChar) {
+		switch classifyToken(run).kind {
+		case credKey, credOtherVersion, credJWT, credForeign:
+			return true
+		}
+		// A malformed or upper-cased OpenRouter key is still one.
+		if lower := strings.ToLower(run); strings.HasPrefix(lower, openrouter.CredentialPrefix) || strings.Contains(lower, openrouter.KeyPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // readKey takes the key from a JSON or form body; on failure it returns the
@@ -181,7 +270,6 @@ func readKey(w http.ResponseWriter, r *http.Request) (string, int, string) {
 	if err != nil {
 		return "", http.StatusBadRequest, "The request body could not be read."
 	}
-	var key string
 	if mediaType == "application/json" {
 		var in struct {
 			Key *string `json:"key"`
@@ -189,29 +277,36 @@ func readKey(w http.ResponseWriter, r *http.Request) (string, int, string) {
 		if err := json.Unmarshal(body, &in); err != nil {
 			return "", http.StatusBadRequest, `The body is not JSON of the form {"key":"..."}.`
 		}
-		if in.Key != nil {
-			key = *in.Key
+		if in.Key == nil || *in.Key == "" {
+			return "", http.StatusBadRequest, `No key: send {"key":"sk-or-v1-..."}.`
 		}
-	} else {
-		form, err := url.ParseQuery(string(body))
-		if err != nil {
-			return "", http.StatusBadRequest, "The form could not be read."
-		}
-		key = form.Get("key")
+		return *in.Key, 0, ""
 	}
-	if key == "" {
-		return "", http.StatusBadRequest, `No key: send {"key":"sk-or-v1-..."}.`
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return "", http.StatusBadRequest, "The form could not be read."
 	}
-	return key, 0, ""
+	if key := form.Get("key"); key != "" {
+		return key, 0, ""
+	}
+	return "", http.StatusBadRequest, msgNoKeyForm
 }
 
-// wantsPage is true for a browser's form post without JavaScript.
+// wantsPage is true for a browser: a form post or a page request that
+// accepts HTML. API clients (JSON posts, Accept without text/html) get
+// JSON.
 func wantsPage(r *http.Request) bool {
+	if !strings.Contains(r.Header.Get("Accept"), "text/html") {
+		return false
+	}
+	if r.Method != http.MethodPost {
+		return true
+	}
 	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	return mediaType == "application/x-www-form-urlencoded" && strings.Contains(r.Header.Get("Accept"), "text/html")
+	return mediaType == "application/x-www-form-urlencoded"
 }
 
-func (kc *KeyCheck) page(w http.ResponseWriter, data pageData) error {
+func (kc *KeyCheck) page(w http.ResponseWriter, status int, data pageData) error {
 	data.Style, data.Script = pageStyle, pageScript
 	var buf bytes.Buffer
 	if err := pageTemplate.Execute(&buf, data); err != nil {
@@ -222,15 +317,15 @@ func (kc *KeyCheck) page(w http.ResponseWriter, data pageData) error {
 	h.Set("Content-Security-Policy", pageCSP)
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Content-Length", strconv.Itoa(buf.Len()))
-	w.WriteHeader(http.StatusOK)
+	w.WriteHeader(status)
 	_, err := w.Write(buf.Bytes())
 	return err
 }
 
-// fail answers an error as JSON, or as the page for a browser's form post.
-func (kc *KeyCheck) fail(w http.ResponseWriter, r *http.Request, status int, msg string) error {
-	if wantsPage(r) && status != http.StatusTooManyRequests {
-		return kc.page(w, pageData{Error: msg})
+// fail answers an error as JSON, or as the page for a browser.
+func (kc *KeyCheck) fail(w http.ResponseWriter, r *http.Request, status int, headline, msg string) error {
+	if wantsPage(r) {
+		return kc.page(w, status, pageData{Error: &pageError{Headline: headline, Message: msg}})
 	}
 	var body struct {
 		Error struct {
@@ -253,49 +348,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) error {
 	w.WriteHeader(status)
 	_, err = w.Write(b)
 	return err
-}
-
-// windowLimiter allows a number of requests per fixed window and client.
-type windowLimiter struct {
-	mu       sync.Mutex
-	requests int
-	window   time.Duration
-	clients  map[string]*clientWindow
-}
-
-type clientWindow struct {
-	start time.Time
-	count int
-}
-
-func newWindowLimiter(requests int, window time.Duration) *windowLimiter {
-	return &windowLimiter{requests: requests, window: window, clients: make(map[string]*clientWindow)}
-}
-
-// maxTrackedClients bounds the limiter's memory; past it, finished windows
-// are dropped.
-const maxTrackedClients = 100_000
-
-func (l *windowLimiter) allow(client string, now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c := l.clients[client]
-	if c == nil || now.Sub(c.start) >= l.window {
-		if len(l.clients) >= maxTrackedClients {
-			for k, old := range l.clients {
-				if now.Sub(old.start) >= l.window {
-					delete(l.clients, k)
-				}
-			}
-		}
-		if len(l.clients) >= maxTrackedClients {
-			return false // every tracked client is inside its window: a flood
-		}
-		c = &clientWindow{start: now}
-		l.clients[client] = c
-	}
-	c.count++
-	return c.count <= l.requests
 }
 
 // Interface guards

@@ -121,7 +121,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	if v, _ := classifyRefusal(msgUserNotFound, cred, now); v.known() && cred.kind != credJWT {
 		// Certainly no OpenRouter credential: OpenRouter is not asked.
 		rep.setVerdict(v)
-		rep.KeyUnavailable = "this is not an OpenRouter key, so OpenRouter was not asked about it"
+		rep.KeyUnavailable = "OpenRouter was not asked about it: no OpenRouter key looks like this"
 		rep.CreditsUnavailable = rep.KeyUnavailable
 		rep.Advice = adviceFor(rep, now)
 		return rep, nil
@@ -310,37 +310,44 @@ func keyReportOf(token string, md *keyMetadata, m match, now time.Time) *keyRepo
 	return kr
 }
 
-// adviceFor is what to do about the report's status, first things first.
+// adviceFor is what to do about this report, first things first: nothing
+// for a key that works and needs nothing. Never a generic list.
 func adviceFor(rep *report, now time.Time) []string {
-	var advice []string
+	advice := []string{}
+	label := "the key"
+	if rep.Key != nil && rep.Key.Label != "" {
+		label += " " + rep.Key.Label
+	}
 	switch rep.Status {
 	case statusValid:
 		if k := rep.Key; k != nil && k.LimitRemaining != nil && *k.LimitRemaining <= 0 {
-			advice = append(advice, "The key's spending limit is used up: raise it in the key settings (https://openrouter.ai/settings/keys) or wait for its reset.")
+			advice = append(advice, "The key's spending limit is used up, so its requests fail with 403: raise the limit at https://openrouter.ai/settings/keys, or wait until it resets.")
+		}
+		if c := rep.Credits; c != nil && c.Remaining <= 0 {
+			advice = append(advice, "The account has no credits left, so requests to paid models fail with 402: add credits at https://openrouter.ai/settings/credits.")
 		}
 		if k := rep.Key; k != nil && k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < 7*24*time.Hour {
-			advice = append(advice, "The key expires soon: create a new key and switch to it before then; an expiry cannot be extended.")
+			advice = append(advice, "The key expires "+relativeTime(*k.ExpiresAt, now)+": create a new key at https://openrouter.ai/settings/keys and switch to it before then. An expiry cannot be extended.")
 		}
-		advice = append(advice, "If requests with this key still fail, the error's status says why: 402 means the account is out of credits, 403 a spending limit or moderation, 429 a rate limit (wait as Retry-After says).")
 	case string(reasonExpired):
-		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys and replace this one wherever it is used: an expiry cannot be extended or removed.")
+		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys and use it wherever this one is used. An expiry cannot be extended or removed.")
 	case string(reasonDisabled):
-		advice = append(advice, "Re-enable the key at https://openrouter.ai/settings/keys, or use another key.")
+		advice = append(advice, "Enable the key again at https://openrouter.ai/settings/keys, or use another key.")
 	case string(reasonMalformed):
-		advice = append(advice, `Copy the key again from where it was created: it is "sk-or-v1-" followed by 64 lowercase hex digits, with nothing before or after it.`)
+		advice = append(advice, `Copy the key again from where it was created: it is "sk-or-v1-" followed by 64 lowercase hexadecimal digits, with nothing before or after it.`)
 	case string(reasonNotFound):
 		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys, or use a key of the account this gateway serves.")
 	case string(reasonManagementKey):
-		advice = append(advice, "Use an API key for requests to models; keep the management key for managing keys and credits.")
+		advice = append(advice, "Use an API key for requests to models, and keep the management key for managing keys and credits.")
 	case string(reasonTokenExpired):
-		advice = append(advice, "Get a new access token (sign in again, or request a new token from your identity provider).")
+		advice = append(advice, "Get a new access token: sign in again, or request a new token from your identity provider.")
 	case string(reasonNotOpenRouterKey):
-		advice = append(advice, "Use an OpenRouter key (https://openrouter.ai/settings/keys). To use this provider's key through OpenRouter, add it there as a BYOK key.")
+		advice = append(advice, "Use an OpenRouter key, from https://openrouter.ai/settings/keys. To use this provider's key through OpenRouter, add it there as a BYOK key.")
 	case statusUnknown:
-		advice = append(advice, "Look the key up at https://openrouter.ai/settings/keys: it is expired, disabled or deleted.")
+		advice = append(advice, "Find "+label+" in the list at https://openrouter.ai/settings/keys: it shows whether the key expired or was disabled; a key that is not listed was deleted.")
 	}
 	if rep.MatchedBy == "label" {
-		advice = append(advice, "This was matched by the key's label only, which several keys can share: check the key in the key settings.")
+		advice = append(advice, "This result comes from the key's label, which several keys can share: find the key by its name at https://openrouter.ai/settings/keys to be sure.")
 	}
 	return advice
 }

@@ -1,17 +1,26 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"html/template"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
@@ -91,7 +100,9 @@ func TestKeyCheckReports(t *testing.T) {
 			{deleted, map[bool]string{true: "key_not_found", false: "unknown"}[withManagement], false, true},
 		} {
 			rep, rec := checkKey(t, kc, c.key)
-			if rec.Code != 200 || rep.Status != c.status || rep.Message == "" || len(rep.Advice) == 0 {
+			// Advice only where there is something to do: a valid key with
+			// limit left and a month to live needs nothing.
+			if rec.Code != 200 || rep.Status != c.status || rep.Headline == "" || rep.Message == "" || (len(rep.Advice) == 0) != (c.status == "valid") {
 				t.Errorf("management %v, %s: %d %s", withManagement, c.status, rec.Code, rec.Body.String())
 				continue
 			}
@@ -180,19 +191,170 @@ func TestKeyCheckBadInput(t *testing.T) {
 			t.Errorf("%s: %d %s", name, rec.Code, rec.Body.String())
 		}
 	}
-	// A key in the query string is refused and kept out of the access log.
+}
+
+// TestKeyCheckRefusesKeysInTheURL tries every way of putting a key in a URL
+// that a log would keep: each is refused with 400 and kept out of the
+// access log, and no answer repeats the key.
+func TestKeyCheckRefusesKeysInTheURL(t *testing.T) {
+	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
+	jwt := "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl"
+	encoded := strings.NewReplacer("-", "%2D", "s", "%73").Replace(goodKey)
+	for name, target := range map[string]string{
+		"key=":                                 "/keycheck?key=" + goodKey,
+		"after a ; pair (ParseQuery drops it)": "/keycheck?x=1;key=" + goodKey,
+		"; alone":                              "/keycheck?;" + goodKey,
+		"token=":                               "/keycheck?token=" + goodKey,
+		"any name":                             "/keycheck?q=" + goodKey + "&page=2",
+		"bare":                                 "/keycheck?" + goodKey,
+		"as the name":                          "/keycheck?" + goodKey + "=1",
+		"percent-encoded":                      "/keycheck?k=" + encoded,
+		"percent-encoded name":                 "/keycheck?" + encoded,
+		"encoded twice":                        "/keycheck?k=" + strings.ReplaceAll(encoded, "%", "%25"),
+		"with Bearer":                          "/keycheck?auth=Bearer%20" + goodKey,
+		"with Bearer, plus":                    "/keycheck?auth=Bearer+" + goodKey,
+		"quoted":                               "/keycheck?k=%22" + goodKey + "%22",
+		"in JSON":                              "/keycheck?q=%7B%22key%22%3A%22" + goodKey + "%22%7D",
+		"malformed sk-or-v1":                   "/keycheck?key=sk-or-v1-abc",
+		"upper case":                           "/keycheck?key=" + strings.ToUpper(goodKey),
+		"another version":                      "/keycheck?key=sk-or-v2-0123456789abcdef",
+		"JWT":                                  "/keycheck?access_token=" + jwt,
+		"OpenAI key":                           "/keycheck?key=sk-proj-" + strings.Repeat("A1b2", 10),
+		"Anthropic key":                        "/keycheck?x-api-key=sk-ant-api03-" + strings.Repeat("Zz9_", 10),
+		"Google key":                           "/keycheck?key=AIza" + strings.Repeat("x", 35),
+		"in the path":                          "/keycheck/" + goodKey,
+		"encoded in the path":                  "/keycheck/" + encoded,
+		"fragment of a path, semicolon":        "/keycheck;key=" + goodKey,
+	} {
+		vars := map[string]any{}
+		req := httptest.NewRequest("GET", target, nil)
+		req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars))
+		rec := httptest.NewRecorder()
+		if err := kc.ServeHTTP(rec, req, nil); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code != 400 || vars[caddyhttp.LogSkipVar] != true {
+			t.Errorf("%s (%s): %d, log skip %v", name, target, rec.Code, vars[caddyhttp.LogSkipVar])
+		}
+		if strings.Contains(rec.Body.String(), "sk-or-v1-0") || strings.Contains(rec.Body.String(), "0123456789abcdef") {
+			t.Errorf("%s: the answer repeats the key", name)
+		}
+	}
+	// A rewrite before the check does not hide the URL the client sent,
+	// which is the one the access log writes down.
 	vars := map[string]any{}
-	req := httptest.NewRequest("GET", "/keycheck?key=sk-or-v1-abc", nil)
-	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars))
+	req := httptest.NewRequest("GET", "/keycheck?key="+goodKey, nil)
+	orig := *req
+	orig.URL = &url.URL{Path: req.URL.Path, RawQuery: req.URL.RawQuery}
+	req.URL.RawQuery = ""
+	ctx := context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars)
+	req = req.WithContext(context.WithValue(ctx, caddyhttp.OriginalRequestCtxKey, orig))
 	rec := httptest.NewRecorder()
 	kc.ServeHTTP(rec, req, nil)
-	if rec.Code != 400 || vars[caddyhttp.LogSkipVar] != true || strings.Contains(rec.Body.String(), "sk-or-v1-abc") {
-		t.Errorf("key in the URL: %d %v %s", rec.Code, vars, rec.Body.String())
+	if rec.Code != 400 || vars[caddyhttp.LogSkipVar] != true {
+		t.Errorf("key in the URL before a rewrite: %d, log skip %v", rec.Code, vars[caddyhttp.LogSkipVar])
 	}
-	// An upstream that does not answer is a 502, not a verdict.
-	rec = checkRequest(t, kc, "application/json", `{"key":"`+goodKey+`"}`, "192.0.2.9")
-	if rec.Code != http.StatusBadGateway {
-		t.Errorf("dead upstream: %d %s", rec.Code, rec.Body.String())
+
+	// URLs without keys are served, and logged.
+	for _, target := range []string{"/keycheck", "/keycheck?", "/keycheck?lang=en&theme=dark", "/keycheck?q=task-or-not", "/keycheck?utm_source=newsletter;x=1", "/keycheck?next=%2Fhome"} {
+		vars := map[string]any{}
+		req := httptest.NewRequest("GET", target, nil)
+		req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, vars))
+		rec := httptest.NewRecorder()
+		kc.ServeHTTP(rec, req, nil)
+		if rec.Code != 200 || vars[caddyhttp.LogSkipVar] != nil {
+			t.Errorf("%s: %d, log skip %v", target, rec.Code, vars[caddyhttp.LogSkipVar])
+		}
+	}
+	// A browser that opened such a URL gets the page, saying why.
+	req = httptest.NewRequest("GET", "/keycheck?key="+goodKey, nil)
+	req.Header.Set("Accept", "text/html")
+	rec = httptest.NewRecorder()
+	kc.ServeHTTP(rec, req, nil)
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), "Never put a key in a URL") || strings.Contains(rec.Body.String(), goodKey) {
+		t.Errorf("browser: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+// TestKeyCheckUpstreamErrorsSayWhatNotWhere: a visitor learns that
+// OpenRouter could not be reached, never an address, a host name, a
+// resolver or a Go error; the debug log has the detail.
+func TestKeyCheckUpstreamErrorsSayWhatNotWhere(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closedURL := closed.URL
+	closed.Close() // nothing listens there any more
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hang.Close()
+	for _, c := range []struct {
+		name, upstream string
+		status         int
+		say            string
+		detail         string // in the debug log
+	}{
+		{"closed port", closedURL + "/api/v1", 502, "OpenRouter could not be reached", "connection refused"},
+		// .onion names are never sent to DNS (RFC 7686): unresolvable
+		// without a query leaving the machine.
+		{"unresolvable host", "http://openrouter.onion/api/v1", 502, "OpenRouter could not be reached", "openrouter.onion"},
+		{"no answer in time", hang.URL + "/api/v1", 504, "OpenRouter did not answer in time", "key lookup"},
+	} {
+		kc := newKeyCheck(t, c.upstream, "")
+		kc.timeout = 500 * time.Millisecond
+		core, logs := observer.New(zapcore.DebugLevel)
+		kc.logger = zap.New(core)
+		for _, accept := range []string{"application/json", "text/html"} {
+			req := httptest.NewRequest("POST", "/keycheck", strings.NewReader("key="+goodKey))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Accept", accept)
+			rec := httptest.NewRecorder()
+			kc.ServeHTTP(rec, req, nil)
+			body := rec.Body.String()
+			if rec.Code != c.status || !strings.Contains(body, c.say) {
+				t.Errorf("%s, %s: %d %s", c.name, accept, rec.Code, body)
+			}
+			host := strings.TrimPrefix(strings.TrimSuffix(c.upstream, "/api/v1"), "http://")
+			for _, where := range []string{host, "127.0.0.1", "onion", "dial", "tcp", "lookup", "refused", "context deadline", ":53", "no such host", "no suitable address"} {
+				if strings.Contains(body, where) {
+					t.Errorf("%s, %s: the visitor is told %q: %s", c.name, accept, where, body)
+				}
+			}
+		}
+		entries := logs.FilterMessage("key check could not ask OpenRouter").All()
+		if len(entries) == 0 || !strings.Contains(fmt.Sprint(entries[0].ContextMap()["error"]), c.detail) {
+			t.Errorf("%s: debug log %v, want the detail %q", c.name, entries, c.detail)
+		}
+		for _, e := range logs.All() {
+			if strings.Contains(fmt.Sprint(e.ContextMap()), goodKey) || strings.Contains(fmt.Sprint(e.ContextMap()), "/api/v1/key") {
+				t.Errorf("%s: the log has the key or the URL: %v", c.name, e.ContextMap())
+			}
+		}
+	}
+}
+
+// TestKeyCheckRefusesOtherSites: another site's page cannot make its
+// visitors' browsers check keys here; this page and programs can.
+func TestKeyCheckRefusesOtherSites(t *testing.T) {
+	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
+	for _, c := range []struct {
+		name   string
+		header []string
+		status int
+	}{
+		{"a program", nil, 200},
+		{"this page", []string{"Sec-Fetch-Site", "same-origin", "Origin", "http://example.com"}, 200},
+		{"another site", []string{"Sec-Fetch-Site", "cross-site", "Origin", "https://evil.example"}, 403},
+		{"a sibling site", []string{"Sec-Fetch-Site", "same-site"}, 403},
+		{"another site, older browser", []string{"Origin", "https://evil.example"}, 403},
+	} {
+		req := httptest.NewRequest("POST", "http://example.com/keycheck", strings.NewReader(`{"key":"sk-or-v1-x"}`))
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(c.header); i += 2 {
+			req.Header.Set(c.header[i], c.header[i+1])
+		}
+		rec := httptest.NewRecorder()
+		kc.ServeHTTP(rec, req, nil)
+		if rec.Code != c.status {
+			t.Errorf("%s: %d %s", c.name, rec.Code, rec.Body.String())
+		}
 	}
 }
 
@@ -210,25 +372,43 @@ func TestKeyCheckTimesOut(t *testing.T) {
 
 func TestKeyCheckRateLimit(t *testing.T) {
 	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
-	kc.limiter = newWindowLimiter(3, time.Minute)
+	kc.limiter = newClientLimiter(3, time.Minute, 100)
 	for i := 0; i < 3; i++ {
 		if rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "192.0.2.50"); rec.Code != 200 {
 			t.Fatalf("request %d: %d", i, rec.Code)
 		}
 	}
 	rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "192.0.2.50")
-	if rec.Code != 429 || rec.Header().Get("Retry-After") != "60" {
+	// One token every 20s: Retry-After is when the next one comes.
+	if ra, _ := strconv.Atoi(rec.Header().Get("Retry-After")); rec.Code != 429 || ra < 19 || ra > 20 {
 		t.Errorf("4th request: %d %v", rec.Code, rec.Header())
 	}
 	if rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "192.0.2.51"); rec.Code != 200 {
 		t.Errorf("another client was limited: %d", rec.Code)
 	}
+	if rec := checkRequest(t, kc, "application/json", `{"key":"sk-or-v1-x"}`, "2001:db8::1"); rec.Code != 200 {
+		t.Errorf("an IPv6 client was limited: %d", rec.Code)
+	}
+}
+
+// pageRequest sends a browser's request to the key check.
+func pageRequest(t *testing.T, kc *KeyCheck, method, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, "/keycheck", strings.NewReader(body))
+	if method == "POST" {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	rec := httptest.NewRecorder()
+	if err := kc.ServeHTTP(rec, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	return rec
 }
 
 func TestKeyCheckPage(t *testing.T) {
 	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
-	rec := httptest.NewRecorder()
-	kc.ServeHTTP(rec, httptest.NewRequest("GET", "/keycheck", nil), nil)
+	rec := pageRequest(t, kc, "GET", "")
 	page := rec.Body.String()
 	csp := rec.Header().Get("Content-Security-Policy")
 	if rec.Code != 200 || !strings.Contains(page, `type="password"`) || !strings.Contains(csp, "default-src 'none'") {
@@ -236,21 +416,267 @@ func TestKeyCheckPage(t *testing.T) {
 	}
 	// Self-contained: nothing loaded from elsewhere; the inline script and
 	// style are exactly what the policy's hashes allow.
-	if regexp.MustCompile(`(?i)(src|href)=`).MatchString(page) {
-		t.Error("the page loads something")
+	if regexp.MustCompile(`(?i)(src|href)=`).MatchString(page) || strings.Count(page, "<script") != 1 || strings.Count(page, "<style") != 1 {
+		t.Error("the page loads something, or has more than one script or style")
 	}
 	script := page[strings.Index(page, "<script>")+8 : strings.Index(page, "</script>")]
 	style := page[strings.Index(page, "<style>")+7 : strings.Index(page, "</style>")]
 	if !strings.Contains(csp, cspHash(script)) || !strings.Contains(csp, cspHash(style)) {
 		t.Error("the inline script or style does not match the policy's hashes")
 	}
-	// Without JavaScript: the form posts and gets the page with the report.
-	req := httptest.NewRequest("POST", "/keycheck", strings.NewReader("key=sk-or-v1-short"))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.Header.Set("Accept", "text/html,application/xhtml+xml")
-	rec = httptest.NewRecorder()
-	kc.ServeHTTP(rec, req, nil)
-	if !strings.Contains(rec.Header().Get("Content-Type"), "text/html") || !strings.Contains(rec.Body.String(), `id="status">key_malformed</p>`) {
-		t.Errorf("form post: %s", rec.Body.String())
+	// For keyboards and screen readers: a real label, a named button, a
+	// live result region.
+	for _, want := range []string{`<label for="key">`, `<input id="key"`, `>Check key</button>`, `<section id="result" aria-live="polite"`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page has no %s", want)
+		}
+	}
+
+	// Without JavaScript: the form posts and gets the page with the result.
+	rec = pageRequest(t, kc, "POST", "key=sk-or-v1-short")
+	result := rec.Body.String()
+	if rec.Code != 200 || !strings.Contains(rec.Header().Get("Content-Type"), "text/html") ||
+		!strings.Contains(result, `<span id="headline">Key malformed</span> <code class="reason" title="Status code">key_malformed</code>`) ||
+		!strings.Contains(result, "<h3>What to do</h3><ol><li>Copy the key again") {
+		t.Errorf("form post: %d %s", rec.Code, result)
+	}
+	// A key-less post says so, in words.
+	rec = pageRequest(t, kc, "POST", "key=")
+	if rec.Code != 400 || !strings.Contains(rec.Body.String(), `tabindex="-1">No key</h2><p>Paste a key into the field, then choose &#34;Check key&#34;.</p>`) {
+		t.Errorf("empty form post: %d %s", rec.Code, rec.Body.String())
+	}
+	// The script's own message for an empty field is the same, rendered by
+	// the same template.
+	if !strings.Contains(page, `<template id="empty-key">`+"\n"+`<div class="card bad"><h2 id="status" class="status" tabindex="-1">No key</h2><p>Paste a key into the field`) {
+		t.Errorf("the empty-field message is not in the page:\n%s", page)
+	}
+	// A browser that is rate limited gets the page too, saying when to
+	// come back.
+	kc.limiter = newClientLimiter(1, time.Hour, 10)
+	pageRequest(t, kc, "POST", "key=sk-or-v1-short")
+	rec = pageRequest(t, kc, "POST", "key=sk-or-v1-short")
+	if rec.Code != 429 || !strings.Contains(rec.Body.String(), "try again in 60 minutes") || rec.Header().Get("Retry-After") != "3600" {
+		t.Errorf("rate limited browser: %d %s", rec.Code, rec.Body.String())
+	}
+}
+
+// fullReport is a report with every field set, as of now.
+func fullReport(now time.Time) *report {
+	limit, left, reset := 10.0, 0.0012, "monthly"
+	mgmt, free := false, true
+	exp, used := now.Add(20*24*time.Hour+time.Minute), now.Add(-2*24*time.Hour)
+	in := int64(exp.Sub(now) / time.Second)
+	rep := &report{Status: "valid", Headline: "Key works", Message: "The key is valid: OpenRouter accepts it.",
+		Key: &keyReport{Label: "sk-or-v1-012...def", Workspace: "Production", Name: "CI <bot>", IsManagementKey: &mgmt, IsFreeTier: &free,
+			Limit: &limit, LimitRemaining: &left, LimitReset: &reset,
+			Usage:     &usageReport{Total: 9.9988, Daily: 0, Weekly: 1.5, Monthly: 9.9988},
+			ExpiresAt: &exp, ExpiresInSeconds: &in, RateLimit: &rateLimitReport{Requests: -1, Interval: "10s"}, LastUsedAt: &used},
+		Credits: &creditsReport{TotalCredits: 25, TotalUsage: 11.5, Remaining: 13.5},
+		Models:  &modelsReport{Count: 337, Sample: []string{"openai/gpt-4o", "anthropic/claude-3.5-sonnet"}},
+	}
+	rep.Advice = adviceFor(rep, now)
+	return rep
+}
+
+func TestKeyCheckViewInWords(t *testing.T) {
+	now := time.Date(2026, 11, 23, 14, 0, 0, 0, time.UTC)
+	v := viewOf(fullReport(now), now)
+	got := map[string]string{}
+	for _, f := range append(v.Key, v.Account...) {
+		got[f.Name] = f.text()
+	}
+	for name, want := range map[string]string{
+		"Key":            "sk-or-v1-012...def",
+		"Name":           "CI <bot>",
+		"Workspace":      "Production",
+		"Type":           "API key, free tier",
+		"Spending limit": "$10.00, resets monthly",
+		"Limit left":     "$0.0012",
+		"Usage":          "$9.9988 in total: $0.00 today, $1.50 this week, $9.9988 this month",
+		"Expires":        "2026-12-13 14:01 UTC (in 20 days)",
+		"Rate limit":     "unlimited",
+		"Last used":      "2026-11-21 14:00 UTC (2 days ago)",
+		"Credits":        "$13.50 left of $25.00 ($11.50 used)",
+		"Models":         "337 available, such as openai/gpt-4o, anthropic/claude-3.5-sonnet",
+	} {
+		if got[name] != want {
+			t.Errorf("%s: %q, want %q", name, got[name], want)
+		}
+	}
+	if v.Headline != "Key works" || v.Tone != "ok" || len(v.Advice) != 0 {
+		t.Errorf("headline %q, tone %q, advice %q", v.Headline, v.Tone, v.Advice)
+	}
+	// No limit, no expiry: said, not left out; booleans that are false
+	// are left out.
+	k := &keyReport{Label: "x", IsFreeTier: new(bool), IsManagementKey: new(bool), Usage: &usageReport{}, RateLimit: &rateLimitReport{Requests: 20, Interval: "10s"}}
+	got = map[string]string{}
+	for _, f := range keyFacts(k, now) {
+		got[f.Name] = f.text()
+	}
+	if got["Spending limit"] != "no limit" || got["Expires"] != "never" || got["Type"] != "API key" || got["Rate limit"] != "20 requests per 10 seconds" {
+		t.Errorf("no limit, no expiry: %v", got)
+	}
+	// A refused key: only what is known.
+	got = map[string]string{}
+	for _, f := range keyFacts(&keyReport{Label: "x"}, now) {
+		got[f.Name] = f.text()
+	}
+	if len(got) != 1 {
+		t.Errorf("refused key: %v", got)
+	}
+	for in, want := range map[time.Duration]string{
+		30 * time.Second: "in less than a minute", -5 * time.Minute: "5 minutes ago", 2 * time.Hour: "in 2 hours",
+		-36 * time.Hour: "2 days ago", 24*time.Hour + time.Minute: "in 24 hours", -time.Minute: "1 minute ago", 59 * time.Minute: "in 59 minutes", -60 * time.Minute: "1 hour ago",
+	} {
+		if got := relativeTime(now.Add(in), now); got != want {
+			t.Errorf("relativeTime(%v) = %q, want %q", in, got, want)
+		}
+	}
+	for in, want := range map[float64]string{0: "$0.00", 13.5: "$13.50", 0.00004: "$0.00", 0.00016: "$0.0002", 1234.56789: "$1234.5679", -2: "-$2.00", -0.00001: "$0.00"} {
+		if got := money(in); got != want {
+			t.Errorf("money(%g) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestKeyCheckPageAndCLISayTheSame renders one report on the page and in
+// the CLI: every fact, the headline, the message and the advice read the
+// same, and dates carry their UTC time on hover.
+func TestKeyCheckPageAndCLISayTheSame(t *testing.T) {
+	now := time.Now()
+	rep := fullReport(now)
+	exp := now.Add(3 * 24 * time.Hour)
+	rep.Key.ExpiresAt = &exp // soon: advice
+	rep.Advice = adviceFor(rep, now)
+	v := viewOf(rep, now)
+	var page, cli bytes.Buffer
+	if err := pageTemplate.Execute(&page, pageData{Result: v}); err != nil {
+		t.Fatal(err)
+	}
+	printReport(&cli, v)
+	html := page.String()
+	esc := template.HTMLEscapeString
+	if !strings.Contains(cli.String(), "Key works (valid)\nThe key is valid") || !strings.Contains(html, `<span id="headline">Key works</span>`) {
+		t.Errorf("headline: page or CLI\n%s", cli.String())
+	}
+	if len(v.Advice) != 1 || !strings.Contains(v.Advice[0], "expires in 3 days") {
+		t.Fatalf("advice: %q", v.Advice)
+	}
+	for _, a := range v.Advice {
+		if !strings.Contains(html, "<li>"+esc(a)+"</li>") || !strings.Contains(cli.String(), "1. "+a) {
+			t.Errorf("advice %q: not on both", a)
+		}
+	}
+	for _, f := range append(v.Key, v.Account...) {
+		if !strings.Contains(cli.String(), fmt.Sprintf("  %-15s %s\n", f.Name, f.text())) {
+			t.Errorf("CLI has no %s: %s", f.Name, f.text())
+		}
+		want := "<dt>" + esc(f.Name) + "</dt><dd>" + esc(f.Value) + "</dd>"
+		if f.When != nil {
+			want = fmt.Sprintf(`<dt>%s</dt><dd><time datetime="%s" title="%s">%s</time> (%s)</dd>`, f.Name, f.When.ISO, f.When.UTC, f.When.UTC, f.When.Relative)
+			if !strings.HasSuffix(f.When.UTC, " UTC") {
+				t.Errorf("%s: %q is not UTC", f.Name, f.When.UTC)
+			}
+		}
+		if !strings.Contains(html, want) {
+			t.Errorf("page has no %s", want)
+		}
+	}
+	if !strings.Contains(html, "CI &lt;bot&gt;") {
+		t.Error("a key name is not escaped")
+	}
+}
+
+// runCmd runs the subcommand's body with args, the key on stdin, and the
+// environment as set by the test.
+func runCmd(t *testing.T, upstream, stdin string, asJSON bool, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	run := keyCheckRun{args: args, asJSON: asJSON, upstream: upstream, timeout: 2 * time.Second,
+		stdin: strings.NewReader(stdin), stdout: &out, stderr: &errOut}
+	code = run.run()
+	return code, out.String(), errOut.String()
+}
+
+func TestKeyCheckCmd(t *testing.T) {
+	emu, api := startEmulator(t)
+	valid := emu.NewKey(emulator.KeyOptions{})
+	past := time.Now().Add(-time.Hour)
+	expired := emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
+	mgmt := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_API_KEY", "")
+	t.Setenv("OPENROUTER_MANAGEMENT_KEY", mgmt)
+
+	// A key as an argument is refused, and not sent anywhere.
+	before := emu.Count("key")
+	code, out, errOut := runCmd(t, api, "", false, valid)
+	if code != exitUsage || out != "" || !strings.Contains(errOut, "refusing a key given as an argument: it lands in shell history and in the process list") ||
+		strings.Contains(errOut, valid) || emu.Count("key") != before {
+		t.Errorf("key as an argument: exit %d, %q, %q", code, out, errOut)
+	}
+	if code, _, errOut = runCmd(t, api, valid+"\n", false, "please"); code != exitUsage || !strings.Contains(errOut, "takes no arguments") {
+		t.Errorf("another argument: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut = runCmd(t, api, "", false); code != exitUsage || !strings.Contains(errOut, "no key: set OPENROUTER_API_KEY") {
+		t.Errorf("no key: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut = runCmd(t, "ftp://example.com", valid+"\n", false); code != exitUsage || !strings.Contains(errOut, "upstream:") {
+		t.Errorf("bad upstream: exit %d, %q", code, errOut)
+	}
+
+	// A normal result: the report on stdout, nothing on stderr.
+	code, out, errOut = runCmd(t, api, expired+"\r\n", false)
+	if code != exitNotValid || errOut != "" || !strings.HasPrefix(out, "Key expired (key_expired)\nKey expired.") ||
+		!strings.Contains(out, "\nWhat to do:\n  1. Create a new key") || !strings.Contains(out, "  Expires         ") || !strings.Contains(out, "UTC (1 hour ago)") {
+		t.Errorf("expired key on stdin: exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	t.Setenv("OPENROUTER_API_KEY", valid)
+	code, out, errOut = runCmd(t, api, "", false)
+	if code != exitValid || errOut != "" || !strings.HasPrefix(out, "Key works (valid)\n") || strings.Contains(out, "What to do") || !strings.Contains(out, "  Rate limit      unlimited\n") {
+		t.Errorf("valid key from the environment: exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	code, out, errOut = runCmd(t, api, "", true)
+	var rep report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != exitValid || errOut != "" || rep.Status != "valid" || rep.Advice == nil {
+		t.Errorf("--json: exit %d, %v, stderr %q\n%s", code, err, errOut, out)
+	}
+
+	// No answer from OpenRouter: exit 2, saying what.
+	code, out, errOut = runCmd(t, "http://127.0.0.1:1/api/v1", "", false)
+	if code != exitUsage || out != "" || !strings.Contains(errOut, "the key could not be checked: OpenRouter could not be reached.") {
+		t.Errorf("unreachable: exit %d, %q, %q", code, out, errOut)
+	}
+}
+
+func TestKeyCheckCmdHelpAndFlags(t *testing.T) {
+	newCmd := func(args ...string) (*cobra.Command, *bytes.Buffer, *bytes.Buffer) {
+		cmd := &cobra.Command{Use: keyCheckCommandName + " [--json] [--upstream <url>] [--timeout <duration>]", Long: keyCheckLong}
+		setupKeyCheckCommand(cmd)
+		var out, errOut bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
+		cmd.SetArgs(args)
+		return cmd, &out, &errOut
+	}
+	cmd, out, _ := newCmd("--help")
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, want := range []string{
+		"A key given as an argument is\nrefused",
+		"Exit status:\n  0  the key works\n  1  the key was checked and does not work (any other status)\n  2  usage error, or OpenRouter could not be asked",
+		"Examples:\n", "OPENROUTER_API_KEY=... caddy openrouter-keycheck", "caddy openrouter-keycheck < key.txt",
+		"caddy openrouter-keycheck --json < key.txt", "--upstream http://127.0.0.1:8080/api/v1",
+		"Flags:\n", "--json ", "--timeout duration", "--upstream string",
+	} {
+		if !strings.Contains(help, want) {
+			t.Errorf("help has no %q:\n%s", want, help)
+		}
+	}
+	// A flag that is not there: the reason on stderr, and an exit error.
+	cmd, out, errOut := newCmd("--key", "x")
+	if err := cmd.Execute(); err == nil || out.Len() != 0 || !strings.Contains(errOut.String(), "openrouter-keycheck: unknown flag: --key\nSee: caddy openrouter-keycheck --help") {
+		t.Errorf("unknown flag: %v, %q, %q", err, out, errOut)
 	}
 }

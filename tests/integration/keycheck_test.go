@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,19 +14,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/chromedp/chromedp"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
-var updateScreenshot = flag.Bool("update-screenshot", false, "refresh tests/keycheck.png from the browser test")
+var updateScreenshot = flag.Bool("update-screenshot", false, "refresh tests/keycheck-{valid,expired,malformed}.png from the browser test")
 
 var keycheckURL = strings.TrimSuffix(gatewayBase, "/api/v1") + "/keycheck"
 
 type checkReport struct {
-	Status  string `json:"status"`
-	Message string `json:"message"`
-	Key     *struct {
+	Status   string `json:"status"`
+	Headline string `json:"headline"`
+	Message  string `json:"message"`
+	Key      *struct {
 		Label          string     `json:"label"`
 		LimitRemaining *float64   `json:"limit_remaining"`
 		ExpiresAt      *time.Time `json:"expires_at"`
@@ -58,7 +61,9 @@ func TestKeyCheckThroughCaddy(t *testing.T) {
 		b, _ := json.Marshal(map[string]string{"key": key})
 		resp, body := raw(t, "POST", keycheckURL, "", string(b))
 		var rep checkReport
-		if err := json.Unmarshal(body, &rep); err != nil || resp.StatusCode != 200 || rep.Status != want || rep.Models == nil || len(rep.Advice) == 0 {
+		// Advice only where there is something to do.
+		if err := json.Unmarshal(body, &rep); err != nil || resp.StatusCode != 200 || rep.Status != want || rep.Headline == "" ||
+			rep.Models == nil || rep.Advice == nil || (len(rep.Advice) == 0) != (want == "valid") {
 			t.Errorf("%s: %d %s", want, resp.StatusCode, body)
 		}
 		if resp.Header.Get("Cache-Control") != "no-store" {
@@ -70,23 +75,114 @@ func TestKeyCheckThroughCaddy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A key in the URL is refused and stays out of the access log.
-	resp, _ := raw(t, "GET", keycheckURL+"?key="+valid, "", "")
-	if resp.StatusCode != 400 {
-		t.Errorf("key in the URL: %d", resp.StatusCode)
+	// A key anywhere in the URL is refused and stays out of the access log,
+	// whatever the separator or encoding.
+	encoded := strings.NewReplacer("-", "%2D", "s", "%73").Replace(valid)
+	for _, query := range []string{"?key=" + valid, "?x=1;key=" + valid, "?" + valid, "?k=" + encoded, "?token=Bearer+" + valid} {
+		resp, body := raw(t, "GET", keycheckURL+query, "", "")
+		if resp.StatusCode != 400 || bytes.Contains(body, []byte(valid)) {
+			t.Errorf("key in the URL (%s...): %d", query[:min(len(query), 12)], resp.StatusCode)
+		}
 	}
+	raw(t, "GET", keycheckURL+"?lang=en", "", "") // a URL without a key is logged
 	time.Sleep(100 * time.Millisecond)
 	logs, _ := os.ReadFile(logPath)
-	if bytes.Contains(logs, []byte("/keycheck?key=")) {
-		t.Error("the access log has the URL with the key")
+	for _, leak := range []string{"/keycheck?key=", "/keycheck?x=1", valid[9:], "%2Dor%2Dv1"} {
+		if bytes.Contains(logs, []byte(leak)) {
+			t.Errorf("the access log has %q", leak)
+		}
 	}
-	if !bytes.Contains(logs, []byte(`"uri":"/keycheck"`)) {
+	if !bytes.Contains(logs, []byte(`"uri":"/keycheck?lang=en"`)) {
 		t.Error("the access log has no key check entry at all: the check above proves nothing")
 	}
 }
 
+// TestKeyCheckRateLimitThroughCaddy: the limit counts the client as Caddy
+// sees it. A client cannot dodge it with X-Forwarded-For unless the server
+// trusts its proxy (trusted_proxies), and then every address of one IPv6
+// /64 shares one bucket.
+func TestKeyCheckRateLimitThroughCaddy(t *testing.T) {
+	emu := emulator.New()
+	upstream := newUpstream(t, emu)
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`{
+	admin localhost:2999
+	http_port %[1]d
+	https_port 9443
+	auto_https off
+	skip_install_trust
+	log {
+		output file %[3]q
+		level DEBUG
+	}
+	servers :%[2]d {
+		trusted_proxies static 127.0.0.1/32 ::1/128
+	}
+}
+
+http://localhost:%[1]d, http://localhost:%[2]d {
+	log
+	handle /keycheck {
+		openrouter_keycheck {
+			upstream http://%[4]s/api/v1
+			lookup_timeout 2s
+			rate_limit 3 1m
+		}
+	}
+}
+`, gatewayPort, plainPort, logPath, upstream), "caddyfile")
+
+	direct := fmt.Sprintf("http://localhost:%d/keycheck", gatewayPort)
+	behindProxy := fmt.Sprintf("http://localhost:%d/keycheck", plainPort)
+	check := func(url string, header ...string) int {
+		t.Helper()
+		resp, body := raw(t, "POST", url, "", `{"key":"sk-or-v1-0123"}`, header...)
+		if resp.StatusCode == 429 && resp.Header.Get("Retry-After") != "20" {
+			t.Errorf("429 with Retry-After %q, want 20 (one token every 20s)", resp.Header.Get("Retry-After"))
+		}
+		if resp.StatusCode != 200 && resp.StatusCode != 429 {
+			t.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return resp.StatusCode
+	}
+
+	// Not behind a trusted proxy: forged headers change nothing.
+	for i := range 3 {
+		if code := check(direct, "X-Forwarded-For", fmt.Sprintf("203.0.113.%d", i), "X-Real-IP", fmt.Sprintf("198.51.100.%d", i)); code != 200 {
+			t.Fatalf("request %d: %d", i+1, code)
+		}
+	}
+	if code := check(direct, "X-Forwarded-For", "203.0.113.99", "X-Real-IP", "198.51.100.99", "Forwarded", "for=192.0.2.99"); code != 429 {
+		t.Errorf("a 4th request with a forged X-Forwarded-For: %d, want 429", code)
+	}
+
+	// Behind a trusted proxy: X-Forwarded-For is the client.
+	for i := range 3 {
+		if code := check(behindProxy, "X-Forwarded-For", "203.0.113.1"); code != 200 {
+			t.Fatalf("client 203.0.113.1, request %d: %d", i+1, code)
+		}
+	}
+	if code := check(behindProxy, "X-Forwarded-For", "203.0.113.1"); code != 429 {
+		t.Errorf("client 203.0.113.1, 4th request: %d, want 429", code)
+	}
+	if code := check(behindProxy, "X-Forwarded-For", "203.0.113.2"); code != 200 {
+		t.Errorf("client 203.0.113.2 was limited with 203.0.113.1: %d", code)
+	}
+	for i := range 3 {
+		if code := check(behindProxy, "X-Forwarded-For", fmt.Sprintf("2001:db8:7:8::%x", i+1)); code != 200 {
+			t.Fatalf("IPv6 client, request %d: %d", i+1, code)
+		}
+	}
+	if code := check(behindProxy, "X-Forwarded-For", "2001:db8:7:8:ffff:ffff:ffff:fffe"); code != 429 {
+		t.Errorf("a 4th address of the same /64: %d, want 429", code)
+	}
+	if code := check(behindProxy, "X-Forwarded-For", "2001:db8:7:9::1"); code != 200 {
+		t.Errorf("the next /64 was limited: %d", code)
+	}
+}
+
 // caddyCommand runs the test binary as Caddy with args.
-func caddyCommand(t *testing.T, stdin string, env []string, args ...string) (string, int) {
+func caddyCommand(t *testing.T, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -95,10 +191,9 @@ func caddyCommand(t *testing.T, stdin string, env []string, args ...string) (str
 	cmd := exec.Command(self, args...)
 	cmd.Env = append(os.Environ(), append(env, runCaddyEnv+"=1", "HOME="+t.TempDir())...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err = cmd.Run()
-	code := 0
 	var exit *exec.ExitError
 	if errors.As(err, &exit) {
 		code = exit.ExitCode()
@@ -106,8 +201,8 @@ func caddyCommand(t *testing.T, stdin string, env []string, args ...string) (str
 		t.Fatal(err)
 	}
 	recordResponse(out.Bytes()) // swept for key material after the suite
-	recordResponse(stderr.Bytes())
-	return out.String(), code
+	recordResponse(errOut.Bytes())
+	return out.String(), errOut.String(), code
 }
 
 func TestKeyCheckCommand(t *testing.T) {
@@ -119,24 +214,49 @@ func TestKeyCheckCommand(t *testing.T) {
 	mgmt := emu.NewKey(emulator.KeyOptions{Management: true})
 	clean := []string{"OPENROUTER_API_KEY=", "OPENROUTER_MANAGEMENT_KEY="}
 
-	out, code := caddyCommand(t, "", append(clean, "OPENROUTER_API_KEY="+valid), "openrouter-keycheck", "--json", "--upstream", upstream)
+	// Normal results: the report on stdout, not a line on stderr, and the
+	// exit status says which.
+	out, errOut, code := caddyCommand(t, "", append(clean, "OPENROUTER_API_KEY="+valid), "openrouter-keycheck", "--json", "--upstream", upstream)
 	var rep checkReport
-	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || rep.Status != "valid" {
-		t.Errorf("valid key, --json: exit %d, %s", code, out)
+	if err := json.Unmarshal([]byte(out), &rep); err != nil || code != 0 || rep.Status != "valid" || errOut != "" {
+		t.Errorf("valid key, --json: exit %d, %s\nstderr: %s", code, out, errOut)
 	}
-	out, code = caddyCommand(t, expired+"\n", append(clean, "OPENROUTER_MANAGEMENT_KEY="+mgmt), "openrouter-keycheck", "--upstream", upstream)
-	if code != 1 || !strings.Contains(out, "Status:  key_expired") || !strings.Contains(out, "Key expired.") {
-		t.Errorf("expired key on stdin, text: exit %d\n%s", code, out)
+	out, errOut, code = caddyCommand(t, expired+"\n", append(clean, "OPENROUTER_MANAGEMENT_KEY="+mgmt), "openrouter-keycheck", "--upstream", upstream)
+	if code != 1 || errOut != "" || !strings.HasPrefix(out, "Key expired (key_expired)\n") || !strings.Contains(out, "What to do:\n  1. Create a new key") {
+		t.Errorf("expired key on stdin, text: exit %d\n%s\nstderr: %s", code, out, errOut)
 	}
-	out, code = caddyCommand(t, expired+"\n", clean, "openrouter-keycheck", "--upstream", upstream)
-	if code != 1 || !strings.Contains(out, "Status:  unknown") {
-		t.Errorf("expired key without management key: exit %d\n%s", code, out)
+	out, errOut, code = caddyCommand(t, expired+"\n", clean, "openrouter-keycheck", "--upstream", upstream)
+	if code != 1 || errOut != "" || !strings.HasPrefix(out, "Key refused (unknown)\n") {
+		t.Errorf("expired key without management key: exit %d\n%s\nstderr: %s", code, out, errOut)
 	}
-	if _, code = caddyCommand(t, "", clean, "openrouter-keycheck", "--upstream", upstream); code != 2 {
-		t.Errorf("no key: exit %d", code)
+
+	// Usage and network errors: exit 2, the reason in words on stderr.
+	for _, c := range []struct {
+		name, stdin string
+		args        []string
+		say         string
+	}{
+		{"key as an argument", "", []string{valid}, "refusing a key given as an argument: it lands in shell history and in the process list"},
+		{"unknown flag", valid + "\n", []string{"--key", "x"}, "unknown flag: --key"},
+		{"no key", "", nil, "no key: set OPENROUTER_API_KEY"},
+		{"unreachable upstream", valid + "\n", []string{"--upstream", "http://127.0.0.1:1/api/v1", "--timeout", "2s"}, "OpenRouter could not be reached"},
+	} {
+		out, errOut, code = caddyCommand(t, c.stdin, clean, append([]string{"openrouter-keycheck"}, c.args...)...)
+		if code != 2 || out != "" || !strings.Contains(errOut, c.say) || strings.Contains(errOut, valid) || strings.Contains(errOut, `"level"`) {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q", c.name, code, out, errOut)
+		}
 	}
-	if _, code = caddyCommand(t, valid+"\n", clean, "openrouter-keycheck", "--upstream", "http://127.0.0.1:1/api/v1", "--timeout", "2s"); code != 2 {
-		t.Errorf("unreachable upstream: exit %d", code)
+
+	// Its own help: what it does, where the key comes from, examples, exit
+	// statuses; not Caddy's.
+	out, errOut, code = caddyCommand(t, "", clean, "openrouter-keycheck", "--help")
+	for _, want := range []string{"Usage:\n  caddy openrouter-keycheck [--json]", "Exit status:", "Examples:", "OPENROUTER_API_KEY=... caddy openrouter-keycheck", "--upstream string"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("help has no %q", want)
+		}
+	}
+	if code != 0 || errOut != "" || strings.Contains(out, "caddyserver.com") {
+		t.Errorf("help: exit %d, stderr %q\n%s", code, errOut, out)
 	}
 }
 
@@ -151,6 +271,52 @@ func chromiumPath() string {
 	return ""
 }
 
+// pageState is what a person sees and what a screen reader is told.
+type pageState struct {
+	Headline  string `json:"headline"`
+	Code      string `json:"code"`
+	Focused   string `json:"focused"`
+	Live      string `json:"live"`
+	Result    string `json:"result"` // the live region's text
+	TimeTitle string `json:"timeTitle"`
+	TimeText  string `json:"timeText"`
+	Invalid   string `json:"invalid"`
+}
+
+const pageStateJS = `(() => {
+  const r = document.getElementById("result"), h = document.getElementById("headline"),
+        c = r.querySelector(".reason"), tm = r.querySelector("time"), a = document.activeElement;
+  return {headline: h ? h.textContent : "", code: c ? c.textContent : "", focused: a ? a.id : "",
+    live: r.getAttribute("aria-live") || "", result: r.innerText,
+    timeTitle: tm ? tm.title : "", timeText: tm ? tm.textContent : "",
+    invalid: document.getElementById("key").getAttribute("aria-invalid") || ""};
+})()`
+
+// lowContrastJS lists the text on the page whose colour has a contrast
+// below 4.5:1 (WCAG AA) with the background it is drawn on.
+const lowContrastJS = `(() => {
+  const rgb = s => s.match(/[\d.]+/g).map(Number);
+  const lum = c => c.slice(0, 3).map(v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+    .reduce((a, v, i) => a + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = el => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length < 4 || c[3] > 0) return c;
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll("body *")) {
+    if (![...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+    const st = getComputedStyle(el);
+    if (st.display === "none" || st.visibility === "hidden") continue;
+    const [hi, lo] = [lum(rgb(st.color)), lum(background(el))].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    if (ratio < 4.5) low.push(el.tagName + " '" + el.textContent.trim().slice(0, 30) + "': " + ratio.toFixed(2));
+  }
+  return low;
+})()`
+
 func TestKeyCheckPageInBrowser(t *testing.T) {
 	chrome := chromiumPath()
 	if chrome == "" {
@@ -160,17 +326,17 @@ func TestKeyCheckPageInBrowser(t *testing.T) {
 		t.Skip("chromium is not installed (apt-get install chromium); skipping the browser test")
 	}
 	e := start(t, options{management: true})
-	past := time.Now().Add(-2 * time.Hour)
-	future := time.Now().Add(20 * 24 * time.Hour)
+	past := time.Now().Add(-2*24*time.Hour - time.Hour)
+	future := time.Now().Add(20*24*time.Hour + time.Hour)
 	limit := 10.0
-	expired := e.emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
-	valid := e.emu.NewKey(emulator.KeyOptions{Limit: &limit, ExpiresAt: &future})
+	expired := e.emu.NewKey(emulator.KeyOptions{Name: "Nightly batch", ExpiresAt: &past})
+	valid := e.emu.NewKey(emulator.KeyOptions{Name: "CI deploy", Limit: &limit, ExpiresAt: &future})
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome), chromedp.NoSandbox, chromedp.DisableGPU, chromedp.UserDataDir(t.TempDir()),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
-		chromedp.WindowSize(1000, 1200))
+		chromedp.Flag("lang", "en-US"), chromedp.Flag("hide-scrollbars", true), chromedp.WindowSize(860, 1000))
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	defer cancelAlloc()
 	ctx, cancel := chromedp.NewContext(alloc)
@@ -178,45 +344,91 @@ func TestKeyCheckPageInBrowser(t *testing.T) {
 	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
 	defer cancelTimeout()
 
-	check := func(key string) (status, result string) {
+	state := func() pageState {
+		t.Helper()
+		s, err := chromedp.Run(ctx, chromedp.Evaluate[pageState](pageStateJS))
+		if err != nil {
+			t.Fatalf("browser: %v", err)
+		}
+		return s
+	}
+	screenshot := func(name string) {
+		t.Helper()
+		if !*updateScreenshot {
+			return
+		}
+		png, err := chromedp.Run(ctx, chromedp.Screenshot(chromedp.CSS(`main`)))
+		if err == nil {
+			err = os.WriteFile(filepath.Join("..", "keycheck-"+name+".png"), png, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// check types the key and presses Enter, as a keyboard user would, and
+	// waits until focus is on the result's heading.
+	check := func(key string) pageState {
 		t.Helper()
 		err := chromedp.Do(ctx,
 			chromedp.Navigate(keycheckURL),
-			chromedp.WaitVisible(chromedp.CSS(`input[name="key"]`)),
-			chromedp.SendKeys(chromedp.CSS(`input[name="key"]`), key),
-			chromedp.Click(chromedp.CSS(`button[type="submit"]`)),
-			chromedp.WaitVisible(chromedp.CSS(`#status`)),
+			chromedp.WaitVisible(chromedp.CSS(`label[for="key"]`)),
+			chromedp.Focus(chromedp.CSS(`#key`)),
+			chromedp.SendKeys(chromedp.CSS(`#key`), key),
+			chromedp.KeyEvent("\r"),
 		)
 		if err == nil {
-			status, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#status`)))
-		}
-		if err == nil {
-			result, err = chromedp.Run(ctx, chromedp.Text(chromedp.CSS(`#result`)))
+			_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.activeElement && document.activeElement.id === "status"`, chromedp.WithPollingTimeout(20*time.Second)))
 		}
 		if err != nil {
 			t.Fatalf("browser: %v", err)
 		}
-		if strings.Contains(result, key) {
+		s := state()
+		if strings.Contains(s.Result, key) {
 			t.Error("the page shows the key")
 		}
-		return status, result
+		if s.Live != "polite" || !strings.Contains(s.Result, s.Headline) {
+			t.Errorf("the live region (aria-live %q) does not say the headline %q: %q", s.Live, s.Headline, s.Result)
+		}
+		if low, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](lowContrastJS)); err != nil || len(low) > 0 {
+			t.Errorf("text below 4.5:1 contrast: %v %v", low, err)
+		}
+		return s
 	}
 
-	status, result := check(expired)
-	if status != "key_expired" || !strings.Contains(result, "Key expired.") || !strings.Contains(result, "Create a new key") {
-		t.Errorf("expired key: %q\n%s", status, result)
+	// An empty field: the page says so, and focus stays on the field.
+	err := chromedp.Do(ctx, chromedp.Navigate(keycheckURL), chromedp.Click(chromedp.CSS(`#submit`)))
+	if err == nil {
+		_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.getElementById("result").innerText.includes("Paste a key")`, chromedp.WithPollingTimeout(10*time.Second)))
 	}
-	status, result = check(valid)
-	if status != "Valid" || !strings.Contains(result, "Limit remaining") || !strings.Contains(result, "Expires at") || !strings.Contains(result, future.UTC().Format("2006-01-02")) {
-		t.Errorf("valid key: %q\n%s", status, result)
+	if err != nil {
+		t.Fatalf("empty submit: %v", err)
 	}
-	if *updateScreenshot {
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("..", "keycheck.png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if s := state(); !strings.Contains(s.Result, "No key") || !strings.Contains(s.Result, `Paste a key into the field, then choose "Check key".`) || s.Focused != "key" || s.Invalid != "true" {
+		t.Errorf("empty submit: %+v", s)
 	}
+
+	s := check(valid)
+	if s.Headline != "Key works" || s.Code != "valid" ||
+		!strings.Contains(s.Result, "CI deploy") || !strings.Contains(s.Result, "$10.00") || !strings.Contains(s.Result, "(in 20 days)") ||
+		!strings.Contains(s.Result, "unlimited") || strings.Contains(s.Result, "What to do") {
+		t.Errorf("valid key: %+v", s)
+	}
+	// Dates in the reader's locale, with the UTC time on hover.
+	if !strings.Contains(s.TimeTitle, future.UTC().Format("2006-01-02 15:04")) || !strings.HasSuffix(s.TimeTitle, " UTC") || s.TimeText == s.TimeTitle || s.TimeText == "" {
+		t.Errorf("expiry date: shown %q, title %q", s.TimeText, s.TimeTitle)
+	}
+	screenshot("valid")
+
+	s = check(expired)
+	if s.Headline != "Key expired" || s.Code != "key_expired" || !strings.Contains(s.Result, "Create a new key") ||
+		!strings.Contains(s.Result, "(2 days ago)") || !strings.Contains(s.Result, "Nightly batch") || !strings.HasSuffix(s.TimeTitle, " UTC") {
+		t.Errorf("expired key: %+v", s)
+	}
+	screenshot("expired")
+
+	s = check("sk-or-v1-0123456789abcdef")
+	if s.Headline != "Key malformed" || s.Code != "key_malformed" || !strings.Contains(s.Result, "64 lowercase hexadecimal digits") {
+		t.Errorf("malformed key: %+v", s)
+	}
+	screenshot("malformed")
 }
