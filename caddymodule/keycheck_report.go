@@ -213,7 +213,7 @@ func (c *checker) explainRefused(rep *report, cred credential, m match, recErr e
 	msg := `OpenRouter refuses the key and says only "User not found.": it is expired, deleted or disabled.`
 	switch {
 	case !c.acct.hasManagementKey():
-		msg += " A management key of its account (management_key) would tell which."
+		msg += " This gateway has no management key of the key's account, which it would need to tell which."
 	case recErr != nil:
 		msg += " The account's records could not be read: " + publicError(recErr) + "."
 	default:
