@@ -307,9 +307,10 @@ func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, wo
 	}
 
 	// Waves grow from 2 pages to listConcurrency, so that a small
-	// workspace costs two requests and a large one is read in parallel.
+	// workspace costs few requests and a large one is read in parallel;
+	// after a short page, one more page proves the end.
 	var pages [][]keyRecord
-	for size, done := 2, false; !done; size = min(size*2, listConcurrency) {
+	for size, done := 2, false; !done; {
 		first := len(pages)
 		wave := make([][]keyRecord, size)
 		errs := make([]error, size)
@@ -334,6 +335,10 @@ func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, wo
 				continue
 			}
 			pages = append(pages, wave[i])
+		}
+		size = min(size*2, listConcurrency)
+		if n := len(pages); n > 0 && len(pages[n-1]) < listPageSize {
+			size = 1
 		}
 	}
 	// Every page but the last is full, and begins with the record that

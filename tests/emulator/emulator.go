@@ -75,6 +75,10 @@ type Server struct {
 	workspaces    []*workspace
 	workspaceByID map[string]*workspace
 	faults        map[string]Fault
+	// faultsChanged is closed (and replaced) whenever a fault is set or
+	// cleared: stalls end then, so that a test clearing a fault does not
+	// wait for requests stalled by it.
+	faultsChanged chan struct{}
 	listFailsPage int
 	onListPage    func(workspaceID string, offset int)
 	failNext      map[string]int
@@ -94,6 +98,7 @@ func New() *Server {
 		byHash:            make(map[string]*Key),
 		workspaceByID:     make(map[string]*workspace),
 		faults:            make(map[string]Fault),
+		faultsChanged:     make(chan struct{}),
 		failNext:          make(map[string]int),
 		counts:            make(map[string]int),
 	}

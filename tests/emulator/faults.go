@@ -16,7 +16,7 @@ type Fault int
 // The faults an endpoint can be given.
 const (
 	FaultNone        Fault = iota
-	FaultHang              // no answer until the client gives up
+	FaultHang              // no answer until the client gives up (or the fault is changed)
 	FaultStatus500         // 500 with an HTML body
 	FaultReset             // the connection is reset
 	FaultInvalidJSON       // 200 with a body that is not JSON
@@ -47,6 +47,23 @@ func (s *Server) SetFault(endpoint string, f Fault) {
 	} else {
 		s.faults[endpoint] = f
 	}
+	close(s.faultsChanged)
+	s.faultsChanged = make(chan struct{})
+}
+
+// stall waits until the client gives up, a fault is set or cleared, or
+// stallLimit passes.
+func (s *Server) stall(r *http.Request) {
+	s.mu.Lock()
+	changed := s.faultsChanged
+	s.mu.Unlock()
+	t := time.NewTimer(stallLimit)
+	defer t.Stop()
+	select {
+	case <-r.Context().Done():
+	case <-changed:
+	case <-t.C:
+	}
 }
 
 // SetKeyFault makes GET /key misbehave: SetFault("/key", f).
@@ -63,7 +80,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint str
 	h := w.Header()
 	switch f {
 	case FaultHang:
-		sleep(r, stallLimit)
+		s.stall(r)
 	case FaultStatus500:
 		h.Set("Content-Type", "text/html")
 		w.WriteHeader(http.StatusInternalServerError)
@@ -93,7 +110,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint str
 			return
 		}
 		_ = http.NewResponseController(w).Flush()
-		sleep(r, stallLimit)
+		s.stall(r)
 		// Returning short of the Content-Length closes the connection.
 	case Fault404:
 		s.send(w, r, http.StatusNotFound, openrouter.EnvelopeOpenAI.Body(http.StatusNotFound, "Not Found", nil))

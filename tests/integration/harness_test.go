@@ -170,6 +170,7 @@ func (e *env) reload(module string) {
 type options struct {
 	management bool   // configure a management key
 	module     string // extra openrouter_keys subdirectives
+	keycheck   string // extra openrouter_keycheck subdirectives
 	global     string // extra global options
 	emulator   func(*emulator.Server)
 }
@@ -230,6 +231,7 @@ http://localhost:%[1]d {
 			upstream http://%[4]s/api/v1
 			lookup_timeout 2s
 			%[5]s
+			%[8]s
 		}
 	}
 	handle {
@@ -241,7 +243,7 @@ http://localhost:%[2]d {
 	log
 	reverse_proxy %[4]s
 }
-`, gatewayPort, plainPort, logPath, hostport, mgmtLine, module, o.global)
+`, gatewayPort, plainPort, logPath, hostport, mgmtLine, module, o.global, o.keycheck)
 	}
 	e.tester = caddytest.NewTester(t)
 	e.tester.InitServer(e.config(o.module), "caddyfile")
