@@ -1,5 +1,9 @@
 package caddymodule
 
+// keycheck.go owns the key check's HTTP side: the openrouter_keycheck
+// handler, what a request may carry (never a key in its URL), the per-client
+// limit, and errors that tell a visitor what went wrong, never where.
+
 import (
 	"bytes"
 	"context"

@@ -1,5 +1,9 @@
 package caddymodule
 
+// keycheck_cmd.go owns `caddy openrouter-keycheck`, the key check from a
+// terminal: the key from the environment or standard input, never an
+// argument.
+
 import (
 	"bufio"
 	"context"

@@ -1,5 +1,9 @@
 package caddymodule
 
+// keycheck_page.go owns the key check's page: the report in words for
+// people, rendered by the server (no JavaScript needed) under a strict
+// Content-Security-Policy.
+
 import (
 	"crypto/sha256"
 	"encoding/base64"

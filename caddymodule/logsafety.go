@@ -1,5 +1,9 @@
 package caddymodule
 
+// logsafety.go owns the check, at provision, that no log of the config
+// would write a key sent in a header Caddy does not redact (x-api-key), and
+// the warning naming the filter that keeps it out.
+
 import (
 	"runtime"
 	"slices"
