@@ -1,5 +1,9 @@
 package caddymodule
 
+// rewrite.go owns editing an error body: splitting OpenRouter's JSON without
+// losing order or bytes, and putting a verdict in it, in whichever envelope
+// it came.
+
 import (
 	"bytes"
 	"encoding/json"
