@@ -154,7 +154,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	case md != nil:
 		rep.Key = keyReportOf(token, md, m, now)
 		rep.Key.LastUsedAt = c.lastUsed(m)
-		if md.management() {
+		if md.Management() {
 			rep.setVerdict(verdict{reason: reasonManagementKey})
 			rep.Message = "The key works, but it is a management key: it manages keys and credits and cannot be used for inference."
 		} else {
@@ -268,7 +268,7 @@ func (c *checker) addCredits(ctx context.Context, rep *report, token string, md 
 		err error
 	)
 	switch {
-	case md != nil && md.management():
+	case md != nil && md.Management():
 		// A management key reads its own account's credits, with itself.
 		var res lookupResult
 		cr, res = c.acct.client.credits(ctx, token)
@@ -287,7 +287,7 @@ func (c *checker) addCredits(ctx context.Context, rep *report, token string, md 
 }
 
 func keyReportOf(token string, md *keyMetadata, m match, now time.Time) *keyReport {
-	mgmt, free := md.management(), md.IsFreeTier
+	mgmt, free := md.Management(), md.IsFreeTier
 	kr := &keyReport{
 		Label: md.Label, IsManagementKey: &mgmt, IsFreeTier: &free,
 		Limit: md.Limit, LimitRemaining: md.LimitRemaining, LimitReset: md.LimitReset,

@@ -227,7 +227,7 @@ func (k *knowledge) record(fp fingerprint, md *keyMetadata, res lookupResult) {
 			st.retryAt = 0
 		case md != nil:
 			st.flags &^= flagManagement
-			if md.management() {
+			if md.Management() {
 				st.flags |= flagManagement
 			}
 			if md.ExpiresAt != nil {
@@ -365,7 +365,7 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 	switch {
 	case err != nil || ans.res.err != nil:
 		return verdict{}, classLookupFailed
-	case ans.md != nil && ans.md.management() && inference:
+	case ans.md != nil && ans.md.Management() && inference:
 		return verdict{reason: reasonManagementKey}, ""
 	case ans.md != nil:
 		return verdict{reason: reasonValidRetry}, ""

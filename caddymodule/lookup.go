@@ -15,6 +15,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 // Limits on what the metadata endpoints may send back.
@@ -262,29 +264,8 @@ func scrubURL(err error) error {
 	return err
 }
 
-// keyMetadata is the part of GET /key's answer the gateway uses. Field
-// names are OpenRouter's.
-type keyMetadata struct {
-	Label           string   `json:"label"`
-	Limit           *float64 `json:"limit"`
-	LimitRemaining  *float64 `json:"limit_remaining"`
-	LimitReset      *string  `json:"limit_reset"`
-	Usage           float64  `json:"usage"`
-	UsageDaily      float64  `json:"usage_daily"`
-	UsageWeekly     float64  `json:"usage_weekly"`
-	UsageMonthly    float64  `json:"usage_monthly"`
-	IsFreeTier      bool     `json:"is_free_tier"`
-	IsManagementKey bool     `json:"is_management_key"`
-	// IsProvisioningKey is the older name of IsManagementKey.
-	IsProvisioningKey bool       `json:"is_provisioning_key"`
-	ExpiresAt         *time.Time `json:"expires_at"`
-	RateLimit         *struct {
-		Requests int    `json:"requests"`
-		Interval string `json:"interval"`
-	} `json:"rate_limit"`
-}
-
-func (m *keyMetadata) management() bool { return m.IsManagementKey || m.IsProvisioningKey }
+// keyMetadata is GET /key's answer.
+type keyMetadata = openrouter.KeyInfo
 
 // keyInfo asks GET /key about key, with the key itself as bearer. A 401 is
 // an answer (the key is refused); so is a 404, which no real upstream sends

@@ -17,23 +17,12 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
-// keyRecord is the part of a management API key record the gateway uses.
-type keyRecord struct {
-	Hash           string     `json:"hash"`
-	Name           string     `json:"name"`
-	Label          string     `json:"label"`
-	Disabled       bool       `json:"disabled"`
-	Limit          *float64   `json:"limit"`
-	LimitRemaining *float64   `json:"limit_remaining"`
-	Usage          float64    `json:"usage"`
-	CreatedAt      string     `json:"created_at"`
-	ExpiresAt      *time.Time `json:"expires_at"`
-	WorkspaceID    string     `json:"workspace_id"`
-}
+// keyRecord is a key's management record.
+type keyRecord = openrouter.KeyRecord
 
-// identity is what tells records apart when pages are compared: the hash,
-// or, for a record without one, what else names it.
-func (r *keyRecord) identity() string {
+// recordIdentity is what tells records apart when pages are compared: the
+// hash, or, for a record without one, what else names it.
+func recordIdentity(r *keyRecord) string {
 	if r.Hash != "" {
 		return r.Hash
 	}
@@ -42,11 +31,11 @@ func (r *keyRecord) identity() string {
 
 // sameAnswer reports whether two records say the same about a key, which
 // decides whether a label shared by several records may inform a message.
-func (r *keyRecord) sameAnswer(o *keyRecord) bool {
-	if r.Disabled != o.Disabled || (r.ExpiresAt == nil) != (o.ExpiresAt == nil) {
+func sameAnswer(a, b *keyRecord) bool {
+	if a.Disabled != b.Disabled || (a.ExpiresAt == nil) != (b.ExpiresAt == nil) {
 		return false
 	}
-	return r.ExpiresAt == nil || r.ExpiresAt.Equal(*o.ExpiresAt)
+	return a.ExpiresAt == nil || a.ExpiresAt.Equal(*b.ExpiresAt)
 }
 
 // applyRecord records what a record matched by hash says of its key, as of
@@ -65,11 +54,7 @@ func applyRecord(st *keyState, rec *keyRecord, now int64) {
 }
 
 // workspace is one workspace of the account.
-type workspace struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Slug string `json:"slug"`
-}
+type workspace = openrouter.Workspace
 
 // keyListing is every record of the account, read at one time.
 type keyListing struct {
@@ -136,7 +121,7 @@ func (l *keyListing) findRecord(key string, hashProven bool) match {
 		return m
 	}
 	for _, r := range same[1:] {
-		if !r.sameAnswer(same[0]) {
+		if !sameAnswer(r, same[0]) {
 			return m
 		}
 	}
@@ -347,7 +332,7 @@ func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, wo
 		if i < len(pages)-1 && len(pages[i]) != listPageSize {
 			return nil, errListingShifted
 		}
-		if i > 0 && pages[i][0].identity() != pages[i-1][listPageSize-1].identity() {
+		if i > 0 && recordIdentity(&pages[i][0]) != recordIdentity(&pages[i-1][listPageSize-1]) {
 			return nil, errListingShifted
 		}
 	}
@@ -380,7 +365,7 @@ func samePage(a, b []keyRecord) bool {
 		return false
 	}
 	for i := range a {
-		if a[i].identity() != b[i].identity() {
+		if recordIdentity(&a[i]) != recordIdentity(&b[i]) {
 			return false
 		}
 	}

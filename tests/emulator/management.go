@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 // SetListFailsOnPage makes GET /keys fail with 500 on the given page
@@ -26,69 +28,41 @@ func (s *Server) OnListPage(hook func(workspaceID string, offset int)) {
 	s.mu.Unlock()
 }
 
-func timeOrNil(t *time.Time) any {
+// truncated is t to the second, as OpenRouter writes times, or nil.
+func truncated(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
 	}
-	return t.UTC().Format(time.RFC3339)
+	c := t.UTC().Truncate(time.Second)
+	return &c
 }
 
-// remaining is limit_remaining: limit - usage, or null without a limit.
-func remaining(k *Key) any {
+// limits are a key's limit and limit_remaining (limit - usage), or nils.
+func limits(k *Key) (limit, remaining *float64) {
 	if k.Limit == nil {
-		return nil
+		return nil, nil
 	}
-	return *k.Limit - k.Usage
-}
-
-func limitOrNil(l *float64) any {
-	if l == nil {
-		return nil
-	}
-	return *l
+	l, r := *k.Limit, *k.Limit-k.Usage
+	return &l, &r
 }
 
 func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": map[string]any{
-		"label": k.Label(), "limit": limitOrNil(k.Limit), "limit_remaining": remaining(k), "limit_reset": nil,
-		"include_byok_in_limit": false, "usage": k.Usage, "usage_daily": k.Usage, "usage_weekly": k.Usage,
-		"usage_monthly": k.Usage, "byok_usage": 0, "is_free_tier": false,
-		"is_management_key": k.Management, "is_provisioning_key": k.Management,
-		"expires_at": timeOrNil(k.ExpiresAt), "creator_user_id": nil,
-		"rate_limit": map[string]any{"requests": -1, "interval": "10s", "note": "This field is deprecated and safe to ignore."},
+	limit, left := limits(k)
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": openrouter.KeyInfo{
+		Label: k.Label(), Limit: limit, LimitRemaining: left,
+		Usage: k.Usage, UsageDaily: k.Usage, UsageWeekly: k.Usage, UsageMonthly: k.Usage,
+		IsManagementKey: k.Management, IsProvisioningKey: k.Management, ExpiresAt: truncated(k.ExpiresAt),
+		RateLimit: &openrouter.RateLimit{Requests: -1, Interval: "10s", Note: "This field is deprecated and safe to ignore."},
 	}})
 }
 
-// keyRecord is a key's management record, members in the order of
-// OpenRouter's documentation.
-type keyRecord struct {
-	Hash               string   `json:"hash"`
-	Name               string   `json:"name"`
-	Label              string   `json:"label"`
-	Disabled           bool     `json:"disabled"`
-	Limit              *float64 `json:"limit"`
-	LimitRemaining     *float64 `json:"limit_remaining"`
-	LimitReset         *string  `json:"limit_reset"`
-	IncludeBYOKInLimit bool     `json:"include_byok_in_limit"`
-	Usage              float64  `json:"usage"`
-	CreatedAt          string   `json:"created_at"`
-	UpdatedAt          *string  `json:"updated_at"`
-	ExpiresAt          any      `json:"expires_at"`
-	CreatorUserID      *string  `json:"creator_user_id"`
-	WorkspaceID        string   `json:"workspace_id"`
-}
-
 // record is a key's management record. s.mu must be held.
-func record(k *Key) keyRecord {
-	var limit, left *float64
-	if k.Limit != nil {
-		l, r := *k.Limit, *k.Limit-k.Usage
-		limit, left = &l, &r
-	}
-	return keyRecord{
+func record(k *Key) openrouter.KeyRecord {
+	limit, left := limits(k)
+	return openrouter.KeyRecord{
 		Hash: k.Hash, Name: k.Name, Label: k.Label(), Disabled: k.Disabled,
 		Limit: limit, LimitRemaining: left, Usage: k.Usage,
-		CreatedAt: k.CreatedAt.Format(time.RFC3339), ExpiresAt: timeOrNil(k.ExpiresAt), WorkspaceID: k.WorkspaceID,
+		CreatedAt: k.CreatedAt.Format(time.RFC3339), ExpiresAt: truncated(k.ExpiresAt), WorkspaceID: k.WorkspaceID,
 	}
 }
 
@@ -152,7 +126,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
 	if includeDisabled {
 		start, skip = start-offset, 0
 	}
-	page := make([]keyRecord, 0, PageSize)
+	page := make([]openrouter.KeyRecord, 0, PageSize)
 	for i := start; i >= 0 && len(page) < PageSize; i-- { // most recent first
 		k := ws.keys[i]
 		if k.Disabled && !includeDisabled {
@@ -175,7 +149,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
 // getKey is GET /keys/{hash}: a key of any workspace of the account.
 func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
 	s.mu.Lock()
-	var rec keyRecord
+	var rec openrouter.KeyRecord
 	k := s.byHash[hash]
 	found := k != nil && !k.Deleted
 	if found {
