@@ -171,6 +171,9 @@ type options struct {
 	module     string // extra openrouter_keys subdirectives
 	global     string // extra global options
 	emulator   func(*emulator.Server)
+	// wrap, when set, serves in front of the emulator, for answers the
+	// emulator does not give.
+	wrap func(emu http.Handler) http.Handler
 }
 
 // start runs the emulator and a Caddy serving the gateway on gatewayPort
@@ -181,7 +184,11 @@ func start(t *testing.T, o options) *env {
 	if o.emulator != nil {
 		o.emulator(emu)
 	}
-	upstream := httptest.NewServer(emu)
+	handler := http.Handler(emu)
+	if o.wrap != nil {
+		handler = o.wrap(emu)
+	}
+	upstream := httptest.NewServer(handler)
 	t.Cleanup(upstream.Close)
 	e := &env{t: t, emu: emu, upstream: upstream}
 	t.Cleanup(func() { remember(emu.Secrets()...) })
@@ -252,6 +259,12 @@ http://localhost:%[2]d {
 // decompression).
 func raw(t *testing.T, method, url, key string, body string, header ...string) (*http.Response, []byte) {
 	t.Helper()
+	return rawVia(t, &http.Transport{DisableCompression: true}, method, url, key, body, header...)
+}
+
+// rawVia is raw over the given transport (HTTP/2 without TLS, for one).
+func rawVia(t *testing.T, rt http.RoundTripper, method, url, key string, body string, header ...string) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -265,8 +278,7 @@ func raw(t *testing.T, method, url, key string, body string, header ...string) (
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	resp, err := client.Do(req)
+	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
