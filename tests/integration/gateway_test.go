@@ -216,7 +216,7 @@ func equalHeader(a, b http.Header) bool {
 }
 
 func TestOtherResponsesAreByteIdentical(t *testing.T) {
-	e := start(t, options{management: true})
+	e := start(t, options{management: true, global: bothProtocols, emulator: func(s *emulator.Server) { s.EventGap = time.Millisecond }})
 	key := e.emu.NewKey(emulator.KeyOptions{})
 	noKey := ""
 	cases := []struct {
@@ -229,19 +229,27 @@ func TestOtherResponsesAreByteIdentical(t *testing.T) {
 		{"models", "GET", "/models", key, "", 200},
 		{"models without key", "GET", "/models", noKey, "", 200},
 		{"no key at all", "POST", "/chat/completions", noKey, `{"model":"openai/gpt-4o","messages":[]}`, 401},
+		{"completion", "POST", "/chat/completions", key, `{"model":"openai/gpt-4o","messages":[]}`, 200},
+		{"stream", "POST", "/chat/completions", key, `{"model":"openai/gpt-4o","stream":true,"messages":[]}`, 200},
+		{"stream with an error chunk", "POST", "/chat/completions", key, `{"model":"` + emulator.ModelInBandError + `","stream":true,"messages":[]}`, 200},
+		{"GET /key", "GET", "/key", key, "", 200},
 	}
-	for _, c := range cases {
-		for _, enc := range []string{"", "gzip", "br", "gzip, deflate, br, zstd"} {
-			gw, gwBody := raw(t, c.method, gatewayBase+c.path, c.key, c.body, "Accept-Encoding", enc)
-			pl, plBody := raw(t, c.method, plainBase+c.path, c.key, c.body, "Accept-Encoding", enc)
-			if gw.StatusCode != c.status || pl.StatusCode != c.status {
-				t.Errorf("%s (%q): status %d through the gateway, %d plain; want %d", c.name, enc, gw.StatusCode, pl.StatusCode, c.status)
-			}
-			if string(gwBody) != string(plBody) {
-				t.Errorf("%s (%q): body differs from plain reverse_proxy", c.name, enc)
-			}
-			if !equalHeader(comparableHeader(gw.Header), comparableHeader(pl.Header)) {
-				t.Errorf("%s (%q): headers differ:\n gateway %v\n plain   %v", c.name, enc, gw.Header, pl.Header)
+	h2c := h2cTransport()
+	defer h2c.CloseIdleConnections()
+	for _, proto := range []struct {
+		name string
+		rt   http.RoundTripper
+	}{{"HTTP/1.1", &http.Transport{DisableCompression: true}}, {"h2c", h2c}} {
+		for _, c := range cases {
+			for _, enc := range []string{"", "gzip", "br", "gzip, deflate, br, zstd"} {
+				gw := fetch(t, proto.rt, c.method, gatewayBase+c.path, c.key, c.body, "Accept-Encoding", enc)
+				pl := fetch(t, proto.rt, c.method, plainBase+c.path, c.key, c.body, "Accept-Encoding", enc)
+				if gw.status != c.status || pl.status != c.status {
+					t.Errorf("%s over %s (%q): status %d through the gateway, %d plain; want %d", c.name, proto.name, enc, gw.status, pl.status, c.status)
+				}
+				if d := sameWire(gw, pl); d != "" {
+					t.Errorf("%s over %s (%q): differs from plain reverse_proxy: %s", c.name, proto.name, enc, d)
+				}
 			}
 		}
 	}

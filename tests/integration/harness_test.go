@@ -134,18 +134,69 @@ func sweepForKeys() []string {
 	if len(responses) == 0 && (flag.Lookup("test.run") == nil || flag.Lookup("test.run").Value.String() == "") {
 		return []string{"no response was recorded: the sweep would prove nothing"}
 	}
-	var leaks []string
+	// Accounts of tens of thousands of keys are swept too: the forms that
+	// are 64 hex digits (a key's hex part, its SHA-256) are looked up in a
+	// set, once per 64-digit window of the output; the rest (a key of
+	// another shape, a JWT) are searched for one by one.
+	hexForms := make(map[string]string)
+	var others [][2]string // form, key
 	for _, key := range secrets {
 		for _, m := range keyMaterial(key) {
-			if bytes.Contains(logs, []byte(m)) {
-				leaks = append(leaks, fmt.Sprintf("log: a form of key %s... (%d bytes)", key[:min(len(key), 12)], len(m)))
+			switch {
+			case isHex64(m):
+				hexForms[m] = key
+			case strings.HasPrefix(m, "sk-or-v1-") && isHex64(m[len("sk-or-v1-"):]):
+				// Found through its hex part.
+			default:
+				others = append(others, [2]string{m, key})
 			}
-			if bytes.Contains(responses, []byte(m)) {
-				leaks = append(leaks, fmt.Sprintf("response: a form of key %s... (%d bytes)", key[:min(len(key), 12)], len(m)))
+		}
+	}
+	var leaks []string
+	reported := make(map[string]bool)
+	leak := func(where, key string, n int) {
+		if l := fmt.Sprintf("%s: a form of key %s... (%d bytes)", where, key[:min(len(key), 12)], n); !reported[l] {
+			reported[l] = true
+			leaks = append(leaks, l)
+		}
+	}
+	for _, out := range []struct {
+		where string
+		data  []byte
+	}{{"log", logs}, {"response", responses}} {
+		for i, run := 0, 0; i <= len(out.data); i++ {
+			if i < len(out.data) && isLowerHex(out.data[i]) {
+				run++
+				if run >= 64 {
+					if key, ok := hexForms[string(out.data[i-63:i+1])]; ok {
+						leak(out.where, key, 64)
+					}
+				}
+				continue
+			}
+			run = 0
+		}
+		for _, o := range others {
+			if bytes.Contains(out.data, []byte(o[0])) {
+				leak(out.where, o[1], len(o[0]))
 			}
 		}
 	}
 	return leaks
+}
+
+func isLowerHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
+
+func isHex64(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isLowerHex(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // env is one running Caddy in front of one emulator.
@@ -173,6 +224,9 @@ type options struct {
 	keycheck   string // extra openrouter_keycheck subdirectives
 	global     string // extra global options
 	emulator   func(*emulator.Server)
+	// wrap, when set, serves in front of the emulator, for answers the
+	// emulator does not give.
+	wrap func(emu http.Handler) http.Handler
 }
 
 // start runs the emulator and a Caddy serving the gateway on gatewayPort
@@ -183,7 +237,11 @@ func start(t *testing.T, o options) *env {
 	if o.emulator != nil {
 		o.emulator(emu)
 	}
-	upstream := httptest.NewServer(emu)
+	handler := http.Handler(emu)
+	if o.wrap != nil {
+		handler = o.wrap(emu)
+	}
+	upstream := httptest.NewServer(handler)
 	t.Cleanup(upstream.Close)
 	e := &env{t: t, emu: emu, upstream: upstream}
 	t.Cleanup(func() { remember(emu.Secrets()...) })
@@ -255,6 +313,12 @@ http://localhost:%[2]d {
 // decompression).
 func raw(t *testing.T, method, url, key string, body string, header ...string) (*http.Response, []byte) {
 	t.Helper()
+	return rawVia(t, &http.Transport{DisableCompression: true}, method, url, key, body, header...)
+}
+
+// rawVia is raw over the given transport (HTTP/2 without TLS, for one).
+func rawVia(t *testing.T, rt http.RoundTripper, method, url, key string, body string, header ...string) (*http.Response, []byte) {
+	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
@@ -268,8 +332,7 @@ func raw(t *testing.T, method, url, key string, body string, header ...string) (
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	resp, err := client.Do(req)
+	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
