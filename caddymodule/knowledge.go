@@ -337,6 +337,11 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 		return true
 	})
 	if !reserved {
+		// Explained moments ago: no new lookup, but a listing read since
+		// costs nothing to ask.
+		if v := k.fromListing(c, fp, st, inference); v.known() {
+			return v, ""
+		}
 		return verdict{}, classNoEvidence
 	}
 	ctx, cancel := context.WithTimeout(ctx, k.timeout)
@@ -389,7 +394,29 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 		k.logLookupFailure(fp, err)
 		return verdict{}, classLookupFailed
 	}
-	now = time.Now()
+	return k.applyMatch(m, fp, inference)
+}
+
+// fromListing explains a key refused before (its GET /key answered 401)
+// from the account's fresh listing, when there is one: no request is made.
+func (k *knowledge) fromListing(c credential, fp fingerprint, st keyState, inference bool) verdict {
+	l := k.acct.freshListing()
+	if l == nil || !k.acct.hasManagementKey() || st.deadAt == 0 || st.aliveAt > st.deadAt {
+		return verdict{}
+	}
+	m := l.findRecord(c.token, k.acct.hashProven.Load())
+	if m.record != nil {
+		k.acct.hashProven.Store(true)
+	}
+	v, _ := k.applyMatch(m, fp, inference)
+	return v
+}
+
+// applyMatch records what the account's records say of a refused key and
+// returns the verdict they support.
+func (k *knowledge) applyMatch(m match, fp fingerprint, inference bool) (verdict, string) {
+	now := time.Now()
+	var st keyState
 	switch {
 	case m.record != nil:
 		st = k.cache.update(fp, now, func(st *keyState, _ bool) bool {

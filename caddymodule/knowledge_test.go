@@ -191,3 +191,32 @@ func TestTokensExplainedWithoutLookups(t *testing.T) {
 		t.Errorf("%d lookups for tokens that need none", n)
 	}
 }
+
+// A refusal within the explain backoff is still explained from a listing
+// read since, without any request.
+func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
+	emu, api := startEmulator(t)
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}}
+	newHandler(t, &h, api)
+	deleted := emu.NewKey(emulator.KeyOptions{})
+	emu.Delete(deleted)
+	fp := fingerprintOf(deleted)
+	// As if the first refusal had been explained moments ago, its GET /key
+	// answered 401, and the listing were read only afterwards.
+	h.knowledge.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
+		st.explainedAt, st.deadAt = time.Now().UnixNano(), time.Now().UnixNano()
+		return true
+	})
+	if _, err := h.acct.refreshListing(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := emu.Count("")
+	if got := reasonOf(t, serve(&h, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
+		t.Errorf("reason %q", got)
+	}
+	if n := emu.Count("") - before; n != 0 {
+		t.Errorf("%d requests made", n)
+	}
+}
