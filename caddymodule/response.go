@@ -25,9 +25,11 @@ type heldWriter struct {
 	holding     bool // a 401 is being held
 	wroteHeader bool // the final status went to the client
 	status      int  // the final status passed on
-	// heldHeader is the header as it was when the 401 was held: what was
-	// set after it (announced trailers) must go out as trailers.
-	heldHeader http.Header
+	// trailers are the trailer names the held 401 announced, and what
+	// those keys held as headers when it was held: values set after it
+	// must go out as trailers.
+	trailers    []string
+	trailerHeld http.Header
 	// expiresAt, when not zero, is when the request's key expires (unix
 	// ns), announced on successful responses (warn_before).
 	expiresAt int64
@@ -41,7 +43,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	}
 	if status == http.StatusUnauthorized {
 		hw.holding = true
-		hw.heldHeader = hw.Header().Clone()
+		hw.noteTrailers()
 		return
 	}
 	if status >= 200 {
@@ -80,7 +82,7 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 
 // release sends the held 401 on unchanged.
 func (hw *heldWriter) release() error {
-	return hw.send(hw.buf.Bytes(), false)
+	return hw.send(hw.buf.Bytes())
 }
 
 // sendRewritten sends a rewritten 401: the body is identity-encoded and
@@ -91,23 +93,25 @@ func (hw *heldWriter) sendRewritten(body []byte, reason string) error {
 	h.Del("Content-Encoding")
 	h.Del("Etag")
 	h.Del("Content-Length")
-	if len(hw.announcedTrailers()) == 0 {
+	if len(hw.trailers) == 0 {
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	h.Set("X-OpenRouter-Key-Status", reason)
-	return hw.send(body, true)
+	return hw.send(body)
 }
 
 // send writes the held status and body with the header as it was when the
 // 401 was held, then the trailers that were set after it.
-func (hw *heldWriter) send(body []byte, rewritten bool) error {
+func (hw *heldWriter) send(body []byte) error {
 	hw.holding, hw.wroteHeader, hw.status = false, true, http.StatusUnauthorized
 	h := hw.Header()
-	trailers := hw.announcedTrailers()
-	values := make(map[string][]string, len(trailers))
-	for _, k := range trailers {
+	var values map[string][]string
+	if len(hw.trailers) > 0 {
+		values = make(map[string][]string, len(hw.trailers))
+	}
+	for _, k := range hw.trailers {
 		values[k] = h[k]
-		if v, ok := hw.heldHeader[k]; ok {
+		if v, ok := hw.trailerHeld[k]; ok {
 			h[k] = v
 		} else {
 			delete(h, k)
@@ -119,7 +123,7 @@ func (hw *heldWriter) send(body []byte, rewritten bool) error {
 		_, err = hw.ResponseWriter.Write(body)
 	}
 	hw.buf.Reset()
-	if len(trailers) > 0 {
+	if len(hw.trailers) > 0 {
 		// As reverse_proxy does: a flush before the handler returns keeps
 		// net/http from computing a length, which would drop the trailers.
 		_ = http.NewResponseController(hw.ResponseWriter).Flush()
@@ -132,17 +136,24 @@ func (hw *heldWriter) send(body []byte, rewritten bool) error {
 	return err
 }
 
-// announcedTrailers are the trailer names the held response declared.
-func (hw *heldWriter) announcedTrailers() []string {
-	var out []string
-	for _, v := range hw.heldHeader["Trailer"] {
+// noteTrailers records the trailers a 401 announces as it is held (most
+// announce none, and cost nothing here).
+func (hw *heldWriter) noteTrailers() {
+	h := hw.Header()
+	for _, v := range h["Trailer"] {
 		for _, k := range strings.Split(v, ",") {
 			if k = strings.TrimSpace(k); k != "" {
-				out = append(out, http.CanonicalHeaderKey(k))
+				k = http.CanonicalHeaderKey(k)
+				hw.trailers = append(hw.trailers, k)
+				if old, ok := h[k]; ok {
+					if hw.trailerHeld == nil {
+						hw.trailerHeld = make(http.Header)
+					}
+					hw.trailerHeld[k] = append([]string(nil), old...)
+				}
 			}
 		}
 	}
-	return out
 }
 
 // abort sends what was held of a 401 whose body failed mid-read, as plain
@@ -180,7 +191,8 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // reset readies a pooled writer for a new response, dropping a buffer that
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
-	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status, hw.expiresAt, hw.heldHeader = w, false, false, 0, 0, nil
+	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status, hw.expiresAt = w, false, false, 0, 0
+	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}
