@@ -11,10 +11,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -30,38 +32,49 @@ const (
 	maxUsedKeys = 100_000
 )
 
-// usageLog remembers when keys were last used, by their record hash, so
-// that a use can be tied to the account's record of the key. It is told at
-// most once a minute per key (knowledge.observe).
+// usageLog remembers when keys were last used, by usedID of their record
+// hash, so that a use can be tied to the account's record of the key. It is
+// told at most once a minute per key (knowledge.observe).
 type usageLog struct {
 	mu   sync.Mutex
-	last map[string]int64 // record hash -> unix seconds
+	last map[string]int64 // usedID(record hash) -> unix seconds
 }
 
 func newUsageLog() *usageLog { return &usageLog{last: make(map[string]int64)} }
 
+// Destruct is for usageLogs.
+func (u *usageLog) Destruct() error { return nil }
+
+// usageLogs keep the uses a gateway saw across config reloads, as its key
+// cache keeps when it last recorded each use (keyState.usedAt): one log per
+// cache, while a key watch uses it. A log made anew at each reload would
+// forget every use until the key is used again.
+var usageLogs = caddy.NewUsagePool()
+
 func (u *usageLog) used(key string, now time.Time) {
-	h := recordHash(key)
+	id := usedID(recordHash(key))
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if _, ok := u.last[h]; !ok && len(u.last) >= maxUsedKeys {
+	if _, ok := u.last[id]; !ok && len(u.last) >= maxUsedKeys {
 		return // a flood of random keys; real keys were seen before it
 	}
-	u.last[h] = now.Unix()
+	u.last[id] = now.Unix()
 }
 
-// forRecords is the last use of each record hash of the listing, keyed
-// by usedID, for sharing; uses of keys the account does not have are
-// forgotten here.
-func (u *usageLog) forRecords(l *keyListing) map[string]int64 {
+// forKeys is the last use of each of the account's keys (ids: the usedIDs
+// of a listing read at readAt). A use of a key the listing does not have is
+// forgotten, unless it came after the listing was read: the key may be
+// newer than the listing.
+func (u *usageLog) forKeys(ids map[string]bool, readAt time.Time) map[string]int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	out := make(map[string]int64)
-	for h, at := range u.last {
-		if _, ok := l.byHash[h]; ok {
-			out[usedID(h)] = at
-		} else {
-			delete(u.last, h)
+	for id, at := range u.last {
+		switch {
+		case ids[id]:
+			out[id] = at
+		case at < readAt.Unix():
+			delete(u.last, id)
 		}
 	}
 	return out
@@ -112,11 +125,14 @@ type keyWatch struct {
 // startKeyWatch starts the watch; it stops with ctx.
 func startKeyWatch(ctx context.Context, k *knowledge, interval time.Duration, logger *zap.Logger) *keyWatch {
 	w := &keyWatch{k: k, interval: interval, logger: logger}
-	k.usage = newUsageLog()
+	poolKey := fmt.Sprintf("%p", k.cache) // the cache lives as long as the entry
+	pooled, _, _ := usageLogs.LoadOrNew(poolKey, func() (caddy.Destructor, error) { return newUsageLog(), nil })
+	k.usage = pooled.(*usageLog)
 	k.acct.watch.Store(w)
 	go func() {
 		w.run(ctx)
 		k.acct.watch.CompareAndSwap(w, nil)
+		_, _ = usageLogs.Delete(poolKey)
 	}()
 	return w
 }
@@ -150,9 +166,7 @@ func (w *keyWatch) tick(ctx context.Context) error {
 		w.publish(snap)
 		return nil
 	}
-	if l := w.k.acct.lastListing(); l != nil {
-		w.shareUses(ctx, l)
-	}
+	w.shareUses(ctx)
 	lctx, cancel := context.WithTimeout(ctx, min(w.interval/2, 30*time.Second))
 	unlock, err := s.lock(lctx, sharedWatchLock)
 	cancel()
@@ -196,21 +210,16 @@ func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, er
 		// not claimed by the metrics.
 		w.logger.Warn("key watch: the listing is not complete (workspaces could not be listed, or keys changed while it was read); exporting what was read")
 	}
-	used := w.k.usage.forRecords(l)
-	if s != nil {
-		for id, at := range w.sharedUses(ctx) {
-			used[id] = max(used[id], at)
-		}
-	}
 	snap := &watchSnapshot{ReadAt: time.Now().UTC(), Duration: time.Since(begin).Seconds()}
 	seen := make(map[[3]string]int)
+	ids := make(map[string]bool, len(l.records))
 	for i := range l.records {
 		r := &l.records[i]
 		k := watchedKey{Workspace: l.workspaceName(r.WorkspaceID), Name: r.Name, Label: r.Label, Disabled: r.Disabled,
 			ExpiresAt: r.ExpiresAt, Limit: r.Limit, LimitRemaining: r.LimitRemaining}
 		if r.Hash != "" {
 			k.UsedID = usedID(r.Hash)
-			k.LastUsed = used[k.UsedID]
+			ids[k.UsedID] = true
 		}
 		// Two keys of one workspace with one name and one label would be
 		// one series: the second is told apart.
@@ -220,6 +229,17 @@ func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, er
 		}
 		seen[id]++
 		snap.Keys = append(snap.Keys, k)
+	}
+	used := w.k.usage.forKeys(ids, l.readAt)
+	if s != nil {
+		for id, at := range w.sharedUses(ctx) {
+			used[id] = max(used[id], at)
+		}
+	}
+	for i := range snap.Keys {
+		if id := snap.Keys[i].UsedID; id != "" {
+			snap.Keys[i].LastUsed = used[id]
+		}
 	}
 	return snap, nil
 }
@@ -249,13 +269,27 @@ func (w *keyWatch) sharedSnapshot(ctx context.Context) (*watchSnapshot, bool) {
 	return &snap, true
 }
 
-// shareUses publishes this replica's uses of the account's keys.
-func (w *keyWatch) shareUses(ctx context.Context, l *keyListing) {
-	s := w.k.shared
-	b, err := json.Marshal(w.k.usage.forRecords(l))
+// shareUses publishes this replica's uses of the account's keys, as of
+// the last snapshot it exported: the replica that reads the snapshot
+// another one listed has no listing of its own.
+func (w *keyWatch) shareUses(ctx context.Context) {
+	w.mu.Lock()
+	snap := w.snapshot
+	w.mu.Unlock()
+	if snap == nil {
+		return
+	}
+	ids := make(map[string]bool, len(snap.Keys))
+	for _, k := range snap.Keys {
+		if k.UsedID != "" {
+			ids[k.UsedID] = true
+		}
+	}
+	b, err := json.Marshal(w.k.usage.forKeys(ids, snap.ReadAt))
 	if err != nil {
 		return
 	}
+	s := w.k.shared
 	key := s.account + sharedWatchUsed + hex.EncodeToString(s.instance())
 	_ = s.call(ctx, "store", func(ctx context.Context) error { return s.storage.Store(ctx, key, b) })
 }

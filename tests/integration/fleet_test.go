@@ -38,69 +38,7 @@ func freePort(t *testing.T) int {
 // storage in storageDir.
 func startReplica(t *testing.T, name, upstream, storageDir string) *replica {
 	t.Helper()
-	port := freePort(t)
-	dir := filepath.Dir(logPath) // swept for key material after the suite
-	config := fmt.Sprintf(`{
-	admin off
-	auto_https off
-	persist_config off
-	storage file_system %q
-	log {
-		output file %q
-		level DEBUG
-	}
-}
-
-http://127.0.0.1:%d {
-	openrouter_keys {
-		upstream http://%s/api/v1
-		shared_storage
-	}
-	reverse_proxy %s
-}
-`, storageDir, filepath.Join(dir, name+".log"), port, upstream, upstream)
-	file := filepath.Join(t.TempDir(), name+".Caddyfile")
-	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, "run", "--config", file, "--adapter", "caddyfile")
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), runCaddyEnv+"=1", "HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
-	out, err := os.Create(filepath.Join(t.TempDir(), name+".out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r := &replica{base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), cmd: cmd}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			return r
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(out.Name())
-			t.Fatalf("replica %s did not start:\n%s", name, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startReplicaWith(t, name, upstream, storageDir, replicaOptions{})
 }
 
 func sharedEntries(dir string) []string {

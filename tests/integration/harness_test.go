@@ -11,13 +11,17 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -360,4 +364,130 @@ func newUpstream(t *testing.T, emu *emulator.Server) string {
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { remember(emu.Secrets()...) })
 	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+// replicaOptions configure startReplicaWith.
+type replicaOptions struct {
+	admin  string   // the admin endpoint's address; "": admin off
+	module string   // extra openrouter_keys subdirectives
+	env    []string // extra environment, e.g. for {env.*} placeholders
+}
+
+// startReplicaWith runs a Caddy gateway in front of upstream, as a
+// separate process (the test binary run as Caddy), that shares storage in
+// storageDir.
+func startReplicaWith(t *testing.T, name, upstream, storageDir string, o replicaOptions) *replica {
+	t.Helper()
+	port := freePort(t)
+	dir := filepath.Dir(logPath) // swept for key material after the suite
+	admin := "admin off"
+	if o.admin != "" {
+		admin = "admin " + o.admin
+	}
+	config := fmt.Sprintf(`{
+	%s
+	auto_https off
+	persist_config off
+	storage file_system %q
+	log {
+		output file %q
+		level DEBUG
+	}
+}
+
+http://127.0.0.1:%d {
+	openrouter_keys {
+		upstream http://%s/api/v1
+		shared_storage
+		%s
+	}
+	reverse_proxy %s
+}
+`, admin, storageDir, filepath.Join(dir, name+".log"), port, upstream, o.module, upstream)
+	file := filepath.Join(t.TempDir(), name+".Caddyfile")
+	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, "run", "--config", file, "--adapter", "caddyfile")
+	home := t.TempDir()
+	cmd.Env = append(os.Environ(), runCaddyEnv+"=1", "HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
+	cmd.Env = append(cmd.Env, o.env...)
+	out, err := os.Create(filepath.Join(t.TempDir(), name+".out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := &replica{base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), cmd: cmd}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			return r
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(out.Name())
+			t.Fatalf("replica %s did not start:\n%s", name, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// adminMetrics is the admin endpoint's /metrics of the test's Caddy.
+const adminMetrics = "http://localhost:2999/metrics"
+
+// scrapeURL reads a Prometheus text exposition.
+func scrapeURL(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+// samples are the samples of an exposition whose series start with
+// prefix, as "name{labels}" (as exposed: labels sorted by name) -> value.
+func samples(t *testing.T, exposition, prefix string) map[string]float64 {
+	t.Helper()
+	out := map[string]float64{}
+	for _, line := range strings.Split(exposition, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("unreadable sample %q", line)
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("unreadable sample %q", line)
+		}
+		out[line[:i]] = v
+	}
+	return out
 }
