@@ -170,7 +170,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// management key and the size; a new lookup_rate applies to it.
 	h.cachePoolKey = fmt.Sprintf("%s|%s|%d", up.base, fingerprintOf(up.managementKey).short(), size)
 	pooled, _, err := gatewayCaches.LoadOrNew(h.cachePoolKey, func() (caddy.Destructor, error) {
-		return gatewayCache{newKeyCache(size), rate.NewLimiter(rate.Limit(lookupRate), max(1, int(lookupRate)))}, nil
+		return gatewayCache{newKeyCache(size), rate.NewLimiter(rate.Limit(lookupRate), max(1, int(lookupRate))), newUsageLog()}, nil
 	})
 	if err != nil {
 		return err
@@ -193,6 +193,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
 	if h.WatchKeys > 0 && up.managementKey != "" {
+		h.knowledge.usage = pooled.(gatewayCache).usage
 		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), h.logger)
 		h.watch.register(ctx.GetMetricsRegistry())
 	}

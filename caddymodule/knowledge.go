@@ -34,10 +34,13 @@ const (
 )
 
 // gatewayCache is what survives config reloads for one gateway
-// configuration: the cache, and the budget of GET /key lookups.
+// configuration: the cache, the budget of GET /key lookups, and, for the
+// key watch, when each key was last used (the cache records a use once a
+// minute, so a log made anew at a reload would miss uses until then).
 type gatewayCache struct {
 	*keyCache
 	lookups *rate.Limiter
+	usage   *usageLog
 }
 
 var gatewayCaches = caddy.NewUsagePool()

@@ -441,12 +441,46 @@ func (s *sharedStore) cleanup() {
 			deleted++
 		}
 	}
+	deleted += s.cleanupStaleUses(ctx, now)
 	_ = s.call(ctx, "store", func(ctx context.Context) error {
 		return s.storage.Store(ctx, sharedCleanupMark, []byte(now.UTC().Format(time.RFC3339)))
 	})
 	if c := s.logger.Check(zapcore.DebugLevel, "shared key entries cleaned up"); c != nil {
 		c.Write(zap.Int("entries", len(keys)), zap.Int("deleted", deleted))
 	}
+}
+
+// staleUses is how long a replica's shared uses are kept once it stopped
+// writing them (a replica that restarted writes under a new name): longer
+// than any "in use" window of the alert rules.
+const staleUses = 8 * 24 * time.Hour
+
+// cleanupStaleUses deletes the uses of replicas gone for staleUses.
+func (s *sharedStore) cleanupStaleUses(ctx context.Context, now time.Time) int {
+	prefix := s.account + strings.TrimSuffix(sharedWatchUsed, "/")
+	var names []string
+	if s.call(ctx, "list", func(ctx context.Context) error {
+		var err error
+		names, err = s.storage.List(ctx, prefix, false)
+		return err
+	}) != nil {
+		return 0
+	}
+	deleted := 0
+	for _, name := range names {
+		var modified time.Time
+		if s.call(ctx, "stat", func(ctx context.Context) error {
+			info, err := s.storage.Stat(ctx, name)
+			modified = info.Modified
+			return err
+		}) != nil || now.Sub(modified) < staleUses {
+			continue
+		}
+		if s.call(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, name) }) == nil {
+			deleted++
+		}
+	}
+	return deleted
 }
 
 // scrubEntryNames shortens every full fingerprint (64 hex digits) in a

@@ -260,3 +260,23 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// The uses a replica shared are deleted once it has been gone longer than
+// any "in use" window; a live replica's are kept.
+func TestCleanupDeletesStaleUses(t *testing.T) {
+	double := newStorageDouble()
+	s, _ := newTestStore(t, double)
+	a, b := s.account+sharedWatchUsed+"a", s.account+sharedWatchUsed+"b"
+	ctx := context.Background()
+	_ = double.Store(ctx, a, []byte(`{}`))
+	_ = double.Store(ctx, b, []byte(`{}`))
+	now := time.Now()
+	// The double's Stat says "modified now": seen from now both are fresh,
+	// seen from 9 days later both are stale.
+	if n := s.cleanupStaleUses(ctx, now); n != 0 || !double.Exists(ctx, a) || !double.Exists(ctx, b) {
+		t.Errorf("deleted %d fresh use files", n)
+	}
+	if n := s.cleanupStaleUses(ctx, now.Add(9*24*time.Hour)); n != 2 || double.Exists(ctx, a) || double.Exists(ctx, b) {
+		t.Errorf("deleted %d of 2 stale use files", n)
+	}
+}

@@ -11,12 +11,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
@@ -41,15 +39,6 @@ type usageLog struct {
 }
 
 func newUsageLog() *usageLog { return &usageLog{last: make(map[string]int64)} }
-
-// Destruct is for usageLogs.
-func (u *usageLog) Destruct() error { return nil }
-
-// usageLogs keep the uses a gateway saw across config reloads, as its key
-// cache keeps when it last recorded each use (keyState.usedAt): one log per
-// cache, while a key watch uses it. A log made anew at each reload would
-// forget every use until the key is used again.
-var usageLogs = caddy.NewUsagePool()
 
 func (u *usageLog) used(key string, now time.Time) {
 	id := usedID(recordHash(key))
@@ -125,14 +114,10 @@ type keyWatch struct {
 // startKeyWatch starts the watch; it stops with ctx.
 func startKeyWatch(ctx context.Context, k *knowledge, interval time.Duration, logger *zap.Logger) *keyWatch {
 	w := &keyWatch{k: k, interval: interval, logger: logger}
-	poolKey := fmt.Sprintf("%p", k.cache) // the cache lives as long as the entry
-	pooled, _, _ := usageLogs.LoadOrNew(poolKey, func() (caddy.Destructor, error) { return newUsageLog(), nil })
-	k.usage = pooled.(*usageLog)
 	k.acct.watch.Store(w)
 	go func() {
 		w.run(ctx)
 		k.acct.watch.CompareAndSwap(w, nil)
-		_, _ = usageLogs.Delete(poolKey)
 	}()
 	return w
 }
