@@ -199,8 +199,8 @@ func TestDeadMetadataEndpoint(t *testing.T) {
 		}
 		start = time.Now()
 		serve(&h, ok, "POST", "/api/v1/chat/completions", goodKey)
-		if took := time.Since(start); took > 50*time.Millisecond {
-			t.Fatalf("a working request waited %v", took)
+		if took := time.Since(start); took >= 200*time.Millisecond {
+			t.Fatalf("a working request waited %v, as long as the hanging lookup", took)
 		}
 	}
 	time.Sleep(300 * time.Millisecond)

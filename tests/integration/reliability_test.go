@@ -247,6 +247,8 @@ func TestKeyFlood(t *testing.T) {
 			}
 		}
 	}()
+	waitedBefore := unexplained(t, "no_evidence") + unexplained(t, "lookup_failed")
+	busyBefore := unexplained(t, "busy")
 	gwTook, plainTook, elapsed, other := flood()
 	close(stop)
 	deadWG.Wait()
@@ -268,11 +270,13 @@ func TestKeyFlood(t *testing.T) {
 		t.Errorf("%d of %d flood requests were not answered 401", other, 2*n)
 	}
 	// A failing request waits only for a lookup that can start at once
-	// (lookup_rate), never in a queue: what it adds is small next to the
-	// latency under the flood (100 ms, or a quarter of plain
-	// reverse_proxy's p99 on a machine so loaded that this is more).
-	if added, allowed := gwP99-plP99, max(100*time.Millisecond, plP99/4); added > allowed {
-		t.Errorf("the gateway adds %v to the p99 of failing requests (%v, plain %v); allowed %v", added, gwP99, plP99, allowed)
+	// (lookup_rate), never in a queue: every refusal either had a lookup of
+	// its own or left at once, counted busy. (The latency figures above are
+	// for people; timings are no assertion on a shared machine.)
+	waited := unexplained(t, "no_evidence") + unexplained(t, "lookup_failed") - waitedBefore
+	left := unexplained(t, "busy") - busyBefore
+	if waited > float64(lookups) || waited+left < float64(len(gwTook)) {
+		t.Errorf("%v refusals waited for %d lookups, %v left at once, of %d", waited, lookups, left, len(gwTook))
 	}
 	if entries > cacheSize || entries < 1 {
 		t.Errorf("cache holds %v entries; cache_size %d", entries, cacheSize)
