@@ -60,7 +60,7 @@ func benchHandler(b *testing.B, h *Handler) (*emulator.Server, func()) {
 // learnNow makes the gateway ask GET /key about key and waits for the
 // answer to be stored.
 func learnNow(k *knowledge, key string) {
-	<-k.keyFlight(key, fingerprintOf(key)).done
+	<-k.keyFlight(key, fingerprintOf(key), nil).done
 }
 
 // knownExpiredKey is a key the handler knows expired an hour ago.

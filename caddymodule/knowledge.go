@@ -117,7 +117,9 @@ func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyStat
 			st.usedAt = n
 		}
 		if k.wantsLookup(*st, found, n) {
-			st.retryAt = n + int64(k.timeout)
+			// A short reservation: if no lookup can start now, the key is
+			// tried again a second later; one that starts replaces it.
+			st.retryAt = n + int64(time.Second)
 			reserved = true
 		}
 		return true
@@ -132,42 +134,44 @@ func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyStat
 }
 
 // learnInBackground runs GET /key in the background if a place is free and
-// the lookup rate allows; otherwise the key is tried again a second later.
+// the lookup rate allows; otherwise the key's short reservation lapses and
+// a later request tries again.
 func (k *knowledge) learnInBackground(key string, fp fingerprint) {
-	start := false
-	select {
-	case k.background <- struct{}{}:
-		if start = k.lookups.Allow(); !start {
-			<-k.background
-			gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
-		}
-	default:
-	}
-	if !start {
-		k.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
-			st.retryAt = time.Now().Add(time.Second).UnixNano()
-			return true
-		})
+	k.flightsMu.Lock()
+	inFlight := k.flights[fp] != nil
+	k.flightsMu.Unlock()
+	if inFlight {
 		return
 	}
-	f := k.keyFlight(key, fp)
-	go func() {
-		defer func() { <-k.background }()
-		<-f.done
-	}()
+	select {
+	case k.background <- struct{}{}:
+	default:
+		return
+	}
+	if !k.lookups.Allow() {
+		<-k.background
+		gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
+		return
+	}
+	k.keyFlight(key, fp, func() { <-k.background })
 }
 
 // keyFlight starts a GET /key for the key, or joins the one in flight.
 // The lookup runs within the config's lifetime and the lookup timeout,
-// whoever waits for it.
-func (k *knowledge) keyFlight(key string, fp fingerprint) *flight[keyAnswer] {
+// whoever waits for it. release, when not nil, runs once the lookup is
+// over (at once when an earlier lookup is joined).
+func (k *knowledge) keyFlight(key string, fp fingerprint, release func()) *flight[keyAnswer] {
 	k.flightsMu.Lock()
-	defer k.flightsMu.Unlock()
 	if f := k.flights[fp]; f != nil {
+		k.flightsMu.Unlock()
+		if release != nil {
+			release()
+		}
 		return f
 	}
 	f := newFlight[keyAnswer]()
 	k.flights[fp] = f
+	k.flightsMu.Unlock()
 	go func() {
 		ctx, cancel := context.WithTimeout(k.life, k.timeout)
 		defer cancel()
@@ -177,6 +181,9 @@ func (k *knowledge) keyFlight(key string, fp fingerprint) *flight[keyAnswer] {
 		delete(k.flights, fp)
 		k.flightsMu.Unlock()
 		f.finish(keyAnswer{md, res}, nil)
+		if release != nil {
+			release()
+		}
 	}()
 	return f
 }
@@ -203,7 +210,7 @@ func (k *knowledge) startedKeyFlight(key string, fp fingerprint, st keyState, si
 		gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
 		return nil, classBusy
 	}
-	return k.keyFlight(key, fp), ""
+	return k.keyFlight(key, fp, nil), ""
 }
 
 // record stores what GET /key answered.

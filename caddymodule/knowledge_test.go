@@ -148,7 +148,7 @@ func TestCancelledLookupIsNoFailure(t *testing.T) {
 	newHandler(t, &h, api)
 	h.knowledge.life = life
 	key := randomKey()
-	f := h.knowledge.keyFlight(key, fingerprintOf(key))
+	f := h.knowledge.keyFlight(key, fingerprintOf(key), nil)
 	time.Sleep(50 * time.Millisecond)
 	cancel()
 	<-f.done
