@@ -325,6 +325,8 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return err
 	}
 	if err != nil {
+		// The chain's error is what Caddy must see; a write error of the
+		// release would only repeat it.
 		_ = hw.release()
 		return err
 	}

@@ -160,6 +160,7 @@ func (hw *heldWriter) noteTrailers() {
 // reverse_proxy does before it aborts the response.
 func (hw *heldWriter) abort() {
 	if hw.holding {
+		// The response is being aborted: a failed write has nowhere to go.
 		_ = hw.release()
 		_ = http.NewResponseController(hw.ResponseWriter).Flush()
 	}
