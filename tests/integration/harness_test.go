@@ -449,9 +449,6 @@ http://127.0.0.1:%d {
 	}
 }
 
-// adminMetrics is the admin endpoint's /metrics of the test's Caddy.
-const adminMetrics = "http://localhost:2999/metrics"
-
 // scrapeURL reads a Prometheus text exposition.
 func scrapeURL(t *testing.T, url string) string {
 	t.Helper()
