@@ -207,6 +207,23 @@ func (s *sharedStore) call(ctx context.Context, op string, fn func(context.Conte
 	return err
 }
 
+// load reads an entry through call; op names it in the metrics.
+func (s *sharedStore) load(ctx context.Context, op, key string) ([]byte, error) {
+	var b []byte
+	err := s.call(ctx, op, func(ctx context.Context) error {
+		var err error
+		b, err = s.storage.Load(ctx, key)
+		return err
+	})
+	return b, err
+}
+
+// store writes an entry through call. Its error is counted and, when it
+// trips the breaker, logged by call: callers need not handle it.
+func (s *sharedStore) store(ctx context.Context, op, key string, data []byte) error {
+	return s.call(ctx, op, func(ctx context.Context) error { return s.storage.Store(ctx, key, data) })
+}
+
 func (s *sharedStore) available() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -267,9 +284,7 @@ func (s *sharedStore) writer() {
 		case <-s.ctx.Done():
 			return
 		case w := <-s.writes:
-			_ = s.call(s.ctx, "store", func(ctx context.Context) error {
-				return s.storage.Store(ctx, w.key, w.data)
-			})
+			_ = s.store(s.ctx, "store", w.key, w.data)
 		}
 	}
 }
@@ -277,12 +292,7 @@ func (s *sharedStore) writer() {
 // read returns the shared entry for a key, if there is a live one, within
 // ctx (the failing request's remaining time).
 func (s *sharedStore) read(ctx context.Context, fp fingerprint) (sharedEntry, bool) {
-	var b []byte
-	err := s.call(ctx, "load", func(ctx context.Context) error {
-		var err error
-		b, err = s.storage.Load(ctx, sharedKey(fp))
-		return err
-	})
+	b, err := s.load(ctx, "load", sharedKey(fp))
 	var e sharedEntry
 	if err != nil || json.Unmarshal(b, &e) != nil || e.KeepUntil < time.Now().Unix() {
 		return sharedEntry{}, false
@@ -301,12 +311,7 @@ func (s *sharedStore) publishHashProven() {
 
 // hashProven reads whether another replica proved the hash scheme.
 func (s *sharedStore) hashProven(ctx context.Context) bool {
-	var b []byte
-	err := s.call(ctx, "load", func(ctx context.Context) error {
-		var err error
-		b, err = s.storage.Load(ctx, s.hashSchemeKey())
-		return err
-	})
+	b, err := s.load(ctx, "load", s.hashSchemeKey())
 	return err == nil && string(b) == `"sha256"`
 }
 
@@ -336,15 +341,10 @@ func (s *sharedStore) maintain() {
 func (s *sharedStore) checkHealth() {
 	key := sharedHealthPrefix + hex.EncodeToString(s.instance())
 	mark := []byte(time.Now().UTC().Format(time.RFC3339Nano))
-	if s.call(s.ctx, "health", func(ctx context.Context) error { return s.storage.Store(ctx, key, mark) }) != nil {
+	if s.store(s.ctx, "health", key, mark) != nil {
 		return
 	}
-	var got []byte
-	err := s.call(s.ctx, "health", func(ctx context.Context) error {
-		var err error
-		got, err = s.storage.Load(ctx, key)
-		return err
-	})
+	got, err := s.load(s.ctx, "health", key)
 	if errors.Is(err, fs.ErrNotExist) || (err == nil && string(got) != string(mark)) {
 		s.failed("health", errors.New("a mark just written could not be read back"))
 	}
@@ -425,12 +425,8 @@ func (s *sharedStore) cleanup() {
 	}
 	deleted := 0
 	for _, key := range keys {
-		var b []byte
-		if s.call(ctx, "load", func(ctx context.Context) error {
-			var err error
-			b, err = s.storage.Load(ctx, key)
-			return err
-		}) != nil {
+		b, err := s.load(ctx, "load", key)
+		if err != nil {
 			continue
 		}
 		var e sharedEntry
@@ -442,9 +438,7 @@ func (s *sharedStore) cleanup() {
 		}
 	}
 	deleted += s.cleanupStaleUses(ctx, now)
-	_ = s.call(ctx, "store", func(ctx context.Context) error {
-		return s.storage.Store(ctx, sharedCleanupMark, []byte(now.UTC().Format(time.RFC3339)))
-	})
+	_ = s.store(ctx, "store", sharedCleanupMark, []byte(now.UTC().Format(time.RFC3339)))
 	if c := s.logger.Check(zapcore.DebugLevel, "shared key entries cleaned up"); c != nil {
 		c.Write(zap.Int("entries", len(keys)), zap.Int("deleted", deleted))
 	}

@@ -174,9 +174,7 @@ func (w *keyWatch) tick(ctx context.Context) error {
 		return err
 	}
 	if b, err := json.Marshal(snap); err == nil {
-		_ = s.call(ctx, "store", func(ctx context.Context) error {
-			return s.storage.Store(ctx, s.account+sharedWatchSnapshot, b)
-		})
+		_ = s.store(ctx, "store", s.account+sharedWatchSnapshot, b)
 	}
 	w.publish(snap)
 	return nil
@@ -239,12 +237,8 @@ func (w *keyWatch) publish(snap *watchSnapshot) {
 
 func (w *keyWatch) sharedSnapshot(ctx context.Context) (*watchSnapshot, bool) {
 	s := w.k.shared
-	var b []byte
-	if s.call(ctx, "load", func(ctx context.Context) error {
-		var err error
-		b, err = s.storage.Load(ctx, s.account+sharedWatchSnapshot)
-		return err
-	}) != nil {
+	b, err := s.load(ctx, "load", s.account+sharedWatchSnapshot)
+	if err != nil {
 		return nil, false
 	}
 	var snap watchSnapshot
@@ -276,7 +270,7 @@ func (w *keyWatch) shareUses(ctx context.Context) {
 	}
 	s := w.k.shared
 	key := s.account + sharedWatchUsed + hex.EncodeToString(s.instance())
-	_ = s.call(ctx, "store", func(ctx context.Context) error { return s.storage.Store(ctx, key, b) })
+	_ = s.store(ctx, "store", key, b)
 }
 
 // sharedUses merges the uses every replica published.
@@ -292,12 +286,8 @@ func (w *keyWatch) sharedUses(ctx context.Context) map[string]int64 {
 	}
 	out := make(map[string]int64)
 	for _, name := range names {
-		var b []byte
-		if s.call(ctx, "load", func(ctx context.Context) error {
-			var err error
-			b, err = s.storage.Load(ctx, name)
-			return err
-		}) != nil {
+		b, err := s.load(ctx, "load", name)
+		if err != nil {
 			continue
 		}
 		var m map[string]int64

@@ -26,6 +26,34 @@ const (
 	Fault404               // 404 in the OpenAI envelope, as a wrong upstream path gives
 )
 
+// Faults are every fault, for tests that try each.
+var Faults = []Fault{FaultHang, FaultStatus500, FaultReset, FaultInvalidJSON, FaultHugeBody, FaultSlowBody, FaultCutBody, Fault404}
+
+// String names the fault, for test names.
+func (f Fault) String() string {
+	switch f {
+	case FaultNone:
+		return "none"
+	case FaultHang:
+		return "hang"
+	case FaultStatus500:
+		return "500"
+	case FaultReset:
+		return "reset"
+	case FaultInvalidJSON:
+		return "invalid JSON"
+	case FaultHugeBody:
+		return "huge body"
+	case FaultSlowBody:
+		return "slow body"
+	case FaultCutBody:
+		return "cut body"
+	case Fault404:
+		return "404"
+	}
+	return "fault " + strconv.Itoa(int(f))
+}
+
 // FaultEndpoints are the endpoints SetFault accepts.
 var FaultEndpoints = []string{"/key", "/keys", "/keys/{hash}", "/workspaces", "/credits", "/models"}
 

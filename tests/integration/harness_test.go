@@ -320,8 +320,9 @@ func raw(t *testing.T, method, url, key string, body string, header ...string) (
 	return rawVia(t, &http.Transport{DisableCompression: true}, method, url, key, body, header...)
 }
 
-// rawVia is raw over the given transport (HTTP/2 without TLS, for one).
-func rawVia(t *testing.T, rt http.RoundTripper, method, url, key string, body string, header ...string) (*http.Response, []byte) {
+// newRequest is a request as the tests send it: the key as a bearer, a
+// JSON body, and header pairs set as given.
+func newRequest(t *testing.T, method, url, key, body string, header ...string) *http.Request {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
 	if err != nil {
@@ -336,7 +337,13 @@ func rawVia(t *testing.T, rt http.RoundTripper, method, url, key string, body st
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
+	return req
+}
+
+// rawVia is raw over the given transport (HTTP/2 without TLS, for one).
+func rawVia(t *testing.T, rt http.RoundTripper, method, url, key string, body string, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := (&http.Client{Transport: rt}).Do(newRequest(t, method, url, key, body, header...))
 	if err != nil {
 		t.Fatal(err)
 	}

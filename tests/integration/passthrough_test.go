@@ -47,20 +47,7 @@ type wire struct {
 // the error that cuts it short.
 func fetch(t *testing.T, rt http.RoundTripper, method, url, key, body string, header ...string) wire {
 	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := rt.RoundTrip(req)
+	resp, err := rt.RoundTrip(newRequest(t, method, url, key, body, header...))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,19 +42,12 @@ func unexplained(t *testing.T, class string) float64 {
 }
 
 func TestMetadataFaults(t *testing.T) {
-	for _, f := range []struct {
-		name  string
-		fault emulator.Fault
-	}{
-		{"hang", emulator.FaultHang}, {"500", emulator.FaultStatus500}, {"reset", emulator.FaultReset},
-		{"invalid JSON", emulator.FaultInvalidJSON}, {"huge body", emulator.FaultHugeBody},
-		{"slow body", emulator.FaultSlowBody}, {"cut body", emulator.FaultCutBody}, {"404", emulator.Fault404},
-	} {
-		t.Run(f.name, func(t *testing.T) {
+	for _, fault := range emulator.Faults {
+		t.Run(fault.String(), func(t *testing.T) {
 			// A lookup timeout long enough that a request waiting for a
 			// hanging lookup is plainly told from one that does not wait.
 			e := start(t, options{module: "lookup_timeout 2s"})
-			e.emu.SetFault("/key", f.fault)
+			e.emu.SetFault("/key", fault)
 			works := e.emu.NewKey(emulator.KeyOptions{})
 			dead := e.emu.NewKey(emulator.KeyOptions{})
 			e.emu.Delete(dead)
@@ -87,7 +80,7 @@ func TestMetadataFaults(t *testing.T) {
 			// One background lookup per key, and the failing request joined
 			// it; then backoff. (Go retries a GET on a connection reset once.)
 			limit := 2
-			if f.fault == emulator.FaultReset {
+			if fault == emulator.FaultReset {
 				limit = 4
 			}
 			if n := e.emu.Count("/key"); n > limit {

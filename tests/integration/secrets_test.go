@@ -25,17 +25,10 @@ func TestBrokenAnswersLeakNothing(t *testing.T) {
 	upstream := e.upstream.URL + "/api/v1"
 	checkPage := strings.TrimSuffix(gatewayBase, "/api/v1") + "/keycheck"
 	var keys []string
-	for _, f := range []struct {
-		name  string
-		fault emulator.Fault
-	}{
-		{"hang", emulator.FaultHang}, {"500", emulator.FaultStatus500}, {"reset", emulator.FaultReset},
-		{"invalid JSON", emulator.FaultInvalidJSON}, {"huge body", emulator.FaultHugeBody},
-		{"slow body", emulator.FaultSlowBody}, {"cut body", emulator.FaultCutBody}, {"404", emulator.Fault404},
-	} {
+	for _, fault := range emulator.Faults {
 		round := time.Now()
 		for _, endpoint := range emulator.FaultEndpoints {
-			e.emu.SetFault(endpoint, f.fault)
+			e.emu.SetFault(endpoint, fault)
 		}
 		// A disabled key (GET /key, GET /keys/{hash}, the listing, the
 		// workspaces) and a valid one (the key check's credits and models).
@@ -54,7 +47,7 @@ func TestBrokenAnswersLeakNothing(t *testing.T) {
 		for _, endpoint := range emulator.FaultEndpoints {
 			e.emu.SetFault(endpoint, emulator.FaultNone)
 		}
-		t.Logf("%s: %v", f.name, time.Since(round))
+		t.Logf("%s: %v", fault, time.Since(round))
 	}
 	time.Sleep(1500 * time.Millisecond) // a watch round and the storage writer
 	sinks := map[string][]byte{"/metrics": []byte(scrape(t))}
