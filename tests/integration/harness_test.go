@@ -107,6 +107,16 @@ func keyMaterial(key string) []string {
 	return out
 }
 
+// isHexString reports whether s is all lowercase hex digits.
+func isHexString(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !isLowerHex(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 func sweepForKeys() []string {
 	logs, err := os.ReadFile(logPath)
 	// A run of tests chosen with -run may write only logs of their own,
@@ -143,12 +153,15 @@ func sweepForKeys() []string {
 	// set, once per 64-digit window of the output; the rest (a key of
 	// another shape, a JWT) are searched for one by one.
 	hexForms := make(map[string]string)
-	var others [][2]string // form, key
+	prefixes := make(map[string]string) // a key's first 24 hex digits
+	var others [][2]string              // form, key
 	for _, key := range secrets {
 		for _, m := range keyMaterial(key) {
 			switch {
 			case isHex64(m):
 				hexForms[m] = key
+			case len(m) == 24 && isHexString(m):
+				prefixes[m] = key
 			case strings.HasPrefix(m, "sk-or-v1-") && isHex64(m[len("sk-or-v1-"):]):
 				// Found through its hex part.
 			default:
@@ -171,6 +184,11 @@ func sweepForKeys() []string {
 		for i, run := 0, 0; i <= len(out.data); i++ {
 			if i < len(out.data) && isLowerHex(out.data[i]) {
 				run++
+				if run >= 24 {
+					if key, ok := prefixes[string(out.data[i-23:i+1])]; ok {
+						leak(out.where, key, 24)
+					}
+				}
 				if run >= 64 {
 					if key, ok := hexForms[string(out.data[i-63:i+1])]; ok {
 						leak(out.where, key, 64)
@@ -191,17 +209,7 @@ func sweepForKeys() []string {
 
 func isLowerHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' }
 
-func isHex64(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isLowerHex(s[i]) {
-			return false
-		}
-	}
-	return true
-}
+func isHex64(s string) bool { return len(s) == 64 && isHexString(s) }
 
 // env is one running Caddy in front of one emulator.
 type env struct {
