@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"bytes"
-	"compress/flate"
 	"context"
 	"errors"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -494,7 +492,7 @@ var bombs = func() func(testing.TB) map[string]bomb {
 	var once sync.Once
 	var all map[string]bomb
 	return func(t testing.TB) map[string]bomb {
-		once.Do(func() { all = makeBombs() })
+		once.Do(func() { all = makeBombs(t) })
 		for name, b := range all {
 			if len(b.body) > maxErrorBody {
 				t.Fatalf("%s is %d bytes, more than a held 401", name, len(b.body))
@@ -504,10 +502,10 @@ var bombs = func() func(testing.TB) map[string]bomb {
 	}
 }()
 
-func makeBombs() map[string]bomb {
+func makeBombs(t testing.TB) map[string]bomb {
 	zeros := make([]byte, 2<<20)
 	var members []byte // gzip members of 2 KiB each
-	for member := gzipEncode(zeros[:2<<10]); len(members)+len(member) <= maxErrorBody; {
+	for member := encode(t, "gzip", zeros[:2<<10]); len(members)+len(member) <= maxErrorBody; {
 		members = append(members, member...)
 	}
 	all := map[string]bomb{
@@ -522,12 +520,12 @@ func makeBombs() map[string]bomb {
 		// decoder allocates ever larger tables, 80 MB in all.
 		"brotli churn":        {"br", brotliChurn()},
 		"brotli zeros":        {"br", brotliEncode(zeros, 11, 24)},
-		"gzip zeros":          {"gzip", gzipEncode(zeros)},
+		"gzip zeros":          {"gzip", encode(t, "gzip", zeros)},
 		"gzip members":        {"gzip", members},
 		"zstd zeros":          {"zstd", zstdEncode(zeros)},
 		"zstd zeros streamed": {"zstd", zstdStreamed(zeros)},
-		"zlib zeros":          {"deflate", zlibEncode(zeros)},
-		"raw deflate zeros":   {"deflate", rawDeflateEncode(zeros)},
+		"zlib zeros":          {"deflate", encode(t, "deflate", zeros)},
+		"raw deflate zeros":   {"deflate", encode(t, "raw-deflate", zeros)},
 	}
 	return all
 }
@@ -567,30 +565,6 @@ func brotliWindows(body []byte) []int {
 func brotliEncode(b []byte, quality, lgwin int) []byte {
 	var buf bytes.Buffer
 	w := brotli.NewWriterOptions(&buf, brotli.WriterOptions{Quality: quality, LGWin: lgwin})
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
-func gzipEncode(b []byte) []byte {
-	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
-func zlibEncode(b []byte) []byte {
-	var buf bytes.Buffer
-	w := zlib.NewWriter(&buf)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
-func rawDeflateEncode(b []byte) []byte {
-	var buf bytes.Buffer
-	w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
 	w.Write(b)
 	w.Close()
 	return buf.Bytes()
