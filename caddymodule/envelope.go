@@ -7,21 +7,9 @@ package caddymodule
 import (
 	"sync/atomic"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
-
-// envelopeOf tells which of OpenRouter's envelopes a parsed body is in.
-func envelopeOf(e *errorBody) openrouter.Envelope {
-	switch {
-	case e.inner == nil:
-		return openrouter.EnvelopeFlat
-	case fieldIndex(e.top, "type") >= 0:
-		return openrouter.EnvelopeMessages
-	case fieldIndex(e.top, "error_type") >= 0:
-		return openrouter.EnvelopeResponsesDocs
-	}
-	return openrouter.EnvelopeOpenAI
-}
 
 // envelopes remembers, per endpoint family, the envelope of the last 401
 // the upstream sent. The zero value knows nothing and answers defaults.
@@ -46,11 +34,11 @@ func (l *envelopes) forFamily(f openrouter.Family) openrouter.Envelope {
 // refusalBodies are OpenRouter's "User not found." 401 in each envelope,
 // parsed once: an answer given at the edge is that body, rewritten as the
 // upstream's own would have been.
-var refusalBodies = func() []*errorBody {
+var refusalBodies = func() []*errbody.Body {
 	all := []openrouter.Envelope{openrouter.EnvelopeOpenAI, openrouter.EnvelopeFlat, openrouter.EnvelopeMessages, openrouter.EnvelopeResponsesDocs}
-	out := make([]*errorBody, len(all))
+	out := make([]*errbody.Body, len(all))
 	for _, e := range all {
-		eb, ok := parseErrorBody(e.Body(401, openrouter.MessageUserNotFound, nil))
+		eb, ok := errbody.Parse(e.Body(401, openrouter.MessageUserNotFound, nil))
 		if !ok {
 			panic("unparsable refusal body in envelope " + string(rune('0'+e)))
 		}
@@ -61,7 +49,7 @@ var refusalBodies = func() []*errorBody {
 
 // edgeBody is the body of an answer given at the edge in envelope e.
 func edgeBody(e openrouter.Envelope, v verdict) []byte {
-	out, ok := refusalBodies[e].rewrite(v)
+	out, ok := rewrite(refusalBodies[e], v)
 	if !ok {
 		panic("OpenRouter's own refusal body is always editable")
 	}

@@ -7,13 +7,14 @@
 //
 // A request's way through the files: handler.go (ServeHTTP) reads the
 // credential (credential.go) and what is known of it (knowledge.go, over
-// cache.go and state.go), answers known-dead keys itself (edge.go), and
-// passes the rest on through the 401-holding writer (response.go); a held
-// 401 is decoded (decode.go), parsed (rewrite.go), classified
-// (classify.go) with evidence from OpenRouter (lookup.go, records.go,
-// account.go) and other replicas (storage.go), and rewritten in the
-// upstream's envelope (envelope.go, rewrite.go) or counted as unexplained
-// (drift.go).
+// cache.go and state.go), answers known-dead keys itself (handler.go,
+// envelope.go), and passes the rest on through the 401-holding writer
+// (response.go); a held 401 is decoded and parsed (package errbody, in
+// internal/errbody), classified (classify.go) with evidence from
+// OpenRouter (lookup.go, records.go, account.go) and other replicas
+// (storage.go), and rewritten (rewrite.go says what a verdict adds,
+// errbody edits the body in the upstream's envelope, envelope.go picks the
+// envelope of an edge answer) or counted as unexplained (drift.go).
 package caddymodule
 
 import (
@@ -32,6 +33,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
@@ -341,21 +343,21 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 	if eb == nil {
 		return h.leave(hw, class, "")
 	}
-	msg := authMessageOf(eb.message)
+	msg := authMessageOf(eb.Message())
 	family := openrouter.FamilyOf(r.URL.Path)
-	if msg != msgOther && eb.message != "" {
-		h.acct.envelopes.learn(family, envelopeOf(eb))
+	if msg != msgOther && eb.Message() != "" {
+		h.acct.envelopes.learn(family, eb.Envelope())
 	}
 	var v verdict
-	switch _, named := eb.metadataMember("provider_name"); {
-	case (msg == msgProviderError && named) || eb.acceptedBy():
+	switch _, named := eb.Metadata("provider_name").Text(); {
+	case (msg == msgProviderError && named) || acceptedBy(eb):
 		// OpenRouter accepted the key; a provider refused its own
 		// credentials (BYOK). The key is fine: the message stays.
 		v = verdict{reason: reasonProviderRejected}
 	case c.kind == credNone:
 		return h.leave(hw, classNoCredentials, "")
 	case msg == msgOther:
-		return h.leave(hw, classUnrecognizedMessage, eb.message)
+		return h.leave(hw, classUnrecognizedMessage, eb.Message())
 	default:
 		var needsEvidence bool
 		v, needsEvidence = classifyRefusal(msg, c, start)
@@ -371,7 +373,7 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 	if !v.known() {
 		return h.leave(hw, class, "")
 	}
-	out, ok := eb.rewrite(v)
+	out, ok := rewrite(eb, v)
 	if !ok {
 		return h.leave(hw, classUneditable, "")
 	}
@@ -384,20 +386,27 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 }
 
 // parseHeld decodes and parses the held body, or says why it cannot.
-func (h *Handler) parseHeld(hw *heldWriter) (*errorBody, string) {
+func (h *Handler) parseHeld(hw *heldWriter) (*errbody.Body, string) {
 	encodings := hw.Header().Values("Content-Encoding")
 	if len(encodings) > 1 {
 		return nil, classEncoding
 	}
-	body, err := decodeBody(hw.buf.Bytes(), strings.Join(encodings, ""))
+	body, err := errbody.Decode(hw.buf.Bytes(), strings.Join(encodings, ""))
 	if err != nil {
 		return nil, classEncoding
 	}
-	eb, ok := parseErrorBody(body)
+	eb, ok := errbody.Parse(body)
 	if !ok {
 		return nil, classNotJSON
 	}
 	return eb, ""
+}
+
+// acceptedBy reports whether the body shows that OpenRouter authenticated
+// the key: a top-level user_id names the account the key belongs to.
+func acceptedBy(eb *errbody.Body) bool {
+	id, ok := eb.Top("user_id").Raw()
+	return ok && string(id) != "null"
 }
 
 // leave releases the held 401 unchanged and counts it as unexplained.

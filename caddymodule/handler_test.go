@@ -18,6 +18,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -125,7 +126,7 @@ func TestUnexplainable401sPassUnchanged(t *testing.T) {
 	emu.Delete(dead)
 	html := http.Header{"Content-Type": {"text/html"}}
 	json := http.Header{"Content-Type": {"application/json"}}
-	huge := []byte(`{"error":{"message":"User not found.","code":401,"pad":"` + strings.Repeat("x", maxErrorBody) + `"}}`)
+	huge := []byte(`{"error":{"message":"User not found.","code":401,"pad":"` + strings.Repeat("x", errbody.HoldLimit) + `"}}`)
 	for name, c := range map[string]struct {
 		method string
 		header http.Header

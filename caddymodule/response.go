@@ -11,10 +11,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 )
 
 // heldWriter passes every response straight through to the client except a
-// 401, which it holds back (up to maxErrorBody) so that the handler can
+// 401, which it holds back (up to errbody.HoldLimit) so that the handler can
 // explain it. A held 401 that grows past the cap is released unchanged and
 // streams on. It keeps Unwrap and FlushError so that http.ResponseController
 // reaches the real writer: without them a stream would be delivered in one
@@ -69,7 +71,7 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 		}
 		return hw.ResponseWriter.Write(p)
 	}
-	if hw.buf.Len()+len(p) <= maxErrorBody {
+	if hw.buf.Len()+len(p) <= errbody.HoldLimit {
 		return hw.buf.Write(p)
 	}
 	// Too large to be the body this gateway explains: release it.

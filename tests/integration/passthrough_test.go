@@ -308,24 +308,29 @@ func TestHeldUnauthorizedCutShort(t *testing.T) {
 }
 
 // TestUneditableMetadataPassesUnchanged: a 401 the gateway could explain,
-// but whose metadata it cannot edit without loss (a member twice, more
-// members than it edits, a metadata that is not an object), passes
-// unchanged, says no reason, and is counted as uneditable.
+// but whose metadata it cannot edit without loss or ambiguity ("reason"
+// twice, more members than it edits, a metadata that is not an object),
+// passes unchanged, says no reason, and is counted as uneditable. Other
+// members written twice are kept byte for byte, and the 401 explained.
 func TestUneditableMetadataPassesUnchanged(t *testing.T) {
 	var many strings.Builder
 	for i := range 65 {
 		fmt.Fprintf(&many, `,"m%d":%d`, i, i)
 	}
+	const repeated = `{"error":{"message":"User not found.","code":401,"metadata":{"hint":"a","hint":"b"}}}`
 	bodies := map[string]string{
-		"duplicate member": `{"error":{"message":"User not found.","code":401,"metadata":{"hint":"a","hint":"b"}}}`,
-		"65 members":       `{"error":{"message":"User not found.","code":401,"metadata":{` + many.String()[1:] + `}}}`,
-		"a string":         `{"error":{"message":"User not found.","code":401,"metadata":"not an object"}}`,
+		"reason twice": `{"error":{"message":"User not found.","code":401,"metadata":{"reason":"a","reason":"b"}}}`,
+		"65 members":   `{"error":{"message":"User not found.","code":401,"metadata":{` + many.String()[1:] + `}}}`,
+		"a string":     `{"error":{"message":"User not found.","code":401,"metadata":"not an object"}}`,
 	}
 	// In front of the emulator: inference requests that ask for one of
 	// these bodies get it as their 401.
 	wrap := func(emu http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			b, ok := bodies[r.Header.Get("X-Test-Metadata")]
+			if r.Header.Get("X-Test-Metadata") == "repeated" {
+				b, ok = repeated, true
+			}
 			if !ok || r.URL.Path != "/api/v1/chat/completions" {
 				emu.ServeHTTP(w, r)
 				return
@@ -351,6 +356,11 @@ func TestUneditableMetadataPassesUnchanged(t *testing.T) {
 		if !equalHeader(comparableHeader(gw.Header), comparableHeader(pl.Header)) || gw.Header.Get("X-Openrouter-Key-Status") != "" {
 			t.Errorf("%s: header\n gateway %v\n plain   %v", name, gw.Header, pl.Header)
 		}
+	}
+	// Defect 7: a member other than "reason" written twice loses nothing.
+	gw, gwBody := raw(t, "POST", gatewayBase+"/chat/completions", key, body, "X-Test-Metadata", "repeated")
+	if gw.Header.Get("X-Openrouter-Key-Status") != "key_expired" || !strings.Contains(string(gwBody), `"metadata":{"hint":"a","hint":"b","reason":"key_expired","expires_at":"`) {
+		t.Errorf("metadata with a member twice: %d %s; want it explained, both members kept", gw.StatusCode, gwBody)
 	}
 	if n := metric(t, uneditable) - before; n != float64(len(bodies)) {
 		t.Errorf("%s moved by %v; want %d", uneditable, n, len(bodies))

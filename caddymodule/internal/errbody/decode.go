@@ -1,7 +1,8 @@
-package caddymodule
+package errbody
 
-// decode.go owns undoing a held 401's Content-Encoding within bounds: no
-// body of at most 64 KiB can make the gateway decode or allocate much more.
+// decode.go owns undoing a held body's Content-Encoding within bounds: no
+// body of at most HoldLimit bytes can make the gateway decode or allocate
+// much more.
 
 import (
 	"bytes"
@@ -20,7 +21,12 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// A held 401 is at most maxErrorBody bytes, but what its Content-Encoding
+// HoldLimit caps both what is held of an error body and what it may
+// decompress to. OpenRouter's error bodies are well under 1 KiB; anything
+// near the cap is not a body the gateway edits, and passes through.
+const HoldLimit = 64 << 10
+
+// A held body is at most HoldLimit bytes, but what its Content-Encoding
 // makes a decoder allocate is not bounded by that: brotli sizes its ring
 // buffer from the window and metablock length a stream declares (16 MiB
 // from a dozen bytes) and its Huffman tables from the tree counts it
@@ -42,25 +48,25 @@ const (
 	// Huffman tables of a metablock, at most 256 trees in each of its
 	// three groups, 256*(630+1080+952) entries of 4 bytes, 2.7 MB; the
 	// decoder's own state and read buffer (~60 KB), the body's copy and the
-	// output (2*maxErrorBody).
+	// output (2*HoldLimit).
 	brotliCost = 4 << 20
 
 	// flateCost bounds one gzip or deflate decode: the decompressor (~45
 	// KB, its window included), a gzip header's extra field (at most
-	// 64 KiB) and the output (2*maxErrorBody).
+	// 64 KiB) and the output (2*HoldLimit).
 	flateCost = 256 << 10
 
 	// zstdCost bounds one zstd decode: DecodeAll writes into the output
 	// buffer and takes its window from there, whatever window the frame
 	// declares, so a decode holds a block decoder's buffers (~130 KB, a
-	// compressed block being at most 128 KiB) and an output of maxErrorBody
+	// compressed block being at most 128 KiB) and an output of HoldLimit
 	// plus at most one block past it, which DecodeAll reallocates.
 	zstdCost = 512 << 10
 
-	// maxDecodeWait bounds how long a 401 waits for the budget: a
+	// maxDecodeWait bounds how long a decode waits for the budget: a
 	// legitimate body decodes in microseconds, a hostile one in
-	// milliseconds (BenchmarkDecodeBomb); a 401 that waits longer is
-	// passed through as it came.
+	// milliseconds (BenchmarkDecodeBomb); a body that waits longer is
+	// refused (errDecodeBusy), and its caller passes it through as it came.
 	maxDecodeWait = 100 * time.Millisecond
 
 	// zstdMaxWindow is the largest zstd window HTTP allows (RFC 9659,
@@ -96,10 +102,12 @@ var bodyDecoders = map[string]bodyDecoder{
 	"zstd":    {zstdCost, decodeZstd},
 }
 
-// decodeBody undoes the response's Content-Encoding, refusing anything that
-// decodes past maxErrorBody (a zip bomb), is not one whole encoding, or
-// cannot be decoded within the memory bounds above.
-func decodeBody(raw []byte, contentEncoding string) ([]byte, error) {
+// Decode undoes a response's Content-Encoding (one coding: gzip, x-gzip,
+// deflate, br, zstd, identity or none), refusing with an error anything
+// that decodes past HoldLimit (a zip bomb), is not one whole encoding, or
+// cannot be decoded within the memory bounds above. raw is not changed, so
+// that a refused body can be passed on as it came.
+func Decode(raw []byte, contentEncoding string) ([]byte, error) {
 	enc := strings.ToLower(strings.TrimSpace(contentEncoding))
 	if enc == "" || enc == "identity" {
 		return raw, nil
@@ -123,11 +131,11 @@ func decodeBody(raw []byte, contentEncoding string) ([]byte, error) {
 // outputs are the buffers bodies decode into, one byte over the cap so
 // that a body over it shows; they are reused, since the decoded body is
 // copied out of them.
-var outputs = sync.Pool{New: func() any { return new([maxErrorBody + 1]byte) }}
+var outputs = sync.Pool{New: func() any { return new([HoldLimit + 1]byte) }}
 
-// readCapped reads r to its end, refusing more than maxErrorBody bytes.
+// readCapped reads r to its end, refusing more than HoldLimit bytes.
 func readCapped(r io.Reader) ([]byte, error) {
-	buf := outputs.Get().(*[maxErrorBody + 1]byte)
+	buf := outputs.Get().(*[HoldLimit + 1]byte)
 	defer outputs.Put(buf)
 	n, empty := 0, 0
 	for n < len(buf) {
@@ -229,12 +237,12 @@ func decodeBrotli(raw []byte) ([]byte, error) {
 // and a static dictionary reference above that (RFC 7932, section 4). Below
 // position 2^18-16 the minimum is the position whatever the window, so the
 // first 262128 bytes decode the same, and a body that decodes to more than
-// maxErrorBody is refused either way.
+// HoldLimit is refused either way.
 //
 // WBITS 18 to 24 are coded in the stream's first four bits as 1 then
 // WBITS-17 in three bits (section 9.1), so the lowered window fits in the
 // same bits and nothing after them moves. The caller's bytes are not
-// changed: the held 401 may be released as it came.
+// changed: the held body may be released as it came.
 func brotliWindowCapped(raw []byte) []byte {
 	if len(raw) == 0 || raw[0]&1 == 0 {
 		return raw // WBITS 16
@@ -271,9 +279,9 @@ func decodeZstd(raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	buf := outputs.Get().(*[maxErrorBody + 1]byte)
+	buf := outputs.Get().(*[HoldLimit + 1]byte)
 	defer outputs.Put(buf)
-	out, err := dec.DecodeAll(raw, buf[:0:maxErrorBody])
+	out, err := dec.DecodeAll(raw, buf[:0:HoldLimit])
 	if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
 		return nil, errTooLarge
 	}

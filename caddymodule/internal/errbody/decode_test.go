@@ -1,4 +1,4 @@
-package caddymodule
+package errbody
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/bits"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -33,7 +32,7 @@ func TestDecodeBodyEveryEncoding(t *testing.T) {
 		if src == "x-gzip" {
 			src = "gzip"
 		}
-		got, err := decodeBody(encode(t, src, []byte(userNotFound)), wire)
+		got, err := Decode(encode(t, src, []byte(userNotFound)), wire)
 		if err != nil || string(got) != userNotFound {
 			t.Errorf("%q: %q, %v", enc, got, err)
 		}
@@ -90,7 +89,7 @@ func TestDecodeBodyRealEncoders(t *testing.T) {
 			encoders[fmt.Sprintf("klauspost zstd streamed %v", level)] = struct {
 				enc  string
 				wire []byte
-			}{"zstd", zstdStreamed(body, zstd.WithEncoderLevel(level))}
+			}{"zstd", zstdStreamed(t, body, zstd.WithEncoderLevel(level))}
 		}
 		encoders["stdlib zlib"] = struct {
 			enc  string
@@ -101,7 +100,7 @@ func TestDecodeBodyRealEncoders(t *testing.T) {
 			wire []byte
 		}{"deflate", encode(t, "raw-deflate", body)}
 		for ename, e := range encoders {
-			got, err := decodeBody(e.wire, e.enc)
+			got, err := Decode(e.wire, e.enc)
 			if err != nil || !bytes.Equal(got, body) {
 				t.Errorf("%s, %s: %d bytes, %v", bname, ename, len(got), err)
 			}
@@ -131,7 +130,7 @@ func TestDecodeBodyRealEncoders(t *testing.T) {
 		if enc == "" {
 			continue
 		}
-		got, err := decodeBody(wire, enc)
+		got, err := Decode(wire, enc)
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("%s: %.60q, %v", f, got, err)
 		}
@@ -151,7 +150,7 @@ func TestDecodeBodyRefusesBadInput(t *testing.T) {
 		}
 		return enc
 	}
-	overWindow := zstdStreamed([]byte(userNotFound), zstd.WithWindowSize(16<<20))
+	overWindow := zstdStreamed(t, []byte(userNotFound), zstd.WithWindowSize(16<<20))
 	var h zstd.Header
 	if err := h.Decode(overWindow); err != nil || h.WindowSize <= zstdMaxWindow {
 		t.Fatalf("the zstd body declares a window of %d bytes, %v", h.WindowSize, err)
@@ -192,12 +191,12 @@ func TestDecodeBodyRefusesBadInput(t *testing.T) {
 		if name == "brotli churn" {
 			continue // a valid small body, heavy only on the decoder's allocator
 		}
-		if out, err := decodeBody(c.body, c.enc); err == nil {
+		if out, err := Decode(c.body, c.enc); err == nil {
 			t.Errorf("%s: decoded %d bytes", name, len(out))
 		}
 	}
 	for name, b := range bombs(t) {
-		if _, err := decodeBody(b.body, b.enc); name != "brotli churn" && !errors.Is(err, errTooLarge) {
+		if _, err := Decode(b.body, b.enc); name != "brotli churn" && !errors.Is(err, errTooLarge) {
 			t.Errorf("%s: %v, want %v", name, err, errTooLarge)
 		}
 	}
@@ -216,7 +215,7 @@ func TestBrotliWindowCapKeepsOutput(t *testing.T) {
 	}
 	// random bytes, repeated at distances the cap must keep: 20000, 40000
 	farRepeats := append(append(append([]byte(nil), random...), license[:100]...), random...)
-	farRepeats = append(farRepeats, farRepeats[:maxErrorBody-len(farRepeats)]...)
+	farRepeats = append(farRepeats, farRepeats[:HoldLimit-len(farRepeats)]...)
 	for name, body := range map[string][]byte{
 		"user-not-found": []byte(userNotFound), "license": license, "far repeats": farRepeats,
 		"near the cap": nearCapBody(), "past the cap": append(bytes.Clone(farRepeats), license...),
@@ -225,11 +224,11 @@ func TestBrotliWindowCapKeepsOutput(t *testing.T) {
 			for _, lgwin := range brotliWindows(body) {
 				wire := brotliEncode(body, q, lgwin)
 				want, wantErr := readCapped(brotli.NewReader(bytes.NewReader(wire)))
-				got, err := decodeBody(wire, "br")
+				got, err := Decode(wire, "br")
 				if (err == nil) != (wantErr == nil) || !bytes.Equal(got, want) {
 					t.Errorf("%s q%d w%d: %d bytes, %v; uncapped %d bytes, %v", name, q, lgwin, len(got), err, len(want), wantErr)
 				}
-				if len(body) <= maxErrorBody && !bytes.Equal(got, body) {
+				if len(body) <= HoldLimit && !bytes.Equal(got, body) {
 					t.Errorf("%s q%d w%d: decoded %d bytes, not the body", name, q, lgwin, len(got))
 				}
 			}
@@ -276,7 +275,7 @@ func TestCraftedBrotliStreams(t *testing.T) {
 	if got, err := io.ReadAll(brotli.NewReader(bytes.NewReader(churn))); err != nil || len(got) != 254 {
 		t.Errorf("churn: %d bytes, %v", len(got), err)
 	}
-	if got, err := decodeBody(churn, "br"); err != nil || len(got) != 254 {
+	if got, err := Decode(churn, "br"); err != nil || len(got) != 254 {
 		t.Errorf("churn through decodeBody: %d bytes, %v", len(got), err)
 	}
 }
@@ -292,7 +291,7 @@ func TestDecodeCostCoversOneDecode(t *testing.T) {
 	w.Write([]byte(userNotFound))
 	w.Close()
 	bodies := map[string]bomb{"gzip extra field": {"gzip", extra.Bytes()}}
-	if out, err := decodeBody(extra.Bytes(), "gzip"); err != nil || string(out) != userNotFound {
+	if out, err := Decode(extra.Bytes(), "gzip"); err != nil || string(out) != userNotFound {
 		t.Fatalf("gzip extra field: %q, %v", out, err)
 	}
 	for name, b := range bombs(t) {
@@ -301,14 +300,14 @@ func TestDecodeCostCoversOneDecode(t *testing.T) {
 		}
 	}
 	for name, b := range bodies {
-		decodeBody(b.body, b.enc) // first use: the zstd decoder
+		Decode(b.body, b.enc) // first use: the zstd decoder
 		freshBrotliReaders()
 		cost := bodyDecoders[b.enc].cost
 		var before, after runtime.MemStats
 		runtime.GC()
 		runtime.GC() // and the pools emptied: the decode makes all it uses
 		runtime.ReadMemStats(&before)
-		decodeBody(b.body, b.enc)
+		Decode(b.body, b.enc)
 		runtime.ReadMemStats(&after)
 		allocated := after.TotalAlloc - before.TotalAlloc
 		t.Logf("%s: one decode allocated %d KiB; its cost is %d KiB", name, allocated>>10, cost>>10)
@@ -340,7 +339,7 @@ func TestConcurrentBombsStayInMemoryBound(t *testing.T) {
 		return samples[0].Value.Uint64() - samples[1].Value.Uint64()
 	}
 	for _, b := range all { // first use: the zstd decoder, pools
-		decodeBody(b.body, b.enc)
+		Decode(b.body, b.enc)
 	}
 	// The decoding goroutines stand for the requests that got the bombs:
 	// they exist before the decodes begin, and so do their stacks.
@@ -356,8 +355,8 @@ func TestConcurrentBombsStayInMemoryBound(t *testing.T) {
 			wg.Go(func() {
 				ready.Done()
 				<-start
-				_, err := decodeBody(b.body, b.enc)
-				for ; errors.Is(err, errDecodeBusy); _, err = decodeBody(b.body, b.enc) {
+				_, err := Decode(b.body, b.enc)
+				for ; errors.Is(err, errDecodeBusy); _, err = Decode(b.body, b.enc) {
 					mu.Lock()
 					busy++
 					mu.Unlock()
@@ -417,27 +416,9 @@ func TestConcurrentBombsStayInMemoryBound(t *testing.T) {
 	}
 }
 
-// freshBrotliReaders drops the kept brotli decoders, so that the next
-// decodes make theirs afresh: the costliest case.
-func freshBrotliReaders() {
-	for len(brotliReaders) > 0 {
-		<-brotliReaders
-	}
-}
-
-// residentBytes is the process's resident set where /proc tells it, else 0.
-func residentBytes() uint64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	var size, resident uint64
-	fmt.Sscan(string(b), &size, &resident)
-	return resident * uint64(os.Getpagesize())
-}
-
-// A 401 waits for the budget at most maxDecodeWait, then is passed
-// through; once the budget frees up, bodies decode again.
+// A decode waits for the budget at most maxDecodeWait, then is refused
+// (the caller passes the body through); once the budget frees up, bodies
+// decode again.
 func TestDecodeWaitIsBounded(t *testing.T) {
 	if err := decodeSlots.Acquire(context.Background(), decodeBudget); err != nil {
 		t.Fatal(err)
@@ -445,7 +426,7 @@ func TestDecodeWaitIsBounded(t *testing.T) {
 	wire := encode(t, "br", []byte(userNotFound))
 	done := make(chan error, 1)
 	go func() {
-		_, err := decodeBody(wire, "br")
+		_, err := Decode(wire, "br")
 		done <- err
 	}()
 	select {
@@ -456,11 +437,11 @@ func TestDecodeWaitIsBounded(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("decodeBody waited without bound")
 	}
-	if out, err := decodeBody([]byte(userNotFound), "identity"); err != nil || string(out) != userNotFound {
+	if out, err := Decode([]byte(userNotFound), "identity"); err != nil || string(out) != userNotFound {
 		t.Errorf("identity needs no budget: %q, %v", out, err)
 	}
 	decodeSlots.Release(decodeBudget)
-	if out, err := decodeBody(wire, "br"); err != nil || string(out) != userNotFound {
+	if out, err := Decode(wire, "br"); err != nil || string(out) != userNotFound {
 		t.Errorf("after the release: %q, %v", out, err)
 	}
 }
@@ -473,268 +454,12 @@ func BenchmarkDecodeBody(b *testing.B) {
 			wire := encode(b, enc, []byte(userNotFound))
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := decodeBody(wire, enc); err != nil {
+				if _, err := Decode(wire, enc); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	}
-}
-
-type bomb struct {
-	enc  string
-	body []byte
-}
-
-// bombs are hostile bodies of every encoding, each at most maxErrorBody
-// bytes, built once.
-var bombs = func() func(testing.TB) map[string]bomb {
-	var once sync.Once
-	var all map[string]bomb
-	return func(t testing.TB) map[string]bomb {
-		once.Do(func() { all = makeBombs(t) })
-		for name, b := range all {
-			if len(b.body) > maxErrorBody {
-				t.Fatalf("%s is %d bytes, more than a held 401", name, len(b.body))
-			}
-		}
-		return all
-	}
-}()
-
-func makeBombs(t testing.TB) map[string]bomb {
-	zeros := make([]byte, 2<<20)
-	var members []byte // gzip members of 2 KiB each
-	for member := encode(t, "gzip", zeros[:2<<10]); len(members)+len(member) <= maxErrorBody; {
-		members = append(members, member...)
-	}
-	all := map[string]bomb{
-		// The issue's: a 16 MiB window and a first metablock of 16 MiB,
-		// for which the decoder allocated a 16 MiB ring buffer up front.
-		"brotli window": {"br", brotliStream(24, brotliMetablock{last: true, length: 1 << 24, literalTrees: 1, commandTrees: 1, distanceTrees: 1})},
-		// The same with 256 prefix codes in each group, for which the
-		// decoder allocates 2.7 MB of tables before reading them.
-		"brotli tables": {"br", brotliStream(24, brotliMetablock{last: true, length: 1 << 24, literalTrees: 256, commandTrees: 256, distanceTrees: 256, wideDistances: true})},
-		// 254 metablocks of one byte each, each with one more literal
-		// prefix code than the last: a valid 254-byte body for which the
-		// decoder allocates ever larger tables, 80 MB in all.
-		"brotli churn":        {"br", brotliChurn()},
-		"brotli zeros":        {"br", brotliEncode(zeros, 11, 24)},
-		"gzip zeros":          {"gzip", encode(t, "gzip", zeros)},
-		"gzip members":        {"gzip", members},
-		"zstd zeros":          {"zstd", zstdEncode(zeros)},
-		"zstd zeros streamed": {"zstd", zstdStreamed(zeros)},
-		"zlib zeros":          {"deflate", encode(t, "deflate", zeros)},
-		"raw deflate zeros":   {"deflate", encode(t, "raw-deflate", zeros)},
-	}
-	return all
-}
-
-// nearCapBody is a JSON error body of almost maxErrorBody bytes.
-func nearCapBody() []byte {
-	rng := rand.New(rand.NewPCG(3, 4))
-	words := strings.Fields("the key was not found user expired disabled limit credits provider request model")
-	var b strings.Builder
-	b.WriteString(`{"error":{"message":"User not found.","code":401,"detail":"`)
-	for b.Len() < maxErrorBody-100 {
-		b.WriteString(words[rng.IntN(len(words))])
-		b.WriteString(fmt.Sprint(" ", rng.IntN(1000), " "))
-	}
-	b.WriteString(`"}}`)
-	return []byte(b.String())
-}
-
-// brotliQualities and brotliWindows are what bodies are encoded with in
-// tests: every quality level's kind of encoder (fast, dictionary, context
-// modelling, zopfli) and window coding; fewer for the larger bodies, which
-// the slow levels take seconds over under the race detector.
-func brotliQualities(body []byte) []int {
-	if len(body) > 16<<10 {
-		return []int{0, 2, 5, 9}
-	}
-	return []int{0, 1, 2, 4, 6, 9, 10, 11}
-}
-
-func brotliWindows(body []byte) []int {
-	if len(body) > 16<<10 {
-		return []int{16, 18, 22, 24}
-	}
-	return []int{10, 16, 17, 18, 19, 22, 24}
-}
-
-func brotliEncode(b []byte, quality, lgwin int) []byte {
-	var buf bytes.Buffer
-	w := brotli.NewWriterOptions(&buf, brotli.WriterOptions{Quality: quality, LGWin: lgwin})
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
-}
-
-func zstdEncode(b []byte, opts ...zstd.EOption) []byte {
-	w, err := zstd.NewWriter(nil, opts...)
-	if err != nil {
-		panic(err)
-	}
-	return w.EncodeAll(b, nil)
-}
-
-// zstdStreamed encodes b as a proxy's streaming encoder does: flushed, so
-// with no content size and the encoder's window (8 MiB by default).
-func zstdStreamed(b []byte, opts ...zstd.EOption) []byte {
-	var buf bytes.Buffer
-	w, err := zstd.NewWriter(&buf, opts...)
-	if err != nil {
-		panic(err)
-	}
-	w.Write(b)
-	w.Flush()
-	w.Close()
-	return buf.Bytes()
-}
-
-func flipLast(b []byte) []byte { return flipByte(b, len(b)-1) }
-
-func flipByte(b []byte, i int) []byte {
-	b = bytes.Clone(b)
-	b[i] ^= 0x55
-	return b
-}
-
-// brotliBits writes a brotli stream, least significant bit first (RFC 7932,
-// section 1.5.1).
-type brotliBits struct {
-	out []byte
-	n   uint
-}
-
-func (w *brotliBits) bits(n uint, v uint64) {
-	for i := range n {
-		if w.n%8 == 0 {
-			w.out = append(w.out, 0)
-		}
-		w.out[len(w.out)-1] |= byte(v>>i&1) << (w.n % 8)
-		w.n++
-	}
-}
-
-// varLenUint8 writes v, 0 to 255, as NBLTYPES and NTREES are (section 9.2).
-func (w *brotliBits) varLenUint8(v int) {
-	if v == 0 {
-		w.bits(1, 0)
-		return
-	}
-	w.bits(1, 1)
-	n := bits.Len(uint(v)) - 1
-	w.bits(3, uint64(n))
-	w.bits(uint(n), uint64(v-1<<n))
-}
-
-// oneSymbolCode writes a simple prefix code of one symbol, which then takes
-// no bits to read (section 3.4).
-func (w *brotliBits) oneSymbolCode(alphabetSize, symbol int) {
-	w.bits(2, 1) // simple
-	w.bits(2, 0) // one symbol
-	w.bits(uint(bits.Len(uint(alphabetSize-1))), uint64(symbol))
-}
-
-// brotliMetablock is a compressed metablock of length literal 'x's, with as
-// many prefix codes in each group as asked, all of one symbol.
-type brotliMetablock struct {
-	last                                      bool
-	length                                    int // 1 to 1<<24
-	literalTrees, commandTrees, distanceTrees int // 1 to 256
-	wideDistances                             bool
-}
-
-var (
-	insertBase  = [24]int{0, 1, 2, 3, 4, 5, 6, 8, 10, 14, 18, 26, 34, 50, 66, 98, 130, 194, 322, 578, 1090, 2114, 6210, 22594}
-	insertExtra = [24]uint{0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 7, 8, 9, 10, 12, 14, 24}
-)
-
-// brotliStream writes a stream declaring a window of 2^wbits bytes.
-func brotliStream(wbits int, metablocks ...brotliMetablock) []byte {
-	w := &brotliBits{}
-	switch { // section 9.1
-	case wbits == 16:
-		w.bits(1, 0)
-	case wbits >= 18:
-		w.bits(1, 1)
-		w.bits(3, uint64(wbits-17))
-	case wbits == 17:
-		w.bits(7, 1)
-	default:
-		w.bits(4, 1)
-		w.bits(3, uint64(wbits-8))
-	}
-	for _, m := range metablocks {
-		w.metablock(m)
-	}
-	if !metablocks[len(metablocks)-1].last {
-		w.bits(2, 0b11) // ISLAST, ISLASTEMPTY
-	}
-	return w.out
-}
-
-func (w *brotliBits) metablock(m brotliMetablock) {
-	if m.last {
-		w.bits(2, 0b01) // ISLAST, not ISLASTEMPTY
-	} else {
-		w.bits(1, 0)
-	}
-	nibbles := max(4, (bits.Len(uint(m.length-1))+3)/4)
-	w.bits(2, uint64(nibbles-4))
-	w.bits(uint(4*nibbles), uint64(m.length-1))
-	if !m.last {
-		w.bits(1, 0) // not ISUNCOMPRESSED
-	}
-	w.varLenUint8(0) // one literal block type
-	w.varLenUint8(m.commandTrees - 1)
-	if m.commandTrees > 1 { // the block switch codes and the first block's length, 1
-		w.oneSymbolCode(m.commandTrees+2, 0)
-		w.oneSymbolCode(26, 0)
-		w.bits(2, 0)
-	}
-	w.varLenUint8(0) // one distance block type
-	postfix, direct := 0, 0
-	if m.wideDistances { // the largest distance alphabet: 520 symbols
-		postfix, direct = 3, 15
-	}
-	w.bits(2, uint64(postfix))
-	w.bits(4, uint64(direct))
-	w.bits(2, 0) // the literal context mode
-	for _, trees := range []int{m.literalTrees, m.distanceTrees} {
-		w.varLenUint8(trees - 1)
-		if trees > 1 { // a context map of zeros: no RLE, one symbol, no IMTF
-			w.bits(1, 0)
-			w.oneSymbolCode(trees, 0)
-			w.bits(1, 0)
-		}
-	}
-	code := 23
-	for insertBase[code] > m.length {
-		code--
-	}
-	command := [3]int{128, 256, 448}[code/8] + code%8<<3 // insert code, copy code 0
-	for range m.literalTrees {
-		w.oneSymbolCode(256, 'x')
-	}
-	for range m.commandTrees {
-		w.oneSymbolCode(704, command)
-	}
-	for range m.distanceTrees {
-		w.oneSymbolCode(16+direct<<postfix+48<<postfix, 0)
-	}
-	// One command inserting every literal: the metablock ends with them,
-	// so no copy follows (section 9.3).
-	w.bits(insertExtra[code], uint64(m.length-insertBase[code]))
-}
-
-func brotliChurn() []byte {
-	var mbs []brotliMetablock
-	for trees := 2; trees <= 255; trees++ {
-		mbs = append(mbs, brotliMetablock{length: 1, literalTrees: trees, commandTrees: 1, distanceTrees: 1})
-	}
-	return brotliStream(16, mbs...)
 }
 
 // BenchmarkDecodeBomb: what one hostile body costs to refuse.
@@ -743,7 +468,7 @@ func BenchmarkDecodeBomb(b *testing.B) {
 		b.Run(strings.ReplaceAll(name, " ", "_"), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				decodeBody(bomb.body, bomb.enc)
+				Decode(bomb.body, bomb.enc)
 			}
 		})
 	}
