@@ -318,7 +318,7 @@ const (
 	classNotJSON             = "not_json"             // not an error body in a known envelope
 	classTooLarge            = "too_large"            // over maxErrorBody
 	classEncoding            = "encoding"             // a Content-Encoding that cannot be undone within bounds
-	classUneditable          = "uneditable"           // metadata the rewriter cannot edit without loss
+	classUneditable          = "uneditable"           // metadata the rewriter cannot edit without loss or ambiguity
 	classNoEvidence          = "no_evidence"          // looked, and nothing can be claimed
 	classBusy                = "busy"                 // no lookup could start now; the 401 went out at once
 	classLookupFailed        = "lookup_failed"        // a metadata lookup failed or ran out of time
