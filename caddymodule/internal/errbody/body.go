@@ -159,7 +159,7 @@ func (b *Body) Edit(message string, set ...Member) (out []byte, ok bool) {
 		case n == 1:
 			meta[i].value = m.value
 		default:
-			meta = append(meta, member{m.name, m.rawName, m.value})
+			meta = append(meta, member(m))
 		}
 	}
 	if len(meta) > maxMembers {

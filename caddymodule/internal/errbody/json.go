@@ -20,7 +20,7 @@ type member struct {
 
 // maxMembers bounds the members of an object this package splits: an
 // error object has a handful; one with more is not a body the gateway
-// edits, and the bound keeps the duplicate checks cheap.
+// edits, and the bound keeps lookups, which scan every member, cheap.
 const maxMembers = 64
 
 // splitObject splits a JSON object into its members, keeping their order,
@@ -52,19 +52,6 @@ func splitObject(b []byte) ([]member, bool) {
 		i = vend
 	}
 	return members, true
-}
-
-// unique reports whether no name occurs twice among members: where it
-// does, readers disagree on which one counts.
-func unique(members []member) bool {
-	for i, m := range members {
-		for _, n := range members[:i] {
-			if n.name == m.name {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 func skipSpace(b []byte, i int) int {
