@@ -16,13 +16,13 @@ import (
 // when the body cannot be edited without losing something (see
 // errbody.Body.Edit); such a body passes unchanged.
 func rewrite(eb *errbody.Body, v verdict) (out []byte, ok bool) {
-	return eb.Edit(v.message(), v.members()...)
+	var members [3]errbody.Member
+	return eb.Edit(v.message(), v.appendMembers(members[:0])...)
 }
 
-// members are what the verdict sets in "metadata", in this order.
-func (v verdict) members() []errbody.Member {
-	members := make([]errbody.Member, 1, 3)
-	members[0] = errbody.Text("reason", string(v.reason))
+// appendMembers appends what the verdict sets in "metadata", in order.
+func (v verdict) appendMembers(members []errbody.Member) []errbody.Member {
+	members = append(members, errbody.Text("reason", string(v.reason)))
 	switch v.reason {
 	case reasonExpired, reasonTokenExpired:
 		members = append(members, errbody.Text("expires_at", v.at.UTC().Format(time.RFC3339)))

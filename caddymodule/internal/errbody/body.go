@@ -132,7 +132,19 @@ type Member struct {
 
 // Text is a member whose value is the JSON string s.
 func Text(name, s string) Member {
-	return Member{name: name, rawName: quote(name), value: quote(s)}
+	return Member{name: name, rawName: quoteName(name), value: quote(s)}
+}
+
+// quoteName is name as a JSON string, or nil when it needs no escapes
+// (the names the gateway sets): appendObject quotes those as it writes
+// them, which costs no allocation.
+func quoteName(name string) []byte {
+	for i := range len(name) {
+		if c := name[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x7f || c == '<' || c == '>' || c == '&' {
+			return quote(name)
+		}
+	}
+	return nil
 }
 
 // Edit renders the body with its message replaced by message (kept when
@@ -178,7 +190,7 @@ func (b *Body) Edit(message string, set ...Member) (out []byte, ok bool) {
 	} else {
 		fields = append(fields, member{})
 		copy(fields[mi+2:], fields[mi+1:])
-		fields[mi+1] = member{"metadata", []byte(`"metadata"`), metaJSON}
+		fields[mi+1] = member{name: "metadata", value: metaJSON}
 	}
 	out = make([]byte, 0, 512)
 	if b.inner == nil {

@@ -14,7 +14,7 @@ import (
 // member is one member of a JSON object, kept byte for byte.
 type member struct {
 	name    string // unescaped, for comparison
-	rawName []byte // as written, quotes included
+	rawName []byte // as written, quotes included; nil: name needs no escapes
 	value   []byte
 }
 
@@ -131,7 +131,11 @@ func appendObject(buf []byte, members []member) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = append(buf, m.rawName...)
+		if m.rawName != nil {
+			buf = append(buf, m.rawName...)
+		} else {
+			buf = append(append(append(buf, '"'), m.name...), '"')
+		}
 		buf = append(buf, ':')
 		buf = append(buf, m.value...)
 	}
