@@ -264,3 +264,28 @@ func FuzzEdit(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseAndEdit: what reading and editing one held body costs,
+// OpenRouter's 401 and a 429 with provider metadata.
+func BenchmarkParseAndEdit(b *testing.B) {
+	for name, in := range map[string]string{
+		"401": userNotFound,
+		"429": `{"error":{"message":"Provider returned error","code":429,"metadata":{"raw":"m is temporarily rate-limited upstream","provider_name":"Chutes","is_byok":false,"limit_source":"upstream_provider_shared_pool"}},"user_id":"user_2x"}`,
+	} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				body, ok := Parse([]byte(in))
+				if !ok {
+					b.Fatal("not parsed")
+				}
+				if _, ok := body.Metadata("limit_source").Text(); ok != (name == "429") {
+					b.Fatal("limit_source misread")
+				}
+				if _, ok := body.Edit("Said.", Text("reason", "r"), Text("resets_at", "2026-12-06T00:00:00Z")); !ok {
+					b.Fatal("not edited")
+				}
+			}
+		})
+	}
+}
