@@ -258,8 +258,8 @@ func (v Value) Bool() (value, ok bool) {
 }
 
 // Member is a member of the value when it is an object, such as
-// "X-RateLimit-Reset" of metadata.headers. A member of a value without
-// one (written twice) has none either.
+// "X-RateLimit-Reset" of metadata.headers. Within a value that has none
+// (written twice, see Value) every member is present without a value.
 func (v Value) Member(name string) Value {
 	if v.raw == nil {
 		return Value{present: v.present}
