@@ -22,6 +22,16 @@ type KeyInfo struct {
 	ExpiresAt         *time.Time `json:"expires_at"`
 	CreatorUserID     *string    `json:"creator_user_id"`
 	RateLimit         *RateLimit `json:"rate_limit"`
+	// FreeModelDailyRequests is the account's free-model allowance today
+	// (UTC), shared by every ":free" model.
+	FreeModelDailyRequests *FreeModelDailyRequests `json:"free_model_daily_requests,omitempty"`
+}
+
+// FreeModelDailyRequests is GET /key's free_model_daily_requests.
+type FreeModelDailyRequests struct {
+	Limit     int `json:"limit"`
+	Remaining int `json:"remaining"`
+	Used      int `json:"used"`
 }
 
 // Management reports whether the key is a management key, under either

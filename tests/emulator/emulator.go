@@ -62,6 +62,16 @@ type Server struct {
 	// UnauthorizedCutShort makes every 401 declare its full Content-Length,
 	// send half of its body and close the connection.
 	UnauthorizedCutShort bool
+	// Wording is the generation of 402/403/429 wording: with
+	// metadata.limit_source (the zero value), without it, or the older
+	// sentences (openrouter.WordingOld).
+	Wording openrouter.Wording
+	// RateLimitFigures is where 429s put X-RateLimit-*: headers and
+	// metadata.headers (the zero value), or only one of them.
+	RateLimitFigures RateLimitPlacement
+	// Clock is the time limits are counted by (free-model days and
+	// minutes, the reset a free-model 429 announces); nil: the time.
+	Clock func() time.Time
 
 	userID    string // the account's user, as in a top-level "user_id"
 	jwtSecret []byte // signs the account's JWT access tokens
@@ -83,6 +93,7 @@ type Server struct {
 	onListPage    func(workspaceID string, offset int)
 	failNext      map[string]int
 	counts        map[string]int
+	accounts      map[string]*account // by user id; the emulator's own is userID
 }
 
 // New returns an emulator of one account with a default workspace and no
@@ -101,8 +112,10 @@ func New() *Server {
 		faultsChanged:     make(chan struct{}),
 		failNext:          make(map[string]int),
 		counts:            make(map[string]int),
+		accounts:          make(map[string]*account),
 	}
 	_, _ = rand.Read(s.jwtSecret)
+	s.accounts[s.userID] = &account{userID: s.userID, totalCredits: 25, totalUsage: 11.5, freeDay: time.Now().UTC().Truncate(24 * time.Hour)}
 	s.addWorkspace("Default")
 	return s
 }
@@ -138,6 +151,8 @@ func endpointOf(path string) string {
 		return "/key"
 	case strings.HasPrefix(path, "/keys/"):
 		return "/keys/{hash}"
+	case strings.HasPrefix(path, "/workspaces/") && strings.HasSuffix(path, "/budgets"):
+		return "/workspaces/{id}/budgets"
 	}
 	return path
 }
@@ -178,11 +193,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.withManagementKey(w, r, s.listWorkspaces)
 	case endpoint == "/credits" && get:
 		s.withManagementKey(w, r, s.credits)
+	case endpoint == "/workspaces/{id}/budgets" && get:
+		s.withManagementKey(w, r, func(w http.ResponseWriter, r *http.Request, _ *Key) {
+			s.workspaceBudgets(w, r, strings.TrimSuffix(strings.TrimPrefix(path, "/workspaces/"), "/budgets"))
+		})
 	case endpoint == "/chat/completions" && post:
 		s.withKey(w, r, true, s.chat)
 	case (endpoint == "/messages" || endpoint == "/responses") && post:
-		s.withKey(w, r, true, func(w http.ResponseWriter, r *http.Request, _ *Key) {
-			s.writeJSON(w, r, http.StatusOK, map[string]any{"id": "msg-emulated", "type": "message"})
+		s.withKey(w, r, true, func(w http.ResponseWriter, r *http.Request, k *Key) {
+			req, _ := readInference(r) // an unreadable body is answered as before
+			if s.admit(w, r, k, &req) {
+				s.writeJSON(w, r, http.StatusOK, map[string]any{"id": "msg-emulated", "type": "message"})
+			}
 		})
 	default:
 		s.writeError(w, r, http.StatusNotFound, "Not Found", nil)

@@ -78,11 +78,8 @@ func (s *Server) providerKeyRejected() []byte {
 }
 
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
-	var req struct {
-		Model  string `json:"model"`
-		Stream bool   `json:"stream"`
-	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+	req, err := readInference(r)
+	if err != nil {
 		s.writeError(w, r, http.StatusBadRequest, "Invalid JSON body", nil)
 		return
 	}
@@ -105,6 +102,9 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 		h.Set("X-RateLimit-Reset", reset)
 		s.writeError(w, r, http.StatusTooManyRequests, "Rate limit exceeded: free-models-per-min.",
 			map[string]any{"headers": map[string]string{"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}})
+		return
+	}
+	if !s.admit(w, r, k, &req) {
 		return
 	}
 	// Fixed, so that the same request answered twice compares byte for byte.

@@ -24,7 +24,13 @@ type Key struct {
 	ExpiresAt   *time.Time
 	CreatedAt   time.Time
 	Limit       *float64
-	Usage       float64
+	// LimitReset is the window of Limit: "daily", "weekly", "monthly", or
+	// "" for a total cap that never resets.
+	LimitReset string
+	Usage      float64
+	// AccountID is the user id of the key's account (NewAccount); "" is
+	// the emulator's own.
+	AccountID string
 
 	seq uint64 // creation order, for listings
 }
@@ -51,11 +57,35 @@ type KeyOptions struct {
 	ExpiresAt  *time.Time
 	// Limit is the key's credit limit; nil: none.
 	Limit *float64
+	// LimitReset is the window of Limit: "daily", "weekly", "monthly", or
+	// "" for a total cap that never resets.
+	LimitReset string
 	// Usage is the credit the key has spent.
 	Usage float64
 	// Workspace is the id of the key's workspace (NewWorkspace); empty:
 	// the default workspace.
 	Workspace string
+	// Account is the user id of another account (NewAccount) the key
+	// belongs to; empty: the emulator's own. Such a key is in no listed
+	// workspace and cannot be a management key.
+	Account string
+}
+
+// window is the window of the key's limit.
+func (k *Key) window() openrouter.Window {
+	if k.LimitReset == "" {
+		return openrouter.WindowTotal
+	}
+	return openrouter.ParseWindow(k.LimitReset)
+}
+
+// limitReset is the key's limit_reset: nil for a total cap.
+func (k *Key) limitReset() *string {
+	if k.LimitReset == "" {
+		return nil
+	}
+	r := k.LimitReset
+	return &r
 }
 
 // Workspace is one workspace of the account.
@@ -70,7 +100,8 @@ type Workspace struct {
 // first (by seq), as GET /keys pages over them.
 type workspace struct {
 	Workspace
-	keys []*Key
+	keys    []*Key
+	budgets []*budget
 }
 
 // DefaultWorkspace is the id of the account's default workspace, the one
@@ -164,6 +195,16 @@ func (s *Server) addKeyLocked(secret string, o KeyOptions) {
 			panic("emulator: no workspace " + o.Workspace)
 		}
 	}
+	if o.LimitReset != "" && openrouter.ParseWindow(o.LimitReset) == openrouter.WindowUnknown {
+		panic("emulator: no limit_reset " + o.LimitReset)
+	}
+	if o.Account != "" {
+		a := s.accounts[o.Account]
+		if a == nil || o.Management || o.Workspace != "" {
+			panic("emulator: a key of another account needs that account, no workspace and no management")
+		}
+		ws = a.hidden
+	}
 	var expires *time.Time
 	if o.ExpiresAt != nil {
 		t := o.ExpiresAt.UTC()
@@ -178,7 +219,8 @@ func (s *Server) addKeyLocked(secret string, o KeyOptions) {
 	k := &Key{
 		Secret: secret, Hash: s.hashOf(secret), Name: o.Name, WorkspaceID: ws.ID,
 		Management: o.Management, Disabled: o.Disabled, ExpiresAt: expires,
-		Limit: limit, Usage: o.Usage, CreatedAt: time.Now().UTC(), seq: s.seq,
+		Limit: limit, LimitReset: o.LimitReset, Usage: o.Usage, AccountID: o.Account,
+		CreatedAt: time.Now().UTC(), seq: s.seq,
 	}
 	s.bySecret[secret] = k
 	s.byHash[k.Hash] = k
@@ -259,6 +301,9 @@ func (s *Server) Delete(secret string) {
 	}
 	k.Deleted = true
 	ws := s.workspaceByID[k.WorkspaceID]
+	if ws == nil {
+		ws = s.accountByID(k.AccountID).hidden
+	}
 	i := sort.Search(len(ws.keys), func(i int) bool { return ws.keys[i].seq >= k.seq })
 	if i < len(ws.keys) && ws.keys[i] == k {
 		ws.keys = append(ws.keys[:i], ws.keys[i+1:]...)

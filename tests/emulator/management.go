@@ -48,11 +48,21 @@ func limits(k *Key) (limit, remaining *float64) {
 
 func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
 	limit, left := limits(k)
+	now := s.now()
+	s.mu.Lock()
+	a := s.accountByID(k.AccountID)
+	free := a.freeModelDailyRequests(now)
+	neverPurchased := a.totalCredits == 0
+	s.mu.Unlock()
+	// All of the key's usage is taken to be today's: usage_daily, _weekly
+	// and _monthly equal usage, so a cap of any window is consistent
+	// with it.
 	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": openrouter.KeyInfo{
-		Label: k.Label(), Limit: limit, LimitRemaining: left,
+		Label: k.Label(), Limit: limit, LimitRemaining: left, LimitReset: k.limitReset(),
 		Usage: k.Usage, UsageDaily: k.Usage, UsageWeekly: k.Usage, UsageMonthly: k.Usage,
-		IsManagementKey: k.Management, IsProvisioningKey: k.Management, ExpiresAt: truncated(k.ExpiresAt),
-		RateLimit: &openrouter.RateLimit{Requests: -1, Interval: "10s", Note: "This field is deprecated and safe to ignore."},
+		IsFreeTier: neverPurchased, IsManagementKey: k.Management, IsProvisioningKey: k.Management, ExpiresAt: truncated(k.ExpiresAt),
+		RateLimit:              &openrouter.RateLimit{Requests: -1, Interval: "10s", Note: "This field is deprecated and safe to ignore."},
+		FreeModelDailyRequests: free,
 	}})
 }
 
@@ -61,7 +71,7 @@ func record(k *Key) openrouter.KeyRecord {
 	limit, left := limits(k)
 	return openrouter.KeyRecord{
 		Hash: k.Hash, Name: k.Name, Label: k.Label(), Disabled: k.Disabled,
-		Limit: limit, LimitRemaining: left, Usage: k.Usage,
+		Limit: limit, LimitRemaining: left, LimitReset: k.limitReset(), Usage: k.Usage,
 		CreatedAt: k.CreatedAt.Format(time.RFC3339), ExpiresAt: truncated(k.ExpiresAt), WorkspaceID: k.WorkspaceID,
 	}
 }
@@ -151,7 +161,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
 	s.mu.Lock()
 	var rec openrouter.KeyRecord
 	k := s.byHash[hash]
-	found := k != nil && !k.Deleted
+	found := k != nil && !k.Deleted && k.AccountID == ""
 	if found {
 		rec = record(k)
 	}
@@ -186,6 +196,11 @@ func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *Key) 
 	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data, "total_count": total})
 }
 
-func (s *Server) credits(w http.ResponseWriter, r *http.Request, _ *Key) {
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": map[string]any{"total_credits": 25, "total_usage": 11.5}})
+// credits is GET /credits: the account's total_credits and total_usage.
+func (s *Server) credits(w http.ResponseWriter, r *http.Request, k *Key) {
+	s.mu.Lock()
+	a := s.accountByID(k.AccountID)
+	data := map[string]any{"total_credits": a.totalCredits, "total_usage": a.totalUsage}
+	s.mu.Unlock()
+	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data})
 }
