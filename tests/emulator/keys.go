@@ -27,7 +27,10 @@ type Key struct {
 	// LimitReset is the window of Limit: "daily", "weekly", "monthly", or
 	// "" for a total cap that never resets.
 	LimitReset string
-	Usage      float64
+	// Usage is what the key spent in all; spent what it spent in the
+	// current UTC day, week and month.
+	Usage float64
+	spent windowSpend
 	// AccountID is the user id of the key's account (NewAccount); "" is
 	// the emulator's own.
 	AccountID string
@@ -69,6 +72,49 @@ type KeyOptions struct {
 	// belongs to; empty: the emulator's own. Such a key is in no listed
 	// workspace and cannot be a management key.
 	Account string
+}
+
+// windowSpend is a key's spending in the calendar windows that held
+// counted, the last time it was looked at.
+type windowSpend struct {
+	counted                time.Time
+	daily, weekly, monthly float64
+}
+
+// roll brings the key's window spending to now: a window that ended since
+// it was last counted starts again at zero, as OpenRouter's caps reset.
+// s.mu must be held for a key the emulator holds.
+func (k *Key) roll(now time.Time) {
+	for _, w := range []struct {
+		window openrouter.Window
+		spent  *float64
+	}{{openrouter.WindowDaily, &k.spent.daily}, {openrouter.WindowWeekly, &k.spent.weekly}, {openrouter.WindowMonthly, &k.spent.monthly}} {
+		if end, _ := w.window.ResetsAt(k.spent.counted); !now.Before(end) {
+			*w.spent = 0
+		}
+	}
+	k.spent.counted = now
+}
+
+// setUsage makes usage the key's spending in all and, as if spent just
+// now, in each current window.
+func (k *Key) setUsage(usage float64, now time.Time) {
+	k.Usage = usage
+	k.spent = windowSpend{counted: now, daily: usage, weekly: usage, monthly: usage}
+}
+
+// spentInWindow is what counts against the key's limit: its spending in
+// the limit's window, or in all for a total cap.
+func (k *Key) spentInWindow() float64 {
+	switch k.window() {
+	case openrouter.WindowDaily:
+		return k.spent.daily
+	case openrouter.WindowWeekly:
+		return k.spent.weekly
+	case openrouter.WindowMonthly:
+		return k.spent.monthly
+	}
+	return k.Usage
 }
 
 // window is the window of the key's limit.
@@ -219,9 +265,10 @@ func (s *Server) addKeyLocked(secret string, o KeyOptions) {
 	k := &Key{
 		Secret: secret, Hash: s.hashOf(secret), Name: o.Name, WorkspaceID: ws.ID,
 		Management: o.Management, Disabled: o.Disabled, ExpiresAt: expires,
-		Limit: limit, LimitReset: o.LimitReset, Usage: o.Usage, AccountID: o.Account,
+		Limit: limit, LimitReset: o.LimitReset, AccountID: o.Account,
 		CreatedAt: time.Now().UTC(), seq: s.seq,
 	}
+	k.setUsage(o.Usage, s.now())
 	s.bySecret[secret] = k
 	s.byHash[k.Hash] = k
 	s.issued = append(s.issued, secret)
@@ -283,10 +330,12 @@ func (s *Server) SetDisabled(secret string, disabled bool) {
 	s.mu.Unlock()
 }
 
-// SetUsage sets the credit a key has spent (its limit_remaining follows).
+// SetUsage sets the credit a key has spent, in all and (as if spent just
+// now, by Clock) in its current day, week and month; its limit_remaining
+// follows, and comes back when its limit's window ends.
 func (s *Server) SetUsage(secret string, usage float64) {
 	s.mu.Lock()
-	s.key(secret).Usage = usage
+	s.key(secret).setUsage(usage, s.now())
 	s.mu.Unlock()
 }
 

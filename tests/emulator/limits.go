@@ -301,10 +301,8 @@ func (s *Server) limitFailure(k *Key, req *inferenceRequest) (openrouter.Failure
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	key := s.bySecret[k.Secret]
-	if key == nil { // a JWT: the account's own
-		key = k
-	}
+	cur := s.current(k)
+	key := &cur
 	a := s.accountByID(key.AccountID)
 	ws := s.workspaceByID[key.WorkspaceID]
 	if ws == nil {

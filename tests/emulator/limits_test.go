@@ -291,3 +291,49 @@ func TestProviderFailures(t *testing.T) {
 		t.Errorf("without limit_source: %+v", f)
 	}
 }
+
+// A spent cap comes back when its window ends by the UTC calendar, and
+// GET /key's usage per window follows; a total cap never does.
+func TestKeyCapResets(t *testing.T) {
+	var clock atomic.Int64
+	set := func(s string) {
+		at, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Store(at.UnixNano())
+	}
+	set("2026-12-31T23:00:00Z") // a Thursday
+	s, base := start(t, func(s *Server) { s.Clock = func() time.Time { return time.Unix(0, clock.Load()) } })
+	keys := map[string]string{}
+	for _, window := range []string{"daily", "weekly", "monthly", ""} {
+		keys[window] = s.NewKey(KeyOptions{Limit: ptr(3.0), LimitReset: window, Usage: 3})
+	}
+	works := func(when string, want map[string]bool) {
+		t.Helper()
+		for window, key := range keys {
+			r := chat(t, base, key, "openai/gpt-4o")
+			if (r.status == 200) != want[window] || (r.status != 200 && r.failure().Kind != openrouter.KindKeyCapSpent) {
+				t.Errorf("%s, %q cap: %d %s", when, window, r.status, r.body)
+			}
+		}
+	}
+	works("spent", map[string]bool{})
+	set("2027-01-01T00:00:00Z")
+	works("new day, month and year", map[string]bool{"daily": true, "monthly": true})
+	var info struct {
+		LimitRemaining float64 `json:"limit_remaining"`
+		Usage          float64 `json:"usage"`
+		UsageDaily     float64 `json:"usage_daily"`
+		UsageWeekly    float64 `json:"usage_weekly"`
+		UsageMonthly   float64 `json:"usage_monthly"`
+	}
+	call(t, "GET", base+"/key", keys["daily"], "").data(t, &info)
+	if info.LimitRemaining != 3 || info.Usage != 3 || info.UsageDaily != 0 || info.UsageWeekly != 3 || info.UsageMonthly != 0 {
+		t.Errorf("daily key on the new day: %+v", info)
+	}
+	set("2027-01-03T23:59:59Z")
+	works("Sunday", map[string]bool{"daily": true, "monthly": true})
+	set("2027-01-04T00:00:00Z")
+	works("Monday", map[string]bool{"daily": true, "weekly": true, "monthly": true})
+}

@@ -37,37 +37,47 @@ func truncated(t *time.Time) *time.Time {
 	return &c
 }
 
-// limits are a key's limit and limit_remaining (limit - usage), or nils.
+// limits are a key's limit and limit_remaining (limit - what it spent in
+// the limit's window), or nils. The key must be rolled to now.
 func limits(k *Key) (limit, remaining *float64) {
 	if k.Limit == nil {
 		return nil, nil
 	}
-	l, r := *k.Limit, *k.Limit-k.Usage
+	l, r := *k.Limit, *k.Limit-k.spentInWindow()
 	return &l, &r
 }
 
+// current is the key with that secret rolled to now, copied; a JWT
+// (not held) as it is. s.mu must be held.
+func (s *Server) current(k *Key) Key {
+	if held := s.bySecret[k.Secret]; held != nil {
+		held.roll(s.now())
+		return *held
+	}
+	return *k
+}
+
 func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
-	limit, left := limits(k)
-	now := s.now()
 	s.mu.Lock()
+	cur := s.current(k)
+	k = &cur
 	a := s.accountByID(k.AccountID)
-	free := a.freeModelDailyRequests(now)
+	free := a.freeModelDailyRequests(s.now())
 	neverPurchased := a.totalCredits == 0
 	s.mu.Unlock()
-	// All of the key's usage is taken to be today's: usage_daily, _weekly
-	// and _monthly equal usage, so a cap of any window is consistent
-	// with it.
+	limit, left := limits(k)
 	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": openrouter.KeyInfo{
 		Label: k.Label(), Limit: limit, LimitRemaining: left, LimitReset: k.limitReset(),
-		Usage: k.Usage, UsageDaily: k.Usage, UsageWeekly: k.Usage, UsageMonthly: k.Usage,
+		Usage: k.Usage, UsageDaily: k.spent.daily, UsageWeekly: k.spent.weekly, UsageMonthly: k.spent.monthly,
 		IsFreeTier: neverPurchased, IsManagementKey: k.Management, IsProvisioningKey: k.Management, ExpiresAt: truncated(k.ExpiresAt),
 		RateLimit:              &openrouter.RateLimit{Requests: -1, Interval: "10s", Note: "This field is deprecated and safe to ignore."},
 		FreeModelDailyRequests: free,
 	}})
 }
 
-// record is a key's management record. s.mu must be held.
-func record(k *Key) openrouter.KeyRecord {
+// record is a key's management record, rolled to now. s.mu must be held.
+func (s *Server) record(k *Key) openrouter.KeyRecord {
+	k.roll(s.now())
 	limit, left := limits(k)
 	return openrouter.KeyRecord{
 		Hash: k.Hash, Name: k.Name, Label: k.Label(), Disabled: k.Disabled,
@@ -146,7 +156,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
 			skip--
 			continue
 		}
-		page = append(page, record(k))
+		page = append(page, s.record(k))
 	}
 	hook, id := s.onListPage, ws.ID
 	s.mu.Unlock()
@@ -163,7 +173,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
 	k := s.byHash[hash]
 	found := k != nil && !k.Deleted && k.AccountID == ""
 	if found {
-		rec = record(k)
+		rec = s.record(k)
 	}
 	s.mu.Unlock()
 	if !found {

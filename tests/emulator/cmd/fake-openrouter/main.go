@@ -2,8 +2,10 @@
 // tests/emulator on a local port, so that the gateway can be tried without
 // an OpenRouter account or network access. It prints one fake key per
 // state a key can be in (valid, expiring, expired, disabled, deleted, a
-// management key used for inference, a JWT and an expired JWT) and a
-// management key for the gateway, as shell lines to paste, and runs until
+// management key used for inference, a JWT and an expired JWT, a key whose
+// daily cap is spent, a key of an account without credits, a key of an
+// account that used up its free-model requests today) and a management
+// key for the gateway, as shell lines to paste, and runs until
 // interrupted.
 //
 //	go run ./tests/emulator/cmd/fake-openrouter [-addr 127.0.0.1:9300]
@@ -22,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -90,6 +93,12 @@ func seed(emu *emulator.Server, now time.Time) (creds []credential, gatewayKey s
 	deleted := emu.NewKey(emulator.KeyOptions{Name: "deleted"})
 	emu.Delete(deleted)
 	management := emu.NewKey(emulator.KeyOptions{Name: "management", Management: true})
+	capLimit := 5.0
+	capped := emu.NewKey(emulator.KeyOptions{Name: "capped", Limit: &capLimit, LimitReset: "daily", Usage: capLimit})
+	noBalance := emu.NewKey(emulator.KeyOptions{Name: "no balance", Account: emu.NewAccount(emulator.AccountOptions{Credits: 5, Usage: 5})})
+	freeUsed := emu.NewKey(emulator.KeyOptions{Name: "free used", Account: emu.NewAccount(emulator.AccountOptions{
+		Credits: 5, Usage: 1, FreeRequestsUsed: openrouter.FreeDailyLow,
+	})})
 	gatewayKey = emu.NewKey(emulator.KeyOptions{Name: "gateway", Management: true})
 	return []credential{
 		{"VALID_KEY", valid, "works (limit 10, 2.5 used)"},
@@ -100,6 +109,9 @@ func seed(emu *emulator.Server, now time.Time) (creds []credential, gatewayKey s
 		{"MANAGEMENT_KEY", management, "a management key: answers GET /key, refused for inference"},
 		{"VALID_JWT", emu.NewJWT(now.Add(24 * time.Hour)), "a JWT access token, valid for 24 hours"},
 		{"EXPIRED_JWT", emu.NewJWT(expiredAt), "a JWT access token that expired an hour ago"},
+		{"CAPPED_KEY", capped, "its daily limit of 5 is spent: 403 Key limit exceeded (daily limit) until 00:00 UTC"},
+		{"NO_BALANCE_KEY", noBalance, "a key of another account whose credits are spent: 402 Insufficient credits"},
+		{"FREE_USED_KEY", freeUsed, `its account used its 50 free-model requests today: 429 on any ":free" model until 00:00 UTC`},
 	}, gatewayKey
 }
 
@@ -118,4 +130,5 @@ func printUsage(out io.Writer, origin string, creds []credential, gatewayKey str
 	p("OPENROUTER_ORIGIN=%s OPENROUTER_MANAGEMENT_KEY=%s go run ./cmd/caddy run --config Caddyfile.example", origin, gatewayKey)
 	p("# Then send a key through it:")
 	p(`# curl -s http://localhost:8080/api/v1/chat/completions -H "Authorization: Bearer $EXPIRED_KEY" -H 'Content-Type: application/json' -d '{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'`)
+	p(`# and $FREE_USED_KEY with "model":"%s"`, emulator.FreeModel)
 }

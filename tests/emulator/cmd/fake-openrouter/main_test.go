@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
 // The command prints credentials a user can paste into a shell, each
@@ -90,6 +91,9 @@ func TestFakeOpenRouter(t *testing.T) {
 		{"VALID_JWT", true, 200, true},
 		{"EXPIRED_JWT", true, 401, false},
 		{"OPENROUTER_MANAGEMENT_KEY", false, 401, true},
+		{"CAPPED_KEY", false, 403, true},
+		{"NO_BALANCE_KEY", false, 402, true},
+		{"FREE_USED_KEY", false, 200, true},
 	} {
 		cred := exports[c.env]
 		if pattern := map[bool]*regexp.Regexp{false: keyPattern, true: jwtPattern}[c.jwt]; !pattern.MatchString(cred) {
@@ -106,9 +110,41 @@ func TestFakeOpenRouter(t *testing.T) {
 		}
 	}
 
+	// The limited keys fail as the facts sheet says, and GET /key agrees.
+	for _, c := range []struct {
+		env, model string
+		kind       openrouter.Kind
+	}{
+		{"CAPPED_KEY", "openai/gpt-4o", openrouter.KindKeyCapSpent},
+		{"NO_BALANCE_KEY", "openai/gpt-4o", openrouter.KindAccountBalance},
+		{"FREE_USED_KEY", emulator.FreeModel, openrouter.KindFreeDaily},
+	} {
+		status, _, body := get(t, "POST", base+"/chat/completions", exports[c.env], `{"model":"`+c.model+`","messages":[{"role":"user","content":"Hi"}]}`)
+		if f := openrouter.Recognise(status, body, http.Header{}); f.Kind != c.kind {
+			t.Errorf("%s: %d %s is %v, want %v", c.env, status, body, f.Kind, c.kind)
+		}
+	}
+	var limits struct {
+		Data struct {
+			LimitRemaining *float64                `json:"limit_remaining"`
+			LimitReset     *string                 `json:"limit_reset"`
+			Free           struct{ Remaining int } `json:"free_model_daily_requests"`
+		} `json:"data"`
+	}
+	_, _, body := get(t, "GET", base+"/key", exports["CAPPED_KEY"], "")
+	if err := json.Unmarshal(body, &limits); err != nil || limits.Data.LimitRemaining == nil || *limits.Data.LimitRemaining != 0 ||
+		limits.Data.LimitReset == nil || *limits.Data.LimitReset != "daily" {
+		t.Errorf("CAPPED_KEY's GET /key: %s", body)
+	}
+	_, _, body = get(t, "GET", base+"/key", exports["FREE_USED_KEY"], "")
+	limits.Data.Free.Remaining = -1
+	if err := json.Unmarshal(body, &limits); err != nil || limits.Data.Free.Remaining != 0 {
+		t.Errorf("FREE_USED_KEY's GET /key: %s", body)
+	}
+
 	// The expiring key says when it expires; the gateway's management key
 	// lists every key but the deleted one.
-	_, _, body := get(t, "GET", base+"/key", exports["EXPIRING_KEY"], "")
+	_, _, body = get(t, "GET", base+"/key", exports["EXPIRING_KEY"], "")
 	var info struct {
 		Data struct {
 			ExpiresAt time.Time `json:"expires_at"`
