@@ -55,10 +55,11 @@ func (f Fault) String() string {
 }
 
 // FaultEndpoints are the endpoints SetFault accepts.
-var FaultEndpoints = []string{"/key", "/keys", "/keys/{hash}", "/workspaces", "/credits", "/models"}
+var FaultEndpoints = []string{"/key", "/keys", "/keys/{hash}", "/workspaces", "/workspaces/{id}/budgets", "/credits", "/models"}
 
 // SetFault makes an endpoint ("/key", which includes its alias /auth/key,
-// "/keys", "/keys/{hash}", "/workspaces", "/credits" or "/models")
+// "/keys", "/keys/{hash}", "/workspaces", "/workspaces/{id}/budgets",
+// "/credits" or "/models")
 // misbehave on every request, before any authentication; FaultNone: behave.
 func (s *Server) SetFault(endpoint string, f Fault) {
 	known := false
@@ -148,7 +149,7 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint str
 // partialBody is the start of the endpoint's answer.
 func partialBody(endpoint string) string {
 	switch endpoint {
-	case "/keys", "/workspaces", "/models":
+	case "/keys", "/workspaces", "/workspaces/{id}/budgets", "/models":
 		return `{"data":[{"`
 	}
 	return `{"data":{"`

@@ -85,6 +85,8 @@ func TestFaultsPerEndpoint(t *testing.T) {
 			srv := httptest.NewServer(s)
 			management := s.NewKey(KeyOptions{Management: true})
 			path := strings.Replace(endpoint, "{hash}", hashOfKey(s, management), 1)
+			path = strings.Replace(path, "{id}", s.DefaultWorkspace(), 1)
+			s.SetWorkspaceBudget(s.DefaultWorkspace(), "monthly", 100, 0)
 			for _, f := range faults {
 				s.SetFault(endpoint, f.fault)
 				before := s.Count(endpoint)
