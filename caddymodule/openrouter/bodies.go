@@ -1,10 +1,10 @@
-// This file owns the wording of OpenRouter's 402, 403 and 429 bodies as
+package openrouter
+
+// bodies.go owns the wording of OpenRouter's 402, 403 and 429 bodies as
 // builders, so that the emulator and the tests send exactly what
 // Recognise reads. Where the facts sheet elides a sentence's tail, the
 // builders end where the known text ends; recognition never depends on a
 // tail.
-
-package openrouter
 
 import (
 	"bytes"

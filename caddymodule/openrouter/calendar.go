@@ -1,9 +1,9 @@
-// This file owns OpenRouter's limit calendar: a key cap's window
+package openrouter
+
+// calendar.go owns OpenRouter's limit calendar: a key cap's window
 // (limit_reset) and when it resets, by the documented UTC rule: days start
 // at 00:00 UTC, weeks on Monday, months on the 1st; a cap without a reset
 // never resets. The free-model daily allowance resets at 00:00 UTC too.
-
-package openrouter
 
 import "time"
 

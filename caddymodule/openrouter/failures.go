@@ -1,13 +1,18 @@
-// This file owns what OpenRouter's 402, 403 and 429 bodies say failed:
+package openrouter
+
+// failures.go owns what OpenRouter's 402, 403 and 429 bodies say failed:
 // the recogniser (Recognise), the figures it extracts (Failure) and the
 // kinds and classes it tells apart. The wording it matches is the facts
 // sheet's, older wordings included; bodies.go builds the same wording.
 
-package openrouter
-
 import (
 	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -153,11 +158,44 @@ type Failure struct {
 	RetryAfter time.Duration
 	// RateLimit is X-RateLimit-* from the headers or metadata.headers.
 	RateLimit *RateLimit429
-	// RecordHash is the 64-hex record hash in a key-limit 403's URL.
-	// KEY MATERIAL: it identifies the key (it may be sha256 of it). Never
-	// log, store, count or export it; it may go back only to the client
-	// that sent the key, inside the body it came in.
-	RecordHash string
+	// RecordHash is the record hash in a key-limit 403's URL, "" without
+	// one. KEY MATERIAL: see RecordHash.
+	RecordHash RecordHash
+}
+
+// RecordHash is a key's record hash (64 lowercase hex digits) as a
+// key-limit 403's URL carries it. KEY MATERIAL: it identifies the key and
+// may be sha256 of it. Never log, store, count or export it; it may go
+// back only to the client that sent the key, inside the body it came in.
+// Printed with any fmt verb or marshalled to JSON it shows only whether
+// it is there, so that a Failure logged by mistake leaks nothing.
+type RecordHash string
+
+// redactedRecordHash is what a present RecordHash prints as.
+const redactedRecordHash = "[record hash]"
+
+// Format prints the hash redacted, whatever the verb.
+func (h RecordHash) Format(f fmt.State, _ rune) {
+	if h != "" {
+		_, _ = io.WriteString(f, redactedRecordHash)
+	}
+}
+
+// MarshalJSON writes the hash redacted.
+func (h RecordHash) MarshalJSON() ([]byte, error) {
+	if h == "" {
+		return []byte(`""`), nil
+	}
+	return []byte(`"` + redactedRecordHash + `"`), nil
+}
+
+// Matches reports, in constant time, whether the hash is sha256 of key:
+// proof that the account hashes its keys' records that way.
+func (h RecordHash) Matches(key string) bool {
+	sum := sha256.Sum256([]byte(key))
+	var want [2 * sha256.Size]byte
+	hex.Encode(want[:], sum[:])
+	return len(h) == len(want) && subtle.ConstantTimeCompare([]byte(h), want[:]) == 1
 }
 
 // Tokens are a 402's "requested up to N tokens, but can only afford M"
@@ -376,7 +414,7 @@ func (w *wire) figures(f *Failure, header http.Header) {
 			f.Window = ParseWindow(s[1])
 		}
 		if s := reRecordHash.FindStringSubmatch(w.message); s != nil {
-			f.RecordHash = strings.ToLower(s[1])
+			f.RecordHash = RecordHash(strings.ToLower(s[1]))
 		}
 		if s := reSpend.FindStringSubmatch(m); s != nil {
 			spend := &KeySpend{Spent: dollars(s[1]), Limit: dollars(s[2])}

@@ -1,6 +1,10 @@
 package openrouter
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -314,4 +318,40 @@ func TestKindNames(t *testing.T) {
 	if got := Kind(Kinds).String(); got != "kind_13" {
 		t.Errorf("out of range: %q", got)
 	}
+}
+
+// A record hash never prints, whatever prints the Failure that holds it;
+// it can only be compared with sha256 of a key.
+func TestRecordHashIsKeyMaterial(t *testing.T) {
+	key := KeyPrefix + strings.Repeat("ab", 32)
+	sum := sha256.Sum256([]byte(key))
+	hash := hex.EncodeToString(sum[:])
+	f := Recognise(403, KeyLimitExceeded(WindowDaily, "default", hash, WordingCurrent).Render(EnvelopeOpenAI), nil)
+	if !f.RecordHash.Matches(key) || f.RecordHash.Matches(key+"x") || f.RecordHash.Matches(KeyPrefix+strings.Repeat("ba", 32)) {
+		t.Errorf("Matches does not tell the key")
+	}
+	js, err := json.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{
+		fmt.Sprint(f), fmt.Sprintf("%v %+v %#v %s %q %x", f, f, f, f.RecordHash, f.RecordHash, f.RecordHash), string(js),
+	} {
+		if strings.Contains(out, hash[:8]) || strings.Contains(out, hash[len(hash)-8:]) || strings.Contains(strings.ToLower(out), hash[:8]) {
+			t.Errorf("printed: %s", out)
+		}
+		if !strings.Contains(out, "[record hash]") {
+			t.Errorf("does not say a hash is there: %s", out)
+		}
+	}
+	if got := fmt.Sprint(Failure{}.RecordHash) + string(must(json.Marshal(Failure{}.RecordHash))); got != `""` {
+		t.Errorf("no hash prints as %s", got)
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

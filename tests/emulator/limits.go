@@ -1,6 +1,6 @@
 package emulator
 
-// This file owns what limits an inference request: the account's balance
+// limits.go owns what limits an inference request: the account's balance
 // (GET /credits), a key's cap and its window, workspace budgets
 // (GET /workspaces/{id}/budgets), the free-model allowances counted per
 // account across every ":free" model, and the models that fail as a
@@ -144,9 +144,10 @@ func (s *Server) now() time.Time {
 	return time.Now().UTC()
 }
 
-// rollFreeDay starts a new free-model day when now is past the counted one.
+// rollFreeDay starts a new free-model day when now is outside the counted
+// one (a Clock set after New may be behind it).
 func (a *account) rollFreeDay(now time.Time) {
-	if end, _ := openrouter.WindowDaily.ResetsAt(a.freeDay); !now.Before(end) {
+	if end, _ := openrouter.WindowDaily.ResetsAt(a.freeDay); now.Before(a.freeDay) || !now.Before(end) {
 		a.freeDay, a.freeUsed = now.Truncate(24*time.Hour), 0
 	}
 }
