@@ -1,8 +1,9 @@
 // Package openrouter holds the facts of OpenRouter's API that both the
 // gateway and the OpenRouter emulator in tests/ depend on: the shape of
-// its keys and labels, its endpoint families, and the error envelope each
-// family uses. Written once, so that the gateway's answers and the
-// emulator's cannot drift apart.
+// its keys and labels, its endpoint families, the error envelope each
+// family uses, its 402/403/429 failures (what each says, builders of its
+// wording, the recogniser) and its UTC limit calendar. Written once, so
+// that the gateway's answers and the emulator's cannot drift apart.
 package openrouter
 
 import (

@@ -6,8 +6,10 @@
 // recent first, one workspace at a time); /models; /chat/completions with
 // and without streaming (keep-alive comments, gaps between events, an
 // in-band error chunk); /messages (with x-api-key) and /responses with
-// their own error envelopes; JWT access tokens as bearers; 402/403/429 with
-// their headers; a provider's (BYOK) 401; JSON compressed whenever the
+// their own error envelopes; JWT access tokens as bearers; accounts with a
+// balance and free-model allowances, key caps with UTC windows, workspace
+// budgets, and every 402/403/429 they and the providers give, with their
+// headers; a provider's (BYOK) 401; JSON compressed whenever the
 // client accepts it, as OpenRouter's CDN does. Knobs and scenarios make it
 // misbehave the ways the real one can (faults per endpoint, transient 401s,
 // a listing that shifts while it is read, 401s with trailers or cut short).
