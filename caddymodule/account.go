@@ -16,6 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"golang.org/x/time/rate"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 // Timing of the management listing.
@@ -75,7 +77,7 @@ type account struct {
 	listStarted time.Time
 
 	creditsMu sync.Mutex
-	credits   cached[*accountCredits]
+	credits   cached[*openrouter.Credits]
 	modelsMu  sync.Mutex
 	models    cached[[]string]
 
@@ -262,7 +264,7 @@ func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
 
 // accountCredits reads the account's credits with the management key,
 // reusing a recent read.
-func (a *account) accountCredits(ctx context.Context) (*accountCredits, error) {
+func (a *account) accountCredits(ctx context.Context) (*openrouter.Credits, error) {
 	a.creditsMu.Lock()
 	if c := a.credits; c.value != nil && time.Since(c.at) < creditsFresh {
 		a.creditsMu.Unlock()
@@ -277,7 +279,7 @@ func (a *account) accountCredits(ctx context.Context) (*accountCredits, error) {
 		return nil, res.err
 	}
 	a.creditsMu.Lock()
-	a.credits = cached[*accountCredits]{time.Now(), cr}
+	a.credits = cached[*openrouter.Credits]{time.Now(), cr}
 	a.creditsMu.Unlock()
 	return cr, nil
 }

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -41,25 +40,6 @@ func TestClassifyRefusal(t *testing.T) {
 				t.Errorf("got %q (evidence %v), want %q (%v)", v.reason, needs, c.want, c.needsEvidence)
 			}
 		})
-	}
-}
-
-func itoa(n int64) string { return strconv.FormatInt(n, 10) }
-
-func TestAuthMessageOf(t *testing.T) {
-	for msg, want := range map[string]authMessage{
-		"User not found.":                                  msgUserNotFound,
-		"Missing Authentication header":                    msgMissingAuth,
-		"Missing Authentication header or invalid API key": msgMissingAuth,
-		"No auth credentials found":                        msgNoCredentials,
-		"No cookie auth credentials found":                 msgNoCredentials,
-		"Provider returned error":                          msgProviderError,
-		"User not found":                                   msgOther,
-		"Invalid credentials":                              msgOther,
-	} {
-		if got := authMessageOf(msg); got != want {
-			t.Errorf("%q: got %d, want %d", msg, got, want)
-		}
 	}
 }
 

@@ -160,17 +160,6 @@ func TestJSONErrorsNameTheOption(t *testing.T) {
 	}
 }
 
-func provision(t testing.TB, h *Handler) error {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := h.Provision(ctx); err != nil {
-		return err
-	}
-	t.Cleanup(func() { _ = h.Cleanup() })
-	return h.Validate()
-}
-
 func TestManagementKeyFromPlaceholders(t *testing.T) {
 	mk := "sk-or-v1-" + strings.Repeat("9", 64)
 	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)

@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"crypto/sha256"
-	"encoding/base64"
 	"net/http"
 	"strings"
 	"testing"
@@ -10,14 +9,6 @@ import (
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
-
-var goodKey = "sk-or-v1-" + strings.Repeat("0123456789abcdef", 4)
-
-// jwtWith is an unsigned token of a JWT's form with the given payload.
-func jwtWith(payload string) string {
-	enc := base64.RawURLEncoding.EncodeToString
-	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload)) + "." + enc([]byte("signature"))
-}
 
 func TestCredentialOf(t *testing.T) {
 	key := func(tok string, bearer bool) credential {

@@ -11,83 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
-
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
-
-// newHandler provisions a handler whose lookups go to upstream and whose
-// logs, at debug level, are observed.
-func newHandler(t *testing.T, h *Handler, upstream string) *observer.ObservedLogs {
-	t.Helper()
-	h.Upstream = upstream
-	if err := provision(t, h); err != nil {
-		t.Fatal(err)
-	}
-	core, logs := observer.New(zapcore.DebugLevel)
-	h.logger = zap.New(core)
-	h.knowledge.logger = h.logger
-	return logs
-}
-
-// startEmulator serves an OpenRouter emulator for the test and returns it
-// with its API base URL.
-func startEmulator(t *testing.T) (*emulator.Server, string) {
-	t.Helper()
-	emu := emulator.New()
-	srv := httptest.NewServer(emu)
-	t.Cleanup(srv.Close)
-	return emu, srv.URL + "/api/v1"
-}
-
-// upstreamAnswer is a fixed response that next writes, as reverse_proxy
-// would.
-func upstreamAnswer(status int, header http.Header, body []byte) caddyhttp.Handler {
-	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		for k, v := range header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(status)
-		if r.Method != http.MethodHead {
-			w.Write(body)
-		}
-		return nil
-	})
-}
-
-func serve(h *Handler, next caddyhttp.Handler, method, path, key string) *httptest.ResponseRecorder {
-	req := httptest.NewRequest(method, path, nil)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	rec := httptest.NewRecorder()
-	if err := h.ServeHTTP(rec, req, next); err != nil {
-		panic(err)
-	}
-	return rec
-}
-
-// waitIdle waits until no GET /key of k is in flight.
-func waitIdle(t *testing.T, k *knowledge) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		k.flightsMu.Lock()
-		n := len(k.flights)
-		k.flightsMu.Unlock()
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("lookups still in flight after 5s")
-		}
-	}
-}
 
 func TestPassThroughFlushesStreams(t *testing.T) {
 	var h Handler
@@ -140,7 +69,7 @@ func TestUnexplainable401sPassUnchanged(t *testing.T) {
 		"bad gzip":         {"POST", http.Header{"Content-Encoding": {"gzip"}}, []byte(userNotFound)},
 		"two encodings":    {"POST", http.Header{"Content-Encoding": {"gzip", "br"}}, []byte(userNotFound)},
 	} {
-		rec := serve(&h, upstreamAnswer(401, c.header, c.body), c.method, "/api/v1/chat/completions", dead)
+		rec := serve(t, &h, upstreamAnswer(401, c.header, c.body), c.method, "/api/v1/chat/completions", dead)
 		want := c.body
 		if c.method == http.MethodHead {
 			want = nil
@@ -159,7 +88,7 @@ func TestRewriteFixesHeaders(t *testing.T) {
 		if enc != "" {
 			hdr.Set("Content-Encoding", enc)
 		}
-		rec := serve(&h, upstreamAnswer(401, hdr, encode(t, enc, []byte(userNotFound))), "POST", "/api/v1/chat/completions", "sk-or-v1-short")
+		rec := serve(t, &h, upstreamAnswer(401, hdr, encode(t, enc, []byte(userNotFound))), "POST", "/api/v1/chat/completions", "sk-or-v1-short")
 		got := rec.Result()
 		body := rec.Body.String()
 		if got.StatusCode != 401 || got.Header.Get("Content-Encoding") != "" || got.Header.Get("Content-Length") != strconv.Itoa(len(body)) ||
@@ -191,7 +120,7 @@ func TestDeadMetadataEndpoint(t *testing.T) {
 
 	for i := 0; i < 10; i++ {
 		start := time.Now()
-		rec := serve(&h, fail, "POST", "/api/v1/chat/completions", goodKey)
+		rec := serve(t, &h, fail, "POST", "/api/v1/chat/completions", goodKey)
 		if took := time.Since(start); took > time.Second {
 			t.Fatalf("request %d waited %v", i, took)
 		}
@@ -199,7 +128,7 @@ func TestDeadMetadataEndpoint(t *testing.T) {
 			t.Fatalf("claimed without evidence: %s", rec.Body.String())
 		}
 		start = time.Now()
-		serve(&h, ok, "POST", "/api/v1/chat/completions", goodKey)
+		serve(t, &h, ok, "POST", "/api/v1/chat/completions", goodKey)
 		if took := time.Since(start); took >= 200*time.Millisecond {
 			t.Fatalf("a working request waited %v, as long as the hanging lookup", took)
 		}
@@ -217,7 +146,7 @@ func TestLogsCarryNoKeyMaterial(t *testing.T) {
 	past := time.Now().Add(-time.Hour)
 	key := emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
 	fail := upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
-	serve(&h, fail, "POST", "/api/v1/chat/completions", key)
+	serve(t, &h, fail, "POST", "/api/v1/chat/completions", key)
 	waitIdle(t, h.knowledge)
 	if logs.Len() == 0 {
 		t.Fatal("nothing logged: the sweep proves nothing")

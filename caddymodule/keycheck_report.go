@@ -264,7 +264,7 @@ var headlines = map[reason]string{
 // account, so that nobody sees another account's balance.
 func (c *checker) addCredits(ctx context.Context, rep *report, token string, md *keyMetadata, m match) {
 	var (
-		cr  *accountCredits
+		cr  *openrouter.Credits
 		err error
 	)
 	switch {

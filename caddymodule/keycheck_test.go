@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -24,49 +23,6 @@ import (
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
-
-func newKeyCheck(t *testing.T, upstream, managementKey string) *KeyCheck {
-	t.Helper()
-	t.Setenv("OPENROUTER_KEYS_TEST_CHECK_MK", managementKey)
-	kc := &KeyCheck{UpstreamOptions: UpstreamOptions{Upstream: upstream, ManagementKey: "{env.OPENROUTER_KEYS_TEST_CHECK_MK}",
-		LookupTimeout: caddy.Duration(2 * time.Second)}}
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := kc.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { kc.Cleanup() })
-	return kc
-}
-
-// checkRequest posts body to the key check as a client at ip would.
-func checkRequest(t *testing.T, kc *KeyCheck, contentType, body, ip string) *httptest.ResponseRecorder {
-	t.Helper()
-	req := httptest.NewRequest("POST", "/keycheck", strings.NewReader(body))
-	req.Header.Set("Content-Type", contentType)
-	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: ip}))
-	rec := httptest.NewRecorder()
-	if err := kc.ServeHTTP(rec, req, nil); err != nil {
-		t.Fatal(err)
-	}
-	return rec
-}
-
-func checkKey(t *testing.T, kc *KeyCheck, key string) (*report, *httptest.ResponseRecorder) {
-	t.Helper()
-	b, _ := json.Marshal(map[string]string{"key": key})
-	rec := checkRequest(t, kc, "application/json", string(b), "192.0.2.1")
-	var rep report
-	if rec.Code == 200 {
-		if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if strings.Contains(rec.Body.String(), key) && len(key) > 20 {
-		t.Fatalf("the report echoes the key")
-	}
-	return &rep, rec
-}
 
 func TestKeyCheckReports(t *testing.T) {
 	emu, api := startEmulator(t)

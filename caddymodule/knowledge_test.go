@@ -2,9 +2,7 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -16,25 +14,6 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
-var refused = upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
-
-// reasonOf is the metadata.reason of a rewritten body ("" when unchanged).
-func reasonOf(t *testing.T, rec *httptest.ResponseRecorder) string {
-	t.Helper()
-	var body struct {
-		Error struct {
-			Metadata struct {
-				Reason string `json:"reason"`
-			} `json:"metadata"`
-		} `json:"error"`
-	}
-	_ = json.Unmarshal(rec.Body.Bytes(), &body)
-	if got := rec.Header().Get("X-OpenRouter-Key-Status"); got != body.Error.Metadata.Reason {
-		t.Errorf("header says %q, body %q", got, body.Error.Metadata.Reason)
-	}
-	return body.Error.Metadata.Reason
-}
-
 // A key that works is not dead: when OpenRouter refuses it but its own
 // GET /key answers 200 right then, the answer says so.
 func TestRefusedKeyThatWorksIsValidRetry(t *testing.T) {
@@ -42,7 +21,7 @@ func TestRefusedKeyThatWorksIsValidRetry(t *testing.T) {
 	var h Handler
 	newHandler(t, &h, api)
 	key := emu.NewKey(emulator.KeyOptions{})
-	rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+	rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 	if got := reasonOf(t, rec); got != "key_valid_retry" {
 		t.Errorf("reason %q: %s", got, rec.Body.String())
 	}
@@ -58,11 +37,11 @@ func TestManagementKey(t *testing.T) {
 	var h Handler
 	newHandler(t, &h, api)
 	mk := emu.NewKey(emulator.KeyOptions{Management: true})
-	if got := reasonOf(t, serve(&h, refused, "POST", "/api/v1/chat/completions", mk)); got != "management_key" {
+	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", mk)); got != "management_key" {
 		t.Errorf("inference: %q", got)
 	}
 	h.knowledge.cache.update(fingerprintOf(mk), time.Now(), func(st *keyState, _ bool) bool { st.explainedAt = 0; return true })
-	if got := reasonOf(t, serve(&h, refused, "GET", "/api/v1/keys", mk)); got != "key_valid_retry" {
+	if got := reasonOf(t, serve(t, &h, refused, "GET", "/api/v1/keys", mk)); got != "key_valid_retry" {
 		t.Errorf("management endpoint: %q", got)
 	}
 }
@@ -78,7 +57,7 @@ func TestLearnedExpiryExplains(t *testing.T) {
 	learnNow(h.knowledge, key)
 	time.Sleep(400 * time.Millisecond)
 	before := emu.Count("")
-	rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+	rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 	if got := reasonOf(t, rec); got != "key_expired" || !strings.Contains(rec.Body.String(), `"expires_at"`) {
 		t.Errorf("%q: %s", got, rec.Body.String())
 	}
@@ -97,7 +76,7 @@ func TestDisabledGoesStale(t *testing.T) {
 	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, CacheTTL: caddy.Duration(time.Minute), EdgeAnswers: EdgeAnswersOff}
 	newHandler(t, &h, api)
 	key := emu.NewKey(emulator.KeyOptions{Disabled: true})
-	if got := reasonOf(t, serve(&h, refused, "POST", "/api/v1/chat/completions", key)); got != "key_disabled" {
+	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)); got != "key_disabled" {
 		t.Fatalf("disabled key: %q", got)
 	}
 	// Two minutes later (the clock is the state's: learned facts are moved
@@ -110,7 +89,7 @@ func TestDisabledGoesStale(t *testing.T) {
 		return true
 	})
 	records := emu.Count("/keys/{hash}")
-	rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+	rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 	if got := reasonOf(t, rec); got == "key_disabled" {
 		t.Errorf("a stale disabled is still claimed: %s", rec.Body.String())
 	}
@@ -127,9 +106,9 @@ func TestFailingRequestsNeverQueue(t *testing.T) {
 	h := Handler{LookupRate: 0.001} // one token, then none for 1000 s
 	newHandler(t, &h, api)
 	busy := testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classBusy))
-	serve(&h, refused, "POST", "/api/v1/chat/completions", randomKey()) // takes the only token
+	serve(t, &h, refused, "POST", "/api/v1/chat/completions", randomKey()) // takes the only token
 	for i := 0; i < 20; i++ {
-		if rec := serve(&h, refused, "POST", "/api/v1/chat/completions", randomKey()); rec.Body.String() != userNotFound {
+		if rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", randomKey()); rec.Body.String() != userNotFound {
 			t.Fatalf("request %d: %s", i, rec.Body.String())
 		}
 	}
@@ -179,7 +158,7 @@ func TestTokensExplainedWithoutLookups(t *testing.T) {
 		{"another key version", "sk-or-v2-" + strings.Repeat("a", 64), refused, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			rec := serve(&h, c.next, "POST", "/api/v1/chat/completions", c.token)
+			rec := serve(t, &h, c.next, "POST", "/api/v1/chat/completions", c.token)
 			if got := reasonOf(t, rec); got != c.want {
 				t.Errorf("reason %q, want %q: %s", got, c.want, rec.Body.String())
 			}
@@ -211,7 +190,7 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := emu.Count("")
-	if got := reasonOf(t, serve(&h, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
+	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
 		t.Errorf("reason %q", got)
 	}
 	if n := emu.Count("") - before; n != 0 {

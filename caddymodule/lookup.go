@@ -279,15 +279,9 @@ func (c *metadataClient) keyInfo(ctx context.Context, key string) (*keyMetadata,
 	return &md, res
 }
 
-// accountCredits is GET /credits' answer.
-type accountCredits struct {
-	TotalCredits float64 `json:"total_credits"`
-	TotalUsage   float64 `json:"total_usage"`
-}
-
 // credits reads GET /credits with bearer, which must be a management key.
-func (c *metadataClient) credits(ctx context.Context, bearer string) (*accountCredits, lookupResult) {
-	var cr accountCredits
+func (c *metadataClient) credits(ctx context.Context, bearer string) (*openrouter.Credits, lookupResult) {
+	var cr openrouter.Credits
 	res := c.get(ctx, endpointCredits, "/credits", bearer, maxKeyResponse, &cr)
 	if res.err != nil {
 		return nil, res

@@ -147,18 +147,18 @@ func (m match) labelVerdict(now time.Time) verdict {
 
 // Limits of a listing.
 const (
-	listPageSize = 100 // OpenRouter's page size for GET /keys
 	// listStep is the offset between pages: one less than a page, so that
 	// each page repeats the last record of the one before, which proves
 	// that nothing shifted between the two reads.
-	listStep = listPageSize - 1
+	listStep = openrouter.KeysPageSize - 1
 	// maxListPages bounds a listing across all workspaces (about 99,000
 	// keys); past it the listing is incomplete.
 	maxListPages = 1000
+	// maxWorkspaces bounds the workspaces a listing reads; an account
+	// with more is listed without them, and absence is never proven.
+	maxWorkspaces = 1000
 	// listConcurrency is how many pages are read at once.
 	listConcurrency = 8
-	// workspacePage is GET /workspaces' largest page.
-	workspacePage = 100
 )
 
 // errListingShifted means records moved between pages while the listing
@@ -237,7 +237,7 @@ func readWorkspaces(ctx context.Context, c *metadataClient, managementKey string
 	var out []workspace
 	for offset := 0; ; {
 		var page []workspace
-		res := c.get(ctx, endpointWorkspaces, "/workspaces?limit="+strconv.Itoa(workspacePage)+"&offset="+strconv.Itoa(offset),
+		res := c.get(ctx, endpointWorkspaces, "/workspaces?limit="+strconv.Itoa(openrouter.WorkspacesPageSize)+"&offset="+strconv.Itoa(offset),
 			managementKey, maxPageResponse, &page)
 		if res.err != nil {
 			return nil, res.err
@@ -247,8 +247,8 @@ func readWorkspaces(ctx context.Context, c *metadataClient, managementKey string
 		}
 		out = append(out, page...)
 		offset += len(page)
-		if len(out) > maxListPages {
-			return nil, fmt.Errorf("more than %d workspaces", maxListPages)
+		if len(out) > maxWorkspaces {
+			return nil, fmt.Errorf("more than %d workspaces", maxWorkspaces)
 		}
 	}
 	if len(out) == 0 {
@@ -322,17 +322,17 @@ func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, wo
 			pages = append(pages, wave[i])
 		}
 		size = min(size*2, listConcurrency)
-		if n := len(pages); n > 0 && len(pages[n-1]) < listPageSize {
+		if n := len(pages); n > 0 && len(pages[n-1]) < openrouter.KeysPageSize {
 			size = 1
 		}
 	}
 	// Every page but the last is full, and begins with the record that
 	// ended the page before.
 	for i := range pages {
-		if i < len(pages)-1 && len(pages[i]) != listPageSize {
+		if i < len(pages)-1 && len(pages[i]) != openrouter.KeysPageSize {
 			return nil, errListingShifted
 		}
-		if i > 0 && recordIdentity(&pages[i][0]) != recordIdentity(&pages[i-1][listPageSize-1]) {
+		if i > 0 && recordIdentity(&pages[i][0]) != recordIdentity(&pages[i-1][openrouter.KeysPageSize-1]) {
 			return nil, errListingShifted
 		}
 	}

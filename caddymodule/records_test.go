@@ -132,7 +132,7 @@ func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ws := q.Get("workspace_id")
 		f.mu.Lock()
 		all := f.keys[ws]
-		data = all[min(offset, len(all)):min(offset+listPageSize, len(all))]
+		data = all[min(offset, len(all)):min(offset+openrouter.KeysPageSize, len(all))]
 		f.mu.Unlock()
 		defer func() {
 			if f.afterPage != nil {

@@ -16,9 +16,6 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 )
 
-// userNotFound is OpenRouter's misleading 401 body, byte for byte.
-const userNotFound = `{"error":{"message":"User not found.","code":401}}`
-
 // encode encodes b as enc ("raw-deflate": deflate without zlib's wrapper);
 // any other enc leaves b as it is.
 func encode(t testing.TB, enc string, b []byte) []byte {

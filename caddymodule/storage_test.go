@@ -251,16 +251,6 @@ func TestScrubEntryNames(t *testing.T) {
 	}
 }
 
-// waitFor polls cond until it holds or 5s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // The uses a replica shared are deleted once it has been gone longer than
 // any "in use" window; a live replica's are kept.
 func TestCleanupDeletesStaleUses(t *testing.T) {

@@ -72,7 +72,7 @@ func TestWatchExportsEveryKey(t *testing.T) {
 	}
 	// A request with the key in use, before the watch reads the account
 	// again.
-	serve(&h, upstreamAnswer(200, nil, []byte(`{}`)), "POST", "/api/v1/chat/completions", inUse)
+	serve(t, &h, upstreamAnswer(200, nil, []byte(`{}`)), "POST", "/api/v1/chat/completions", inUse)
 	reg := ctx.GetMetricsRegistry()
 	var got map[string]float64
 	waitFor(t, "the watch to see the key used", func() bool {

@@ -35,11 +35,70 @@ const (
 	// disabled keys, and management keys used for inference, all get it.
 	MessageUserNotFound = "User not found."
 	// MessageMissingAuthHeader is sent when a bearer token lacks the
-	// "sk-or-" prefix.
+	// "sk-or-" prefix (misleading: the header was there).
 	MessageMissingAuthHeader = "Missing Authentication header"
 	// MessageNoCookieAuth is sent when there is no Authorization header.
 	MessageNoCookieAuth = "No cookie auth credentials found"
+	// MessageProviderError comes with a 401 when OpenRouter accepted the
+	// key and a provider refused its own credentials (BYOK).
+	MessageProviderError = "Provider returned error"
+
+	// Older wordings, still seen.
+	messageMissingAuthOrInvalid = "Missing Authentication header or invalid API key"
+	messageNoAuthCredentials    = "No auth credentials found"
 )
+
+// AuthMessage is which of OpenRouter's 401 messages a response carries.
+type AuthMessage uint8
+
+// The 401 messages, whatever their wording.
+const (
+	// AuthOther is a message this package does not know.
+	AuthOther AuthMessage = iota
+	// AuthUserNotFound is MessageUserNotFound.
+	AuthUserNotFound
+	// AuthMissingHeader is MessageMissingAuthHeader and its older
+	// wording.
+	AuthMissingHeader
+	// AuthNoCredentials is MessageNoCookieAuth and its older wording:
+	// accurate without a credential, misleading with one.
+	AuthNoCredentials
+	// AuthProviderError is MessageProviderError.
+	AuthProviderError
+)
+
+// AuthMessageOf recognises OpenRouter's 401 messages, the current
+// wordings and the older ones still seen.
+func AuthMessageOf(message string) AuthMessage {
+	switch message {
+	case MessageUserNotFound:
+		return AuthUserNotFound
+	case MessageMissingAuthHeader, messageMissingAuthOrInvalid:
+		return AuthMissingHeader
+	case MessageNoCookieAuth, messageNoAuthCredentials:
+		return AuthNoCredentials
+	case MessageProviderError:
+		return AuthProviderError
+	}
+	return AuthOther
+}
+
+// RefusesCredential reports whether m is OpenRouter refusing the
+// credential a request sent (or the lack of one).
+func (m AuthMessage) RefusesCredential() bool {
+	return m == AuthUserNotFound || m == AuthMissingHeader || m == AuthNoCredentials
+}
+
+// IsManagementPath reports whether an API path (with or without the
+// /api/v1 prefix and a trailing slash) is one a management key may call,
+// as opposed to inference: /key, /credits, /keys and /workspaces with
+// what is below them.
+func IsManagementPath(path string) bool {
+	path = strings.TrimSuffix(path, "/")
+	return strings.HasSuffix(path, "/key") || strings.HasSuffix(path, "/credits") ||
+		strings.HasSuffix(path, "/keys") || strings.Contains(path, "/keys/") ||
+		strings.HasSuffix(path, "/workspaces") || strings.Contains(path, "/workspaces/")
+}
 
 // Family is a group of endpoints that share an error envelope.
 type Family uint8

@@ -1,6 +1,17 @@
 package openrouter
 
+// records.go holds the management API's wire types and page sizes.
+
 import "time"
+
+// Page sizes of the management API's listings.
+const (
+	// KeysPageSize is how many records one page of GET /keys holds; a
+	// shorter page is the last.
+	KeysPageSize = 100
+	// WorkspacesPageSize is the largest page GET /workspaces serves.
+	WorkspacesPageSize = 100
+)
 
 // KeyInfo is the "data" of GET /key: what OpenRouter says of the key sent
 // as bearer, while it works. Members in the documented order.
@@ -71,4 +82,11 @@ type Workspace struct {
 	Name      string    `json:"name"`
 	Slug      string    `json:"slug"`
 	CreatedAt time.Time `json:"created_at"`
+}
+
+// Credits is the "data" of GET /credits: the account's credits bought and
+// used, readable with a management key only.
+type Credits struct {
+	TotalCredits float64 `json:"total_credits"`
+	TotalUsage   float64 `json:"total_usage"`
 }

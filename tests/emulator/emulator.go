@@ -30,7 +30,7 @@ import (
 )
 
 // PageSize is OpenRouter's page size for GET /keys.
-const PageSize = 100
+const PageSize = openrouter.KeysPageSize
 
 // Server is the emulator, serving OpenRouter's API under /api/v1. Its zero
 // value is not usable; call New. Set its fields before it serves requests.

@@ -188,7 +188,7 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *Key) {
 	offset, okOffset := queryInt(r, "offset", 0)
 	limit, okLimit := queryInt(r, "limit", 50)
-	if !okOffset || !okLimit || limit < 1 || limit > 100 {
+	if !okOffset || !okLimit || limit < 1 || limit > openrouter.WorkspacesPageSize {
 		s.writeError(w, r, http.StatusBadRequest, "Invalid pagination: offset must be 0 or more, limit between 1 and 100", nil)
 		return
 	}

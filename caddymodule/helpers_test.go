@@ -1,0 +1,208 @@
+package caddymodule
+
+// helpers_test.go holds the helpers the package's tests share: handlers and
+// key checks provisioned against an emulator, requests served through
+// them, and the keys and bodies they use. A helper that cannot do its work
+// fails the test; none panics.
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+// newHandler provisions a handler whose lookups go to upstream and whose
+// logs, at debug level, are observed.
+func newHandler(t *testing.T, h *Handler, upstream string) *observer.ObservedLogs {
+	t.Helper()
+	h.Upstream = upstream
+	if err := provision(t, h); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.DebugLevel)
+	h.logger = zap.New(core)
+	h.knowledge.logger = h.logger
+	return logs
+}
+
+// startEmulator serves an OpenRouter emulator for the test and returns it
+// with its API base URL.
+func startEmulator(t *testing.T) (*emulator.Server, string) {
+	t.Helper()
+	emu := emulator.New()
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	return emu, srv.URL + "/api/v1"
+}
+
+// upstreamAnswer is a fixed response that next writes, as reverse_proxy
+// would.
+func upstreamAnswer(status int, header http.Header, body []byte) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		for k, v := range header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(status)
+		if r.Method != http.MethodHead {
+			w.Write(body)
+		}
+		return nil
+	})
+}
+
+// serve sends a request with key as its bearer token through h to next.
+func serve(t testing.TB, h *Handler, next caddyhttp.Handler, method, path, key string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest(method, path, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, next); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// waitIdle waits until no GET /key of k is in flight.
+func waitIdle(t *testing.T, k *knowledge) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		k.flightsMu.Lock()
+		n := len(k.flights)
+		k.flightsMu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lookups still in flight after 5s")
+		}
+	}
+}
+
+var refused = upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
+
+// reasonOf is the metadata.reason of a rewritten body ("" when unchanged).
+func reasonOf(t *testing.T, rec *httptest.ResponseRecorder) string {
+	t.Helper()
+	var body struct {
+		Error struct {
+			Metadata struct {
+				Reason string `json:"reason"`
+			} `json:"metadata"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(rec.Body.Bytes(), &body)
+	if got := rec.Header().Get("X-OpenRouter-Key-Status"); got != body.Error.Metadata.Reason {
+		t.Errorf("header says %q, body %q", got, body.Error.Metadata.Reason)
+	}
+	return body.Error.Metadata.Reason
+}
+
+func newKeyCheck(t *testing.T, upstream, managementKey string) *KeyCheck {
+	t.Helper()
+	t.Setenv("OPENROUTER_KEYS_TEST_CHECK_MK", managementKey)
+	kc := &KeyCheck{UpstreamOptions: UpstreamOptions{Upstream: upstream, ManagementKey: "{env.OPENROUTER_KEYS_TEST_CHECK_MK}",
+		LookupTimeout: caddy.Duration(2 * time.Second)}}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := kc.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kc.Cleanup() })
+	return kc
+}
+
+// checkRequest posts body to the key check as a client at ip would.
+func checkRequest(t *testing.T, kc *KeyCheck, contentType, body, ip string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest("POST", "/keycheck", strings.NewReader(body))
+	req.Header.Set("Content-Type", contentType)
+	req = req.WithContext(context.WithValue(req.Context(), caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: ip}))
+	rec := httptest.NewRecorder()
+	if err := kc.ServeHTTP(rec, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func checkKey(t *testing.T, kc *KeyCheck, key string) (*report, *httptest.ResponseRecorder) {
+	t.Helper()
+	b, _ := json.Marshal(map[string]string{"key": key})
+	rec := checkRequest(t, kc, "application/json", string(b), "192.0.2.1")
+	var rep report
+	if rec.Code == 200 {
+		if err := json.Unmarshal(rec.Body.Bytes(), &rep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if strings.Contains(rec.Body.String(), key) && len(key) > 20 {
+		t.Fatalf("the report echoes the key")
+	}
+	return &rep, rec
+}
+
+func provision(t testing.TB, h *Handler) error {
+	t.Helper()
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		return err
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	return h.Validate()
+}
+
+var goodKey = "sk-or-v1-" + strings.Repeat("0123456789abcdef", 4)
+
+// jwtWith is an unsigned token of a JWT's form with the given payload.
+func jwtWith(payload string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc([]byte(payload)) + "." + enc([]byte("signature"))
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func TestAuthMessageOf(t *testing.T) {
+	for msg, want := range map[string]authMessage{
+		"User not found.":                                  msgUserNotFound,
+		"Missing Authentication header":                    msgMissingAuth,
+		"Missing Authentication header or invalid API key": msgMissingAuth,
+		"No auth credentials found":                        msgNoCredentials,
+		"No cookie auth credentials found":                 msgNoCredentials,
+		"Provider returned error":                          msgProviderError,
+		"User not found":                                   msgOther,
+		"Invalid credentials":                              msgOther,
+	} {
+		if got := authMessageOf(msg); got != want {
+			t.Errorf("%q: got %d, want %d", msg, got, want)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or 5s pass.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// userNotFound is OpenRouter's misleading 401 body, byte for byte.
+const userNotFound = `{"error":{"message":"User not found.","code":401}}`
