@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,17 +43,57 @@ const (
 // accounts are shared across handlers and config reloads.
 var accounts = caddy.NewUsagePool()
 
-// accountOf loads the account for the options, or makes it. release must
-// be called when the handler is cleaned up.
+// accountOf loads the account for the options, or makes it: handlers that
+// agree on upstream and management key share one, whatever their
+// management_rate. The lowest rate of the handlers using the account
+// applies to it, so that adding a handler can only make the account ask
+// less. release must be called when the handler is cleaned up.
 func accountOf(s upstreamSettings) (*account, func(), error) {
-	poolKey := fmt.Sprintf("%s|%s|%g", s.base, fingerprintOf(s.managementKey).short(), s.managementRate)
+	poolKey := fmt.Sprintf("%s|%s", s.base, fingerprintOf(s.managementKey).short())
 	v, _, err := accounts.LoadOrNew(poolKey, func() (caddy.Destructor, error) {
 		return newAccount(s), nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return v.(*account), func() { _, _ = accounts.Delete(poolKey) }, nil
+	a := v.(*account)
+	user := a.useRate(s.managementRate)
+	return a, func() {
+		a.dropRate(user)
+		_, _ = accounts.Delete(poolKey)
+	}, nil
+}
+
+// useRate records the management_rate of a handler that uses the account
+// and applies the lowest; the handler gives the returned id back to
+// dropRate when it is cleaned up.
+func (a *account) useRate(r float64) uint64 {
+	a.ratesMu.Lock()
+	defer a.ratesMu.Unlock()
+	a.lastUser++
+	a.rates[a.lastUser] = r
+	a.applyLowestRate()
+	return a.lastUser
+}
+
+func (a *account) dropRate(user uint64) {
+	a.ratesMu.Lock()
+	defer a.ratesMu.Unlock()
+	delete(a.rates, user)
+	if len(a.rates) > 0 {
+		a.applyLowestRate()
+	}
+}
+
+// applyLowestRate sets the management budget to the lowest rate in use;
+// a.ratesMu is held.
+func (a *account) applyLowestRate() {
+	lowest := math.Inf(1)
+	for _, r := range a.rates {
+		lowest = min(lowest, r)
+	}
+	a.management.SetLimit(rate.Limit(lowest))
+	a.management.SetBurst(max(1, int(2*lowest)))
 }
 
 // account is one OpenRouter account as the gateway knows it.
@@ -61,8 +102,12 @@ type account struct {
 	managementKey string
 	// management bounds management requests made one key at a time
 	// (GET /keys/{hash}, GET /credits), whoever asks: no number of
-	// failures or anonymous key checks makes more.
+	// failures or anonymous key checks makes more. Its rate is the lowest
+	// management_rate among the handlers using the account (rates).
 	management *rate.Limiter
+	ratesMu    sync.Mutex
+	rates      map[uint64]float64 // management_rate per handler using the account
+	lastUser   uint64
 
 	// hashProven: a record's hash was seen to be sha256 of its key, so
 	// this account's hashes are sha256(key) and labels never identify.
@@ -103,6 +148,7 @@ func newAccount(s upstreamSettings) *account {
 		managementKey: s.managementKey,
 		management:    rate.NewLimiter(rate.Limit(s.managementRate), max(1, int(2*s.managementRate))),
 		caches:        make(map[*keyCache]freshness),
+		rates:         make(map[uint64]float64),
 	}
 }
 

@@ -67,9 +67,6 @@ const (
 type credential struct {
 	token string
 	kind  credentialKind
-	// bearer: the token came from "Authorization: Bearer" (as opposed to
-	// x-api-key).
-	bearer bool
 	// what is wrong with a credMalformed token.
 	malformed malformation
 	// provider is the index in foreignKeys of a credForeign token.
@@ -99,9 +96,7 @@ func credentialOf(h http.Header) credential {
 		if !ok {
 			return credential{}
 		}
-		c := classifyToken(tok)
-		c.bearer = true
-		return c
+		return classifyToken(tok)
 	}
 	if xk := h["X-Api-Key"]; len(xk) == 1 {
 		if tok := trimSpaceTab(xk[0]); tok != "" && len(tok) <= maxTokenBytes {
@@ -202,16 +197,37 @@ func malformationOf(tok string) malformation {
 	return malformedNone
 }
 
-// isPlaceholder reports tokens that are an unfilled variable rather than a
-// credential: what a client sends when its key setting is empty.
+// isPlaceholder reports tokens that are an unfilled variable or an
+// example rather than a credential: what a client sends when its key
+// setting is empty, names the variable instead of its value, or keeps the
+// docs' example ("sk-or-v1-..." or "sk-or-v1-" and a run of x).
 func isPlaceholder(tok string) bool {
 	switch strings.ToLower(tok) {
-	case "undefined", "null", "none", "nil", "your_api_key", "your-api-key", "<your_api_key>", "sk-or-v1-...", "sk-or-...":
+	case "undefined", "null", "none", "nil", "your_api_key", "your-api-key", "<your_api_key>", "sk-or-...":
 		return true
+	}
+	if rest, ok := strings.CutPrefix(strings.ToLower(tok), openrouter.KeyPrefix); ok {
+		return rest != "" && strings.Trim(rest, "x.…") == ""
 	}
 	return strings.HasPrefix(tok, "$") || strings.HasPrefix(tok, "${") || strings.HasPrefix(tok, "{{") ||
 		(strings.HasPrefix(tok, "<") && strings.HasSuffix(tok, ">")) ||
-		(len(tok) > 2 && tok[0] == '%' && tok[len(tok)-1] == '%')
+		(len(tok) > 2 && tok[0] == '%' && tok[len(tok)-1] == '%') ||
+		isVariableName(tok)
+}
+
+// isVariableName reports an upper-case variable name such as
+// OPENROUTER_API_KEY: letters, digits and underscores, at least one
+// underscore, no lower-case letter. No provider issues keys of that shape.
+func isVariableName(tok string) bool {
+	if tok == "" || tok[0] < 'A' || tok[0] > 'Z' || !strings.Contains(tok, "_") {
+		return false
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // lowerHexOnly reports whether s is all lowercase hex digits.
@@ -339,12 +355,21 @@ const fingerprintDomain = "openrouter_keys/v1:"
 // being the key: sha256(fingerprintDomain + key).
 type fingerprint [sha256.Size]byte
 
-// fingerprintOf computes a key's fingerprint without allocating. key is
-// an OpenRouter key (credKey).
-func fingerprintOf(key string) fingerprint {
+// fingerprintOf computes the fingerprint of a secret of any length: of an
+// OpenRouter key (credKey) without allocating, of anything longer (a
+// management key of another shape, in pool keys) over all of it.
+func fingerprintOf(secret string) fingerprint {
+	if len(secret) > openrouter.KeyLen {
+		h := sha256.New()
+		h.Write([]byte(fingerprintDomain))
+		h.Write([]byte(secret))
+		var f fingerprint
+		h.Sum(f[:0])
+		return f
+	}
 	var buf [len(fingerprintDomain) + openrouter.KeyLen]byte
 	n := copy(buf[:], fingerprintDomain)
-	n += copy(buf[n:], key)
+	n += copy(buf[n:], secret)
 	return sha256.Sum256(buf[:n])
 }
 

@@ -11,29 +11,24 @@ import (
 )
 
 func TestCredentialOf(t *testing.T) {
-	key := func(tok string, bearer bool) credential {
-		c := classifyToken(tok)
-		c.bearer = bearer
-		return c
-	}
 	for _, c := range []struct {
 		name   string
 		header http.Header
 		want   credential
 	}{
-		{"bearer", http.Header{"Authorization": {"Bearer " + goodKey}}, credential{token: goodKey, kind: credKey, bearer: true}},
-		{"scheme lower case", http.Header{"Authorization": {"bearer " + goodKey}}, credential{token: goodKey, kind: credKey, bearer: true}},
-		{"scheme upper case", http.Header{"Authorization": {"BEARER " + goodKey}}, credential{token: goodKey, kind: credKey, bearer: true}},
-		{"odd spacing", http.Header{"Authorization": {" Bearer \t  " + goodKey + " \t"}}, credential{token: goodKey, kind: credKey, bearer: true}},
+		{"bearer", http.Header{"Authorization": {"Bearer " + goodKey}}, credential{token: goodKey, kind: credKey}},
+		{"scheme lower case", http.Header{"Authorization": {"bearer " + goodKey}}, credential{token: goodKey, kind: credKey}},
+		{"scheme upper case", http.Header{"Authorization": {"BEARER " + goodKey}}, credential{token: goodKey, kind: credKey}},
+		{"odd spacing", http.Header{"Authorization": {" Bearer \t  " + goodKey + " \t"}}, credential{token: goodKey, kind: credKey}},
 		{"no space after scheme", http.Header{"Authorization": {"Bearer" + goodKey}}, credential{}},
 		{"scheme alone", http.Header{"Authorization": {"Bearer"}}, credential{}},
 		{"scheme and spaces", http.Header{"Authorization": {"Bearer    "}}, credential{}},
 		{"other scheme", http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, credential{}},
-		{"inner space is a malformed key", http.Header{"Authorization": {"Bearer sk-or-v1 abc"}}, key("sk-or-v1 abc", true)},
+		{"inner space is a malformed key", http.Header{"Authorization": {"Bearer sk-or-v1 abc"}}, classifyToken("sk-or-v1 abc")},
 		{"empty header", http.Header{"Authorization": {""}}, credential{}},
 		{"two Authorization headers", http.Header{"Authorization": {"Bearer " + goodKey, "Bearer " + goodKey}}, credential{}},
 		{"x-api-key", http.Header{"X-Api-Key": {goodKey}}, credential{token: goodKey, kind: credKey}},
-		{"Authorization wins over x-api-key", http.Header{"Authorization": {"Bearer a"}, "X-Api-Key": {goodKey}}, key("a", true)},
+		{"Authorization wins over x-api-key", http.Header{"Authorization": {"Bearer a"}, "X-Api-Key": {goodKey}}, classifyToken("a")},
 		{"two x-api-key headers", http.Header{"X-Api-Key": {goodKey, goodKey}}, credential{}},
 		{"oversized token", http.Header{"Authorization": {"Bearer " + strings.Repeat("a", maxTokenBytes+1)}}, credential{}},
 		{"none", http.Header{}, credential{}},
@@ -166,7 +161,7 @@ func FuzzCredentialOf(f *testing.F) {
 			}
 			return
 		}
-		if !c.bearer || !strings.Contains(v, c.token) || len(c.token) > maxTokenBytes || c.token == "" {
+		if !strings.Contains(v, c.token) || len(c.token) > maxTokenBytes || c.token == "" {
 			t.Fatalf("token %q from %q", c.token, v)
 		}
 		if c.isKey() && (len(c.token) != openrouter.KeyLen || !strings.HasPrefix(c.token, openrouter.KeyPrefix) || !lowerHexOnly(c.token[9:])) {

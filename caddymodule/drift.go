@@ -7,6 +7,7 @@ package caddymodule
 
 import (
 	"sync"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 )
@@ -33,7 +34,11 @@ func countUnexplained(logger *zap.Logger, class, message string) {
 	}
 	text := redactTokens(message)
 	if len(text) > maxLoggedMessageLn {
-		text = text[:maxLoggedMessageLn] + "..."
+		cut := maxLoggedMessageLn
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut-- // never inside a character
+		}
+		text = text[:cut] + "..."
 	}
 	seenMessages.Lock()
 	_, seen := seenMessages.set[text]

@@ -7,12 +7,13 @@
 //
 // A request's way through the files: handler.go (ServeHTTP) reads the
 // credential (credential.go) and what is known of it (knowledge.go, over
-// cache.go and state.go), answers known-dead keys itself (handler.go,
-// envelope.go), and passes the rest on through the 401-holding writer
-// (response.go); a held 401 is decoded and parsed (package errbody, in
-// internal/errbody), classified (classify.go) with evidence from
-// OpenRouter (lookup.go, records.go, account.go) and other replicas
-// (storage.go), and rewritten (rewrite.go says what a verdict adds,
+// cache.go and state.go), answers known-dead keys itself (answerAtEdge,
+// under state.go's edge rule), and passes the rest on through the
+// 401-holding writer (response.go); a held 401 is decoded and parsed
+// (package errbody, in internal/errbody), given its reason by the reason
+// table (reasons.go) with evidence from OpenRouter (lookup.go, records.go,
+// account.go) and other replicas (storage.go) where the table needs it,
+// and rewritten (rewrite.go puts the entry's sentence and members in,
 // errbody edits the body in the upstream's envelope, envelope.go picks the
 // envelope of an edge answer) or counted as unexplained (drift.go).
 package caddymodule
@@ -291,7 +292,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if v := h.edge.verdict(st, start.UnixNano()); v.known() {
 			return h.answerAtEdge(w, r, v, fp)
 		}
-	} else if v := h.edge.tokenVerdict(c); v.known() {
+	} else if v := h.edge.tokenVerdict(c, start); v.known() {
 		return h.answerAtEdge(w, r, v, fp)
 	}
 	return h.passOn(w, r, next, c, fp, st, start)
@@ -343,32 +344,17 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 	if eb == nil {
 		return h.leave(hw, class, "")
 	}
-	msg := authMessageOf(eb.Message())
+	f := refusal{status: http.StatusUnauthorized, msg: openrouter.AuthMessageOf(eb.Message()), body: eb, cred: c, now: start}
 	family := openrouter.FamilyOf(r.URL.Path)
-	if msg != msgOther && eb.Message() != "" {
+	if f.msg != openrouter.AuthOther && eb.Message() != "" {
 		h.acct.envelopes.learn(family, eb.Envelope())
 	}
-	var v verdict
-	switch _, named := eb.Metadata("provider_name").Text(); {
-	case (msg == msgProviderError && named) || acceptedBy(eb):
-		// OpenRouter accepted the key; a provider refused its own
-		// credentials (BYOK). The key is fine: the message stays.
-		v = verdict{reason: reasonProviderRejected}
-	case c.kind == credNone:
-		return h.leave(hw, classNoCredentials, "")
-	case msg == msgOther:
-		return h.leave(hw, classUnrecognizedMessage, eb.Message())
-	default:
-		var needsEvidence bool
-		v, needsEvidence = classifyRefusal(msg, c, start)
-		switch {
-		case needsEvidence:
-			v, class = h.knowledge.explainKey(r.Context(), c, fp, !isManagementPath(r.URL.Path), start)
-		case !v.known() && c.isKey():
-			class = classNoEvidence
-		case !v.known():
-			class = classOtherCredential
-		}
+	v, needsEvidence, class := decide(&f)
+	if needsEvidence {
+		v, class = h.knowledge.explainKey(r.Context(), c, fp, !openrouter.IsManagementPath(r.URL.Path), start)
+	}
+	if class == classUnrecognizedMessage {
+		return h.leave(hw, class, eb.Message())
 	}
 	if !v.known() {
 		return h.leave(hw, class, "")
@@ -378,7 +364,7 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 		return h.leave(hw, classUneditable, "")
 	}
 	err := hw.sendRewritten(out, string(v.reason))
-	gatewayMetrics.rewrites.WithLabelValues(string(v.reason)).Inc()
+	gatewayMetrics.rewrites.WithLabelValues(v.entry().metric).Inc()
 	if ce := h.logger.Check(zapcore.InfoLevel, "explained misleading 401"); ce != nil {
 		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fingerprintForLog(c, fp)), zap.String("path", r.URL.Path))
 	}
@@ -437,7 +423,7 @@ func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict
 	hdr.Set("X-OpenRouter-Keys-Answer", "edge")
 	w.WriteHeader(http.StatusUnauthorized)
 	_, err := w.Write(out)
-	gatewayMetrics.edgeAnswers.WithLabelValues(string(v.reason)).Inc()
+	gatewayMetrics.edgeAnswers.WithLabelValues(v.entry().metric).Inc()
 	if ce := h.logger.Check(zapcore.DebugLevel, "answered at the edge"); ce != nil {
 		short := "-"
 		if v.reason == reasonExpired || v.reason == reasonDisabled {

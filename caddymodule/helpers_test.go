@@ -177,23 +177,6 @@ func jwtWith(payload string) string {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-func TestAuthMessageOf(t *testing.T) {
-	for msg, want := range map[string]authMessage{
-		"User not found.":                                  msgUserNotFound,
-		"Missing Authentication header":                    msgMissingAuth,
-		"Missing Authentication header or invalid API key": msgMissingAuth,
-		"No auth credentials found":                        msgNoCredentials,
-		"No cookie auth credentials found":                 msgNoCredentials,
-		"Provider returned error":                          msgProviderError,
-		"User not found":                                   msgOther,
-		"Invalid credentials":                              msgOther,
-	} {
-		if got := authMessageOf(msg); got != want {
-			t.Errorf("%q: got %d, want %d", msg, got, want)
-		}
-	}
-}
-
 // waitFor polls cond until it holds or 5s pass.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -206,3 +189,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // userNotFound is OpenRouter's misleading 401 body, byte for byte.
 const userNotFound = `{"error":{"message":"User not found.","code":401}}`
+
+// trackedClients is how many client networks l remembers.
+func trackedClients(l *clientLimiter) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buckets.Len()
+}

@@ -77,13 +77,6 @@ func (l *clientLimiter) allow(client netip.Prefix, now time.Time) (ok bool, retr
 	return false, time.Duration(missing / float64(l.r) * float64(time.Second))
 }
 
-// tracked is how many client networks the limiter remembers.
-func (l *clientLimiter) tracked() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buckets.Len()
-}
-
 // retryAfterSeconds is Retry-After's value for a wait: whole seconds,
 // rounded up, at least 1 (0 would invite an immediate retry that fails).
 func retryAfterSeconds(wait time.Duration) int {

@@ -107,8 +107,8 @@ func TestLimiterIPv6NetworkSharesOneBucket(t *testing.T) {
 	if ok, _ := l.allow(prefix(t, "2001:db8:aa:bb:1234:5678:9abc:def0"), now); ok {
 		t.Error("a 31st address of the same /64 got a fresh bucket")
 	}
-	if l.tracked() != 1 {
-		t.Errorf("one /64 takes %d buckets", l.tracked())
+	if trackedClients(l) != 1 {
+		t.Errorf("one /64 takes %d buckets", trackedClients(l))
 	}
 }
 
@@ -131,8 +131,8 @@ func TestLimiterEvictsLeastRecentlySeen(t *testing.T) {
 	if ok, _ := l.allow(b, now); !ok {
 		t.Error("b, least recently seen, was kept while d came in")
 	}
-	if l.tracked() != 3 {
-		t.Errorf("%d tracked, capacity 3", l.tracked())
+	if trackedClients(l) != 3 {
+		t.Errorf("%d tracked, capacity 3", trackedClients(l))
 	}
 }
 
@@ -217,12 +217,12 @@ func TestLimiterUnderLoad(t *testing.T) {
 	t.Logf("%d requests from %d networks over %v of simulated time, in %v (%.0f/s, %d goroutines): %d allowed",
 		requests, attackers+2, simulated, took.Round(time.Millisecond), float64(requests)/took.Seconds(), workers, allowed.Load())
 	t.Logf("tracked %d networks (capacity %d); heap +%.1f MB, %.0f bytes per tracked network",
-		l.tracked(), maxTrackedClients, float64(growth)/(1<<20), float64(growth)/float64(l.tracked()))
+		trackedClients(l), maxTrackedClients, float64(growth)/(1<<20), float64(growth)/float64(trackedClients(l)))
 	t.Logf("honest client, one check every 3s: served %d of %d; 1000 addresses of one /64: %d checks allowed",
 		served.Load(), honestTries.Load(), sameNetHits.Load())
 
-	if l.tracked() != maxTrackedClients {
-		t.Errorf("tracked %d networks, want exactly the capacity %d", l.tracked(), maxTrackedClients)
+	if trackedClients(l) != maxTrackedClients {
+		t.Errorf("tracked %d networks, want exactly the capacity %d", trackedClients(l), maxTrackedClients)
 	}
 	if limit := int64(maxTrackedClients) * 400; growth > limit {
 		t.Errorf("heap grew by %d bytes, more than %d for %d networks", growth, limit, maxTrackedClients)

@@ -1,9 +1,13 @@
 package caddymodule
 
 // keycheck_report.go owns what the key check says about a key: it asks
-// OpenRouter, applies the same rules as the gateway (credential.go,
-// records.go, state.go, classify.go), and never teaches the gateway
-// anything: a check is no evidence for others.
+// OpenRouter and applies the same rules as the gateway (credential.go,
+// records.go, state.go, reasons.go). It reads what a gateway learned of
+// the key and never writes it: nothing a check finds about the key enters
+// a gateway's cache or shared storage. What it learns of the account is
+// shared, as any caller's would be: a listing it starts serves the
+// gateway's next failure, and a record it matches by hash proves the
+// account's hash scheme.
 
 import (
 	"context"
@@ -118,7 +122,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	defer func() { <-modelsDone }()
 
 	cred := classifyToken(token)
-	if v, _ := classifyRefusal(msgUserNotFound, cred, now); v.known() && cred.kind != credJWT {
+	if v := tokenVerdict(cred, now, anyReason); v.known() && cred.kind != credJWT {
 		// Certainly no OpenRouter credential: OpenRouter is not asked.
 		rep.setVerdict(v)
 		rep.KeyUnavailable = "OpenRouter was not asked about it: no OpenRouter key looks like this"
@@ -176,7 +180,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 // from the token itself, the key's records, and what a gateway of this
 // account learned, read by fingerprint, under the same freshness rule.
 func (c *checker) explainRefused(rep *report, cred credential, m match, recErr error, now time.Time) {
-	if v, _ := classifyRefusal(msgUserNotFound, cred, now); v.known() {
+	if v := tokenVerdict(cred, now, anyReason); v.known() {
 		rep.setVerdict(v)
 		return
 	}
@@ -235,9 +239,12 @@ func (c *checker) lastUsed(m match) *time.Time {
 	return nil
 }
 
+// anyReason lets the key check give every reason the token alone shows.
+func anyReason(*reasonEntry) bool { return true }
+
 // setVerdict sets the status from a verdict.
 func (r *report) setVerdict(v verdict) {
-	r.Status, r.Headline, r.Message = string(v.reason), headlines[v.reason], v.message()
+	r.Status, r.Headline, r.Message = string(v.reason), v.entry().headline, v.message()
 	if v.byLabel {
 		r.MatchedBy = "label"
 	}
@@ -245,17 +252,6 @@ func (r *report) setVerdict(v verdict) {
 
 func (r *report) setUnknown(msg string) {
 	r.Status, r.Headline, r.Message = statusUnknown, "Key refused", msg
-}
-
-// headlines say each reason in words.
-var headlines = map[reason]string{
-	reasonMalformed:        "Key malformed",
-	reasonExpired:          "Key expired",
-	reasonDisabled:         "Key disabled",
-	reasonNotFound:         "Key not found",
-	reasonManagementKey:    "Management key",
-	reasonTokenExpired:     "Token expired",
-	reasonNotOpenRouterKey: "Not an OpenRouter key",
 }
 
 // addCredits adds the account balance when the checked key may see it: a
@@ -273,6 +269,9 @@ func (c *checker) addCredits(ctx context.Context, rep *report, token string, md 
 		var res lookupResult
 		cr, res = c.acct.client.credits(ctx, token)
 		err = res.err
+	case !c.acct.hasManagementKey():
+		rep.CreditsUnavailable = "OpenRouter shows an account's credits to its management keys only, and this key check has no management key configured"
+		return
 	case m.record == nil:
 		rep.CreditsUnavailable = "OpenRouter shows an account's credits to its management keys only; this key's own record was not found in the account of the configured management key"
 		return
@@ -329,22 +328,12 @@ func adviceFor(rep *report, now time.Time) []string {
 		if k := rep.Key; k != nil && k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < 7*24*time.Hour {
 			advice = append(advice, "The key expires "+relativeTime(*k.ExpiresAt, now)+": create a new key at https://openrouter.ai/settings/keys and switch to it before then. An expiry cannot be extended.")
 		}
-	case string(reasonExpired):
-		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys and use it wherever this one is used. An expiry cannot be extended or removed.")
-	case string(reasonDisabled):
-		advice = append(advice, "Enable the key again at https://openrouter.ai/settings/keys, or use another key.")
-	case string(reasonMalformed):
-		advice = append(advice, `Copy the key again from where it was created: it is "sk-or-v1-" followed by 64 lowercase hexadecimal digits, with nothing before or after it.`)
-	case string(reasonNotFound):
-		advice = append(advice, "Create a new key at https://openrouter.ai/settings/keys, or use a key of the account this gateway serves.")
-	case string(reasonManagementKey):
-		advice = append(advice, "Use an API key for requests to models, and keep the management key for managing keys and credits.")
-	case string(reasonTokenExpired):
-		advice = append(advice, "Get a new access token: sign in again, or request a new token from your identity provider.")
-	case string(reasonNotOpenRouterKey):
-		advice = append(advice, "Use an OpenRouter key, from https://openrouter.ai/settings/keys. To use this provider's key through OpenRouter, add it there as a BYOK key.")
 	case statusUnknown:
 		advice = append(advice, "Find "+label+" in the list at https://openrouter.ai/settings/keys: it shows whether the key expired or was disabled; a key that is not listed was deleted.")
+	default:
+		if e := entryOf(reason(rep.Status)); e != nil {
+			advice = append(advice, e.advice)
+		}
 	}
 	if rep.MatchedBy == "label" {
 		advice = append(advice, "This result comes from the key's label, which several keys can share: find the key by its name at https://openrouter.ai/settings/keys to be sure.")

@@ -447,7 +447,6 @@ func (k *knowledge) applyMatch(m match, fp fingerprint, inference bool) (verdict
 		})
 		k.share(fp, st, now)
 		if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
-			v.workspaces = m.workspaces
 			return v, ""
 		}
 	default:

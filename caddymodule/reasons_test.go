@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -157,5 +158,139 @@ func TestKeyCheckCreditsWithoutManagementKey(t *testing.T) {
 	rep, _ = checkKey(t, kc, other.NewKey(emulator.KeyOptions{}))
 	if !strings.Contains(rep.CreditsUnavailable, "not found in the account of the configured management key") {
 		t.Errorf("with a management key of another account: %q", rep.CreditsUnavailable)
+	}
+}
+
+// What the failure alone decides, and when evidence is needed.
+func TestDecide(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	expiredJWT := jwtWith(`{"iss":"openrouter.ai","exp":` + itoa(now.Add(-time.Hour).Unix()) + `}`)
+	liveJWT := jwtWith(`{"iss":"openrouter.ai","exp":` + itoa(now.Add(time.Hour).Unix()) + `}`)
+	anthropic := "sk-ant-api03-" + strings.Repeat("k", 40)
+	for _, c := range []struct {
+		name          string
+		msg           openrouter.AuthMessage
+		token         string
+		want          reason
+		needsEvidence bool
+	}{
+		{"malformed key, User not found.", openrouter.AuthUserNotFound, goodKey[:40], reasonMalformed, false},
+		{"malformed key, Missing Authentication header", openrouter.AuthMissingHeader, `"` + goodKey + `"`, reasonMalformed, false},
+		{"malformed key, no credentials (older wording)", openrouter.AuthNoCredentials, "undefined", reasonMalformed, false},
+		{"another provider's key", openrouter.AuthMissingHeader, anthropic, reasonNotOpenRouterKey, false},
+		{"expired JWT", openrouter.AuthUserNotFound, expiredJWT, reasonTokenExpired, false},
+		{"live JWT refused: nothing claimed", openrouter.AuthUserNotFound, liveJWT, reasonNone, false},
+		{"JWT without exp", openrouter.AuthUserNotFound, jwtWith(`{"iss":"openrouter.ai"}`), reasonNone, false},
+		{"another key version", openrouter.AuthUserNotFound, "sk-or-v2-" + strings.Repeat("a", 64), reasonNone, false},
+		{"unknown token, Missing Authentication header", openrouter.AuthMissingHeader, "hello", reasonNotAccepted, false},
+		{"unknown token, User not found.", openrouter.AuthUserNotFound, "hello", reasonNone, false},
+		{"placeholder variable name", openrouter.AuthMissingHeader, "OPENROUTER_API_KEY", reasonMalformed, false},
+		{"today's key, User not found.", openrouter.AuthUserNotFound, goodKey, reasonNone, true},
+		{"today's key, no credentials", openrouter.AuthNoCredentials, goodKey, reasonNone, true},
+		{"today's key, Missing Authentication header", openrouter.AuthMissingHeader, goodKey, reasonNotAccepted, false},
+		{"another message", openrouter.AuthOther, goodKey[:40], reasonNone, false},
+		{"provider error is not a refusal", openrouter.AuthProviderError, goodKey[:40], reasonNone, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			v, needs, _ := decide(&refusal{status: 401, msg: c.msg, cred: classifyToken(c.token), now: now})
+			if v.reason != c.want || needs != c.needsEvidence {
+				t.Errorf("got %q (evidence %v), want %q (%v)", v.reason, needs, c.want, c.needsEvidence)
+			}
+		})
+	}
+}
+
+func TestReasonMessages(t *testing.T) {
+	exp := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		v    verdict
+		want []string
+	}{
+		{verdict{reason: reasonExpired, at: exp}, []string{"Key expired. It expired at 2026-11-20T10:00:00Z"}},
+		{verdict{reason: reasonExpired, at: exp, byLabel: true}, []string{"2026-11-20T10:00:00Z", "matched by label only"}},
+		{verdict{reason: reasonDisabled}, []string{"Key disabled."}},
+		{verdict{reason: reasonDisabled, byLabel: true}, []string{"Key disabled", "matched by label only"}},
+		{verdict{reason: reasonMalformed, malformed: malformedLength}, []string{`"sk-or-v1-" followed by 64 lowercase hexadecimal digits`, "wrong length"}},
+		{verdict{reason: reasonMalformed, malformed: malformedQuotes}, []string{"quotes"}},
+		{verdict{reason: reasonManagementKey}, []string{"Management keys cannot be used for inference."}},
+		{verdict{reason: reasonNotFound}, []string{"deleted, never issued, or belongs to another account"}},
+		{verdict{reason: reasonTokenExpired, at: exp}, []string{"Token expired", "2026-11-20T10:00:00Z"}},
+		{verdict{reason: reasonNotOpenRouterKey}, []string{"Not an OpenRouter key", foreignKeys[0].name}},
+		{verdict{reason: reasonValidRetry}, []string{"the key works: retry"}},
+	} {
+		got := c.v.message()
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: %q lacks %q", c.v.reason, got, w)
+			}
+		}
+	}
+	for m := malformedLength; m <= malformedPlaceholder; m++ {
+		if malformationText[m] == "" {
+			t.Errorf("malformation %d has no text", m)
+		}
+	}
+}
+
+// Every reason is one complete entry, and some input produces it through
+// the handler. A reason added to the table without a way to reach it here
+// fails this test.
+func TestReasonTable(t *testing.T) {
+	emu, api := startEmulator(t)
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, EdgeAnswers: EdgeAnswersOff}
+	newHandler(t, &h, api)
+	json := http.Header{"Content-Type": {"application/json"}}
+	answer := func(body string) caddyhttp.Handler { return upstreamAnswer(401, json, []byte(body)) }
+	missing := answer(`{"error":{"message":"Missing Authentication header","code":401}}`)
+	past := time.Now().Add(-time.Hour)
+	deleted := emu.NewKey(emulator.KeyOptions{})
+	emu.Delete(deleted)
+	reach := map[reason]struct {
+		next  caddyhttp.Handler
+		path  string
+		token string
+	}{
+		reasonProviderRejected: {answer(`{"error":{"message":"Provider returned error","code":401,"metadata":{"provider_name":"OpenAI"}}}`), "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{})},
+		reasonMalformed:        {refused, "/api/v1/chat/completions", goodKey[:40]},
+		reasonNotOpenRouterKey: {missing, "/api/v1/chat/completions", "sk-ant-api03-" + strings.Repeat("a", 60)},
+		reasonTokenExpired:     {refused, "/api/v1/chat/completions", jwtWith(`{"exp":` + itoa(past.Unix()) + `}`)},
+		reasonNotAccepted:      {missing, "/api/v1/chat/completions", "hello-token"},
+		reasonExpired:          {toEmulator(emu), "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})},
+		reasonManagementKey:    {toEmulator(emu), "/api/v1/chat/completions", mk},
+		reasonDisabled:         {toEmulator(emu), "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{Disabled: true})},
+		reasonNotFound:         {toEmulator(emu), "/api/v1/chat/completions", deleted},
+		reasonValidRetry:       {refused, "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{})},
+	}
+	seen := map[reason]bool{}
+	for i := range reasonTable {
+		e := &reasonTable[i]
+		t.Run(string(e.code), func(t *testing.T) {
+			if seen[e.code] || e.code == reasonNone || entryOf(e.code) != e {
+				t.Fatal("listed twice, empty, or not found by its code")
+			}
+			seen[e.code] = true
+			if e.status < 400 || e.message == nil || e.headline == "" || e.advice == "" || e.metric == "" ||
+				(e.decide == nil) != e.evidence {
+				t.Errorf("incomplete entry: %+v", *e)
+			}
+			in, ok := reach[e.code]
+			if !ok {
+				t.Fatal("no input that produces it: add one to reach")
+			}
+			rec := serve(t, &h, in.next, "POST", in.path, in.token)
+			if got := reasonOf(t, rec); got != string(e.code) || rec.Code != e.status {
+				t.Errorf("got %d %q: %s", rec.Code, got, rec.Body.String())
+			}
+			for _, m := range e.members {
+				if m != metaMatchedBy && !strings.Contains(rec.Body.String(), `"`+m.name()+`":`) {
+					t.Errorf("metadata.%s is missing: %s", m.name(), rec.Body.String())
+				}
+			}
+			if msg := e.message(verdict{reason: e.code}); msg != "" && !strings.Contains(rec.Body.String(), msg[:12]) {
+				t.Errorf("the entry's sentence is not in the body: %s", rec.Body.String())
+			}
+		})
 	}
 }

@@ -97,8 +97,6 @@ type match struct {
 	labelRecords []*keyRecord
 	// absent: a complete listing proves the account has no such key.
 	absent bool
-	// workspaces searched.
-	workspaces int
 }
 
 // findRecord matches a key to its record: by hash; then, only while the
@@ -106,7 +104,7 @@ type match struct {
 // record with that label agrees. Absence is claimed only from a complete
 // listing: no record with the key's hash (scheme proven) or label.
 func (l *keyListing) findRecord(key string, hashProven bool) match {
-	m := match{workspaces: len(l.workspaces)}
+	var m match
 	if r, ok := l.byHash[recordHash(key)]; ok {
 		m.record, m.workspace = r, l.workspaceName(r.WorkspaceID)
 		return m

@@ -20,17 +20,54 @@ func rewrite(eb *errbody.Body, v verdict) (out []byte, ok bool) {
 	return eb.Edit(v.message(), v.appendMembers(members[:0])...)
 }
 
-// appendMembers appends what the verdict sets in "metadata", in order.
+// appendMembers appends what the verdict sets in "metadata", in order:
+// "reason", then the members its entry declares that the verdict has.
 func (v verdict) appendMembers(members []errbody.Member) []errbody.Member {
 	members = append(members, errbody.Text("reason", string(v.reason)))
-	switch v.reason {
-	case reasonExpired, reasonTokenExpired:
-		members = append(members, errbody.Text("expires_at", v.at.UTC().Format(time.RFC3339)))
-	case reasonNotOpenRouterKey:
-		members = append(members, errbody.Text("looks_like", foreignKeys[v.provider].id))
+	for _, m := range v.entry().members {
+		members = m.append(members, v)
 	}
-	if v.byLabel {
-		members = append(members, errbody.Text("matched_by", "label"))
+	return members
+}
+
+// metaMember is a member of "metadata" that a reason adds beside
+// "reason"; entries declare theirs.
+type metaMember uint8
+
+const (
+	// metaExpiresAt is expires_at: when the key or token expired, RFC
+	// 3339 in UTC.
+	metaExpiresAt metaMember = iota + 1
+	// metaLooksLike is looks_like: the provider whose key the token
+	// looks like.
+	metaLooksLike
+	// metaMatchedBy is matched_by, "label", when the fact comes from the
+	// records that share the key's label; absent otherwise.
+	metaMatchedBy
+)
+
+// name is the member's name in "metadata".
+func (m metaMember) name() string {
+	switch m {
+	case metaExpiresAt:
+		return "expires_at"
+	case metaLooksLike:
+		return "looks_like"
+	}
+	return "matched_by"
+}
+
+// append appends the member with v's value, when v has one.
+func (m metaMember) append(members []errbody.Member, v verdict) []errbody.Member {
+	switch m {
+	case metaExpiresAt:
+		return append(members, errbody.Text(m.name(), v.at.UTC().Format(time.RFC3339)))
+	case metaLooksLike:
+		return append(members, errbody.Text(m.name(), foreignKeys[v.provider].id))
+	case metaMatchedBy:
+		if v.byLabel {
+			return append(members, errbody.Text(m.name(), "label"))
+		}
 	}
 	return members
 }

@@ -105,32 +105,31 @@ type edgeRule struct {
 
 // verdict is what the gateway may answer itself: a key past its expiry by
 // more than the skew margin (an expiry never changes), or a key a record
-// matched by hash reported disabled moments ago. Unknown keys always go
-// upstream; no lookup ever precedes proxying.
+// matched by hash reported disabled moments ago, each only if its reason's
+// entry allows the edge. Unknown keys always go upstream; no lookup ever
+// precedes proxying.
 func (e edgeRule) verdict(s keyState, now int64) verdict {
 	if !e.dead {
 		return verdict{}
 	}
-	if s.has(flagExpiry) && now-int64(e.skew) >= s.expiresAt {
-		return verdict{reason: reasonExpired, at: s.expiry()}
+	var v verdict
+	switch {
+	case s.has(flagExpiry) && now-int64(e.skew) >= s.expiresAt:
+		v = verdict{reason: reasonExpired, at: s.expiry()}
+	case within(s.disabledAt, now, e.disabledFor):
+		v = verdict{reason: reasonDisabled}
 	}
-	if within(s.disabledAt, now, e.disabledFor) {
-		return verdict{reason: reasonDisabled}
+	if !v.known() || v.entry().edge != edgeDeadKey {
+		return verdict{}
 	}
-	return verdict{}
+	return v
 }
 
 // tokenVerdict is what the edge may say of a token that is no OpenRouter
-// key at all (edge_answers malformed).
-func (e edgeRule) tokenVerdict(c credential) verdict {
+// key at all (edge_answers malformed): the reasons whose entry allows it.
+func (e edgeRule) tokenVerdict(c credential, now time.Time) verdict {
 	if !e.malformed {
 		return verdict{}
 	}
-	switch c.kind {
-	case credMalformed:
-		return verdict{reason: reasonMalformed, malformed: c.malformed}
-	case credForeign:
-		return verdict{reason: reasonNotOpenRouterKey, provider: c.provider}
-	}
-	return verdict{}
+	return tokenVerdict(c, now, func(r *reasonEntry) bool { return r.edge == edgeToken })
 }

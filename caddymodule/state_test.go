@@ -89,7 +89,7 @@ func TestEdgeRule(t *testing.T) {
 		{"malformed, but edge_answers on", on, goodKey[:30], reasonNone},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := c.rule.tokenVerdict(classifyToken(c.tok)).reason; got != c.want {
+			if got := c.rule.tokenVerdict(classifyToken(c.tok), time.Now()).reason; got != c.want {
 				t.Errorf("got %q, want %q", got, c.want)
 			}
 		})

@@ -46,7 +46,9 @@ type UpstreamOptions struct {
 	// The most management requests per second made one key at a time
 	// (GET /keys/{hash}, GET /credits), for failing requests and key checks
 	// together, so that no number of them costs the account more. Listings
-	// have their own budget: at most one every 30s. Default: 5.
+	// have their own budget: at most one every 30s. Handlers of one
+	// upstream and management key share one account and one budget: the
+	// lowest management_rate among them applies. Default: 5.
 	ManagementRate float64 `json:"management_rate,omitempty"`
 }
 

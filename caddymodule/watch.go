@@ -108,7 +108,6 @@ type keyWatch struct {
 
 	mu       sync.Mutex
 	snapshot *watchSnapshot
-	success  time.Time
 }
 
 // startKeyWatch starts the watch; it stops with ctx.
@@ -227,11 +226,11 @@ func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, er
 	return snap, nil
 }
 
-// publish makes snap the exported one; its success time is when the
-// account was read, by whichever replica.
+// publish makes snap the exported one; its ReadAt, the last success, is
+// when the account was read, by whichever replica.
 func (w *keyWatch) publish(snap *watchSnapshot) {
 	w.mu.Lock()
-	w.snapshot, w.success = snap, snap.ReadAt
+	w.snapshot = snap
 	w.mu.Unlock()
 }
 
@@ -340,13 +339,13 @@ func (m watchMetrics) Describe(ch chan<- *prometheus.Desc) {
 
 func (m watchMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.w.mu.Lock()
-	snap, success := m.w.snapshot, m.w.success
+	snap := m.w.snapshot
 	m.w.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descWatchInterval, prometheus.GaugeValue, m.w.interval.Seconds())
 	if snap == nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descWatchSuccess, prometheus.GaugeValue, float64(success.Unix()))
+	ch <- prometheus.MustNewConstMetric(descWatchSuccess, prometheus.GaugeValue, float64(snap.ReadAt.Unix()))
 	ch <- prometheus.MustNewConstMetric(descWatchDuration, prometheus.GaugeValue, snap.Duration)
 	ch <- prometheus.MustNewConstMetric(descWatchKeys, prometheus.GaugeValue, float64(len(snap.Keys)))
 	for _, k := range snap.Keys {
@@ -372,13 +371,17 @@ func (m watchMetrics) Collect(ch chan<- prometheus.Metric) {
 }
 
 // register adds the watch's metrics to a config's registry. Only one watch
-// per config can export: the series of two would collide.
+// per config can export: the series of two would collide, and Prometheus
+// refuses the second with an AlreadyRegisteredError (each config has a
+// registry of its own, so a reload never meets its predecessor's).
 func (w *keyWatch) register(reg *prometheus.Registry) {
 	if reg == nil {
 		return
 	}
-	if err := reg.Register(watchMetrics{w}); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+	if err := reg.Register(watchMetrics{w}); errors.As(err, new(prometheus.AlreadyRegisteredError)) {
 		w.logger.Warn("watch_keys is configured in more than one handler of this config; only the first exports metrics")
+	} else if err != nil {
+		w.logger.Warn("the key watch's metrics could not be registered", zap.Error(err))
 	}
 }
 

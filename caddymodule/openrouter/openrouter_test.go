@@ -52,3 +52,32 @@ func TestLabel(t *testing.T) {
 		t.Errorf("Label = %q, want %q", got, want)
 	}
 }
+
+func TestAuthMessageOf(t *testing.T) {
+	for msg, want := range map[string]AuthMessage{
+		"User not found.":                                  AuthUserNotFound,
+		"Missing Authentication header":                    AuthMissingHeader,
+		"Missing Authentication header or invalid API key": AuthMissingHeader,
+		"No auth credentials found":                        AuthNoCredentials,
+		"No cookie auth credentials found":                 AuthNoCredentials,
+		"Provider returned error":                          AuthProviderError,
+		"User not found":                                   AuthOther,
+		"Invalid credentials":                              AuthOther,
+	} {
+		if got := AuthMessageOf(msg); got != want {
+			t.Errorf("%q: got %d, want %d", msg, got, want)
+		}
+	}
+}
+
+func TestIsManagementPath(t *testing.T) {
+	for path, want := range map[string]bool{
+		"/api/v1/key": true, "/api/v1/auth/key": true, "/api/v1/keys": true, "/api/v1/keys/abc": true,
+		"/api/v1/credits": true, "/api/v1/workspaces": true, "/api/v1/chat/completions": false, "/api/v1/messages": false,
+		"/api/v1/responses": false, "/api/v1/models": false, "/api/v1/completions": false,
+	} {
+		if got := IsManagementPath(path); got != want {
+			t.Errorf("IsManagementPath(%q) = %v", path, got)
+		}
+	}
+}

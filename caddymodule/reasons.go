@@ -1,0 +1,327 @@
+package caddymodule
+
+// reasons.go owns the reasons the gateway gives, one entry each, the way
+// Caddy's encode/gzip owns everything about gzip: the code, the status it
+// explains, when it applies, the sentence for clients, the key check's
+// headline and advice, the metadata members it adds, whether the gateway
+// may give it without asking the upstream, and its metric label. Adding a
+// reason is adding an entry to reasonTable; TestReasonTable proves every
+// entry complete and reachable.
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+// reason is the machine-readable cause of a key failure, sent as
+// metadata.reason and X-OpenRouter-Key-Status.
+type reason string
+
+// The reasons this gateway can give.
+const (
+	reasonNone             reason = ""
+	reasonMalformed        reason = "key_malformed"
+	reasonExpired          reason = "key_expired"
+	reasonDisabled         reason = "key_disabled"
+	reasonNotFound         reason = "key_not_found"
+	reasonManagementKey    reason = "management_key"
+	reasonTokenExpired     reason = "token_expired"
+	reasonNotOpenRouterKey reason = "not_openrouter_key"
+	reasonNotAccepted      reason = "credential_not_accepted"
+	reasonProviderRejected reason = "provider_key_rejected"
+	reasonValidRetry       reason = "key_valid_retry"
+)
+
+// verdict is what the gateway can truthfully say about a failed request:
+// a reason and the facts its sentence and members state.
+type verdict struct {
+	reason reason
+	// at is when the key or token expired (key_expired, token_expired).
+	at time.Time
+	// byLabel: the fact comes from the account's records that share the
+	// key's label, not from a record matched by hash. Said so in the
+	// message and in metadata.matched_by; never stored, never answered at
+	// the edge.
+	byLabel   bool
+	malformed malformation   // key_malformed: what is wrong
+	provider  uint8          // not_openrouter_key: index in foreignKeys
+	token     credentialKind // credential_not_accepted: what the token is
+}
+
+func (v verdict) known() bool { return v.reason != reasonNone }
+
+// entry is the reason's entry in the table.
+func (v verdict) entry() *reasonEntry { return entryOf(v.reason) }
+
+// message is the sentence that replaces the upstream's, or "" to keep it.
+// It states what is known and what to do, and never includes the key.
+func (v verdict) message() string { return v.entry().message(v) }
+
+// refusal is what is known of a failed response when its reason is
+// decided: its status and message, the body (nil when deciding from the
+// credential alone, at the edge or in the key check), the credential the
+// request sent, and when.
+type refusal struct {
+	status int
+	msg    openrouter.AuthMessage
+	body   *errbody.Body
+	cred   credential
+	now    time.Time
+}
+
+// edgeUse says when a reason may be given by the gateway itself, without
+// asking the upstream (edge_answers).
+type edgeUse uint8
+
+const (
+	// edgeNever: only an upstream's answer can carry the reason.
+	edgeNever edgeUse = iota
+	// edgeDeadKey: with edge_answers on (or malformed), for a key whose
+	// state proves it dead (state.go, edgeRule.verdict).
+	edgeDeadKey
+	// edgeToken: with edge_answers malformed, for a token that is
+	// certainly no OpenRouter credential (edgeRule.tokenVerdict).
+	edgeToken
+)
+
+// retryAdvice is what an answer tells clients about retrying it
+// (x-should-retry, Retry-After). The zero value leaves the upstream's
+// headers as they are, which is right for every 401 reason; the 402, 403
+// and 429 reasons will set it per entry.
+type retryAdvice struct{}
+
+// reasonEntry is everything about one reason.
+type reasonEntry struct {
+	code reason
+	// status is the HTTP status whose body the reason explains.
+	status int
+	// decide says whether the reason applies from the failure alone (its
+	// body and the credential), and with which facts. nil for a reason
+	// that only evidence about the key can give.
+	decide func(f *refusal) (verdict, bool)
+	// evidence: the reason comes from what is learned about the key
+	// (GET /key, the account's records, other replicas), under state.go's
+	// freshness rule; knowledge.explainKey gathers it.
+	evidence bool
+	// message is the sentence for clients; "" keeps the upstream's.
+	message func(v verdict) string
+	// members are the metadata members added beside "reason" (rewrite.go
+	// renders them).
+	members []metaMember
+	// headline and advice are the key check's words for people.
+	headline string
+	advice   string
+	edge     edgeUse
+	// metric is the reason's label value on the rewrite and edge answer
+	// counters.
+	metric string
+	retry  retryAdvice
+}
+
+// reasonTable is every reason, in the order decide tries them: the body's
+// own word first, then what the token alone shows.
+var reasonTable = []reasonEntry{
+	{
+		code: reasonProviderRejected, status: http.StatusUnauthorized,
+		// OpenRouter accepted the key; a provider refused its own
+		// credentials (BYOK). The key is fine: the message stays.
+		decide: func(f *refusal) (verdict, bool) {
+			if f.body == nil {
+				return verdict{}, false
+			}
+			_, named := f.body.Metadata("provider_name").Text()
+			return verdict{reason: reasonProviderRejected}, (f.msg == openrouter.AuthProviderError && named) || acceptedBy(f.body)
+		},
+		message:  func(verdict) string { return "" },
+		headline: "A provider refused its own key",
+		advice:   "OpenRouter accepted the key; the provider named in the error refused the provider key added to the account (BYOK): replace it at https://openrouter.ai/settings/integrations.",
+		edge:     edgeNever, metric: string(reasonProviderRejected),
+	},
+	{
+		code: reasonMalformed, status: http.StatusUnauthorized,
+		decide: func(f *refusal) (verdict, bool) {
+			return verdict{reason: reasonMalformed, malformed: f.cred.malformed}, f.msg.RefusesCredential() && f.cred.kind == credMalformed
+		},
+		message: func(v verdict) string {
+			return `Key malformed: an OpenRouter key is "sk-or-v1-" followed by 64 lowercase hexadecimal digits (73 characters); this one ` +
+				malformationText[v.malformed] + "."
+		},
+		headline: "Key malformed",
+		advice:   `Copy the key again from where it was created: it is "sk-or-v1-" followed by 64 lowercase hexadecimal digits, with nothing before or after it.`,
+		edge:     edgeToken, metric: string(reasonMalformed),
+	},
+	{
+		code: reasonNotOpenRouterKey, status: http.StatusUnauthorized,
+		decide: func(f *refusal) (verdict, bool) {
+			return verdict{reason: reasonNotOpenRouterKey, provider: f.cred.provider}, f.msg.RefusesCredential() && f.cred.kind == credForeign
+		},
+		message: func(v verdict) string {
+			return "Not an OpenRouter key: this looks like a key of " + foreignKeys[v.provider].name +
+				`. OpenRouter keys start with "sk-or-v1-"; create one at https://openrouter.ai/settings/keys (a provider's own key can be added there as a BYOK key).`
+		},
+		members:  []metaMember{metaLooksLike},
+		headline: "Not an OpenRouter key",
+		advice:   "Use an OpenRouter key, from https://openrouter.ai/settings/keys. To use this provider's key through OpenRouter, add it there as a BYOK key.",
+		edge:     edgeToken, metric: string(reasonNotOpenRouterKey),
+	},
+	{
+		code: reasonTokenExpired, status: http.StatusUnauthorized,
+		decide: func(f *refusal) (verdict, bool) {
+			if !f.msg.RefusesCredential() || f.cred.kind != credJWT {
+				return verdict{}, false
+			}
+			exp, ok := jwtExpiry(f.cred.token)
+			return verdict{reason: reasonTokenExpired, at: exp}, ok && !f.now.Before(exp)
+		},
+		message: func(v verdict) string {
+			return "Token expired. It expired at " + v.at.UTC().Format(time.RFC3339) + "; get a new access token."
+		},
+		members:  []metaMember{metaExpiresAt},
+		headline: "Token expired",
+		advice:   "Get a new access token: sign in again, or request a new token from your identity provider.",
+		edge:     edgeNever, metric: string(reasonTokenExpired),
+	},
+	{
+		code: reasonNotAccepted, status: http.StatusUnauthorized,
+		// "Missing Authentication header" to a request that sent a
+		// credential is never passed on: the header was there, and
+		// OpenRouter did not take what it held for a credential.
+		decide: func(f *refusal) (verdict, bool) {
+			return verdict{reason: reasonNotAccepted, token: f.cred.kind}, f.msg == openrouter.AuthMissingHeader && f.cred.kind != credNone
+		},
+		message: func(v verdict) string {
+			if v.token == credJWT {
+				return "OpenRouter did not accept this token as a credential: it is a JWT that has not expired by its own claim, but OpenRouter did not take it for one of its access tokens. Get a new access token, or use an OpenRouter key."
+			}
+			return `OpenRouter did not accept this token as a credential. An OpenRouter key is "sk-or-v1-" followed by 64 lowercase hexadecimal digits; create one at https://openrouter.ai/settings/keys.`
+		},
+		headline: "Not accepted as a credential",
+		advice:   "Send an OpenRouter key (from https://openrouter.ai/settings/keys) or a current OpenRouter access token.",
+		edge:     edgeNever, metric: string(reasonNotAccepted),
+	},
+	{
+		code: reasonExpired, status: http.StatusUnauthorized, evidence: true,
+		message: func(v verdict) string {
+			if v.byLabel {
+				return "Key expired at " + v.at.UTC().Format(time.RFC3339) + labelNote + ". An expiry cannot be extended: create a new key."
+			}
+			return "Key expired. It expired at " + v.at.UTC().Format(time.RFC3339) + "; an expiry cannot be extended, create a new key."
+		},
+		members:  []metaMember{metaExpiresAt, metaMatchedBy},
+		headline: "Key expired",
+		advice:   "Create a new key at https://openrouter.ai/settings/keys and use it wherever this one is used. An expiry cannot be extended or removed.",
+		edge:     edgeDeadKey, metric: string(reasonExpired),
+	},
+	{
+		code: reasonManagementKey, status: http.StatusUnauthorized, evidence: true,
+		message: func(verdict) string {
+			return "Management keys cannot be used for inference. Use an API key; a management key only manages keys and credits."
+		},
+		headline: "Management key",
+		advice:   "Use an API key for requests to models, and keep the management key for managing keys and credits.",
+		edge:     edgeNever, metric: string(reasonManagementKey),
+	},
+	{
+		code: reasonDisabled, status: http.StatusUnauthorized, evidence: true,
+		message: func(v verdict) string {
+			if v.byLabel {
+				return "Key disabled" + labelNote + ". Re-enable it in the key settings or use another key."
+			}
+			return "Key disabled. Re-enable it in the key settings or use another key."
+		},
+		members:  []metaMember{metaMatchedBy},
+		headline: "Key disabled",
+		advice:   "Enable the key again at https://openrouter.ai/settings/keys, or use another key.",
+		edge:     edgeDeadKey, metric: string(reasonDisabled),
+	},
+	{
+		code: reasonNotFound, status: http.StatusUnauthorized, evidence: true,
+		message: func(verdict) string {
+			return "Key not found in any workspace of the account of the gateway's management key: it was deleted, never issued, or belongs to another account."
+		},
+		headline: "Key not found",
+		advice:   "Create a new key at https://openrouter.ai/settings/keys, or use a key of the account this gateway serves.",
+		edge:     edgeNever, metric: string(reasonNotFound),
+	},
+	{
+		code: reasonValidRetry, status: http.StatusUnauthorized, evidence: true,
+		message: func(verdict) string {
+			return "OpenRouter did not recognise the key on this request, but the key works: retry."
+		},
+		headline: "Key works",
+		advice:   "Retry the request: OpenRouter refused it once, and the key works.",
+		edge:     edgeNever, metric: string(reasonValidRetry),
+	},
+}
+
+// labelNote qualifies a fact matched by label.
+const labelNote = " (matched by label only: the account's records that share this key's label all say so, but a label is not unique)"
+
+// reasonIndex finds an entry by its code.
+var reasonIndex = func() map[reason]*reasonEntry {
+	m := make(map[reason]*reasonEntry, len(reasonTable))
+	for i := range reasonTable {
+		m[reasonTable[i].code] = &reasonTable[i]
+	}
+	return m
+}()
+
+// entryOf is the entry of a reason the table has; nil for any other.
+func entryOf(r reason) *reasonEntry { return reasonIndex[r] }
+
+// decide is the whole decision for a failure: the reason the failure
+// itself shows; or, when none does and only evidence about the key can
+// tell, needsEvidence; or the class under which it stays unexplained.
+func decide(f *refusal) (v verdict, needsEvidence bool, class string) {
+	for i := range reasonTable {
+		e := &reasonTable[i]
+		if e.status != f.status || e.decide == nil {
+			continue
+		}
+		if v, ok := e.decide(f); ok {
+			return v, false, ""
+		}
+	}
+	switch {
+	case f.cred.kind == credNone:
+		return verdict{}, false, classNoCredentials
+	case f.msg == openrouter.AuthOther:
+		return verdict{}, false, classUnrecognizedMessage
+	case f.cred.isKey() && (f.msg == openrouter.AuthUserNotFound || f.msg == openrouter.AuthNoCredentials):
+		return verdict{}, true, ""
+	case f.cred.isKey():
+		return verdict{}, false, classNoEvidence
+	}
+	return verdict{}, false, classOtherCredential
+}
+
+// tokenVerdict is what the token alone says of a refused credential, as
+// if OpenRouter had answered "User not found.": for the edge and the key
+// check, which have no upstream answer. Only entries allowed by use count.
+func tokenVerdict(c credential, now time.Time, use func(*reasonEntry) bool) verdict {
+	f := refusal{status: http.StatusUnauthorized, msg: openrouter.AuthUserNotFound, cred: c, now: now}
+	for i := range reasonTable {
+		e := &reasonTable[i]
+		if e.decide == nil || !use(e) {
+			continue
+		}
+		if v, ok := e.decide(&f); ok {
+			return v
+		}
+	}
+	return verdict{}
+}
+
+// malformationText completes "this one ..." in key_malformed's message.
+var malformationText = map[malformation]string{
+	malformedLength:      "has the wrong length",
+	malformedUpperCase:   "has upper-case letters",
+	malformedDigits:      "has characters other than 0-9 and a-f after the prefix",
+	malformedSpace:       "contains whitespace, control or invisible characters",
+	malformedQuotes:      "is wrapped in quotes",
+	malformedBearerTwice: `says "Bearer" twice`,
+	malformedPlaceholder: "is a placeholder or an unexpanded variable, not a key",
+}
