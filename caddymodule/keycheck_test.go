@@ -97,25 +97,42 @@ func TestKeyCheckReports(t *testing.T) {
 	}
 }
 
-func TestKeyCheckDoesNotTeachTheGateway(t *testing.T) {
+// A check reads what a gateway of the account learned of a key and never
+// writes it; what it learns of the account (its records' hash scheme) is
+// the account's, as anyone's lookup would be.
+func TestKeyCheckReadsButNeverWritesWhatTheGatewayKnows(t *testing.T) {
 	emu, api := startEmulator(t)
-	var h Handler
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}}
 	newHandler(t, &h, api)
-	kc := newKeyCheck(t, api, "")
-	key := emu.NewKey(emulator.KeyOptions{})
+	kc := newKeyCheck(t, api, mk)
+	if kc.checker.acct != h.acct {
+		t.Fatal("the check and the gateway do not share the account")
+	}
+	key, disabled := emu.NewKey(emulator.KeyOptions{}), emu.NewKey(emulator.KeyOptions{Disabled: true})
 	if rep, _ := checkKey(t, kc, key); rep.Status != "valid" {
 		t.Fatal(rep.Status)
 	}
-	if _, found := h.knowledge.cache.get(fingerprintOf(key)); found {
-		t.Error("the key check added the checked key to the gateway's knowledge")
+	if rep, _ := checkKey(t, kc, disabled); rep.Status != "key_disabled" {
+		t.Fatal(rep.Status)
 	}
-	// But it reads it: an expiry the gateway learned explains a dead key.
+	for _, k := range []string{key, disabled} {
+		if _, found := h.knowledge.cache.get(fingerprintOf(k)); found {
+			t.Error("the key check added a checked key to the gateway's knowledge")
+		}
+	}
+	if !h.acct.hashProven.Load() {
+		t.Error("a record the check matched by hash did not prove the account's hash scheme")
+	}
+	// It reads it: an expiry only the gateway learned explains a key
+	// whose record is gone.
 	exp := time.Now().Add(-time.Minute)
 	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
 		st.flags, st.expiresAt = flagExpiry, exp.UnixNano()
 		return true
 	})
-	emu.ExpireIn(key, -time.Minute)
+	emu.Delete(key)
 	if rep, _ := checkKey(t, kc, key); rep.Status != "key_expired" {
 		t.Errorf("with the gateway's knowledge: %q", rep.Status)
 	}

@@ -432,17 +432,23 @@ func TestTokensThatAreNoKey(t *testing.T) {
 		{"too long", "sk-or-v1-" + strings.Repeat("ab", 32) + "0", "key_malformed", "wrong length"},
 		{"stray quotes", `"sk-or-v1-` + strings.Repeat("ab", 32) + `"`, "key_malformed", "quotes"},
 		{"unexpanded variable", "$OPENROUTER_API_KEY", "key_malformed", "placeholder"},
+		{"the variable's name", "OPENROUTER_API_KEY", "key_malformed", "a placeholder or an unexpanded variable"},
+		{"the docs' name", "YOUR_API_KEY", "key_malformed", "a placeholder or an unexpanded variable"},
+		{"angle brackets", "<your-key>", "key_malformed", "a placeholder or an unexpanded variable"},
+		{"the docs' example", "sk-or-v1-...", "key_malformed", "a placeholder or an unexpanded variable"},
+		{"a run of x", "sk-or-v1-xxxxxxxx", "key_malformed", "a placeholder or an unexpanded variable"},
 		{"Anthropic key", "sk-ant-api03-" + strings.Repeat("Zx9_", 20), "not_openrouter_key", "Anthropic"},
 		{"OpenAI key", "sk-proj-" + strings.Repeat("Ab3-", 20), "not_openrouter_key", "OpenAI"},
 		{"expired access token", e.emu.NewJWT(past), "token_expired", "Token expired"},
-		{"random word", "not-an-openrouter-key", "", "Missing Authentication header"},
+		{"random word", "not-an-openrouter-key", "credential_not_accepted", "OpenRouter did not accept this token as a credential"},
 		{"another key version", "sk-or-v2-" + strings.Repeat("ab", 32), "", "User not found."},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			remember(c.token)
 			_, err := chat(gatewayBase, c.token)
 			ke := asKeyError(t, err)
-			if ke.status != 401 || ke.reason != c.reason || !strings.Contains(ke.message, c.message) {
+			if ke.status != 401 || ke.reason != c.reason || !strings.Contains(ke.message, c.message) ||
+				(c.reason != "" && strings.Contains(ke.message, openrouter.MessageMissingAuthHeader)) {
 				t.Errorf("%+v", ke)
 			}
 			if strings.Contains(ke.message, c.token) {
