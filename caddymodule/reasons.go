@@ -4,7 +4,8 @@ package caddymodule
 // Caddy's encode/gzip owns everything about gzip: the code, the status it
 // explains, when it applies, the sentence for clients, the key check's
 // headline and advice, the metadata members it adds, whether the gateway
-// may give it without asking the upstream, and its metric label. Adding a
+// may give it without asking the upstream, and its metric label (retry
+// advice joins them with the 402, 403 and 429 reasons). Adding a
 // reason is adding an entry to reasonTable; TestReasonTable proves every
 // entry complete and reachable.
 
@@ -87,12 +88,6 @@ const (
 	edgeToken
 )
 
-// retryAdvice is what an answer tells clients about retrying it
-// (x-should-retry, Retry-After). The zero value leaves the upstream's
-// headers as they are, which is right for every 401 reason; the 402, 403
-// and 429 reasons will set it per entry.
-type retryAdvice struct{}
-
 // reasonEntry is everything about one reason.
 type reasonEntry struct {
 	code reason
@@ -118,7 +113,9 @@ type reasonEntry struct {
 	// metric is the reason's label value on the rewrite and edge answer
 	// counters.
 	metric string
-	retry  retryAdvice
+	// Retry advice (x-should-retry, Retry-After) becomes a field here with
+	// the 402, 403 and 429 reasons; every 401 reason leaves the upstream's
+	// headers as they are.
 }
 
 // reasonTable is every reason, in the order decide tries them: the body's
