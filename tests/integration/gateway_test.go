@@ -444,7 +444,11 @@ func TestTokensThatAreNoKey(t *testing.T) {
 		{"another key version", "sk-or-v2-" + strings.Repeat("ab", 32), "", "User not found."},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			remember(c.token)
+			if !strings.Contains(c.message, "placeholder") {
+				// A placeholder is public text (the key check's page shows
+				// "sk-or-v1-..."), not key material for the sweep.
+				remember(c.token)
+			}
 			_, err := chat(gatewayBase, c.token)
 			ke := asKeyError(t, err)
 			if ke.status != 401 || ke.reason != c.reason || !strings.Contains(ke.message, c.message) ||
