@@ -349,7 +349,7 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 	if f.msg != openrouter.AuthOther && eb.Message() != "" {
 		h.acct.envelopes.learn(family, eb.Envelope())
 	}
-	v, needsEvidence, class := decide(&f)
+	v, needsEvidence, class := decide(f)
 	if needsEvidence {
 		v, class = h.knowledge.explainKey(r.Context(), c, fp, !openrouter.IsManagementPath(r.URL.Path), start)
 	}

@@ -64,7 +64,9 @@ func (v verdict) message() string { return v.entry().message(v) }
 // refusal is what is known of a failed response when its reason is
 // decided: its status and message, the body (nil when deciding from the
 // credential alone, at the edge or in the key check), the credential the
-// request sent, and when.
+// request sent, and when. It is passed by value: through the entries'
+// decide functions a pointer would escape, and cost every rewrite an
+// allocation.
 type refusal struct {
 	status int
 	msg    openrouter.AuthMessage
@@ -96,7 +98,7 @@ type reasonEntry struct {
 	// decide says whether the reason applies from the failure alone (its
 	// body and the credential), and with which facts. nil for a reason
 	// that only evidence about the key can give.
-	decide func(f *refusal) (verdict, bool)
+	decide func(f refusal) (verdict, bool)
 	// evidence: the reason comes from what is learned about the key
 	// (GET /key, the account's records, other replicas), under state.go's
 	// freshness rule; knowledge.explainKey gathers it.
@@ -125,7 +127,7 @@ var reasonTable = []reasonEntry{
 		code: reasonProviderRejected, status: http.StatusUnauthorized,
 		// OpenRouter accepted the key; a provider refused its own
 		// credentials (BYOK). The key is fine: the message stays.
-		decide: func(f *refusal) (verdict, bool) {
+		decide: func(f refusal) (verdict, bool) {
 			if f.body == nil {
 				return verdict{}, false
 			}
@@ -139,7 +141,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonMalformed, status: http.StatusUnauthorized,
-		decide: func(f *refusal) (verdict, bool) {
+		decide: func(f refusal) (verdict, bool) {
 			return verdict{reason: reasonMalformed, malformed: f.cred.malformed}, f.msg.RefusesCredential() && f.cred.kind == credMalformed
 		},
 		message: func(v verdict) string {
@@ -152,7 +154,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonNotOpenRouterKey, status: http.StatusUnauthorized,
-		decide: func(f *refusal) (verdict, bool) {
+		decide: func(f refusal) (verdict, bool) {
 			return verdict{reason: reasonNotOpenRouterKey, provider: f.cred.provider}, f.msg.RefusesCredential() && f.cred.kind == credForeign
 		},
 		message: func(v verdict) string {
@@ -166,7 +168,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonTokenExpired, status: http.StatusUnauthorized,
-		decide: func(f *refusal) (verdict, bool) {
+		decide: func(f refusal) (verdict, bool) {
 			if !f.msg.RefusesCredential() || f.cred.kind != credJWT {
 				return verdict{}, false
 			}
@@ -186,7 +188,7 @@ var reasonTable = []reasonEntry{
 		// "Missing Authentication header" to a request that sent a
 		// credential is never passed on: the header was there, and
 		// OpenRouter did not take what it held for a credential.
-		decide: func(f *refusal) (verdict, bool) {
+		decide: func(f refusal) (verdict, bool) {
 			return verdict{reason: reasonNotAccepted, token: f.cred.kind}, f.msg == openrouter.AuthMissingHeader && f.cred.kind != credNone
 		},
 		message: func(v verdict) string {
@@ -272,7 +274,7 @@ func entryOf(r reason) *reasonEntry { return reasonIndex[r] }
 // decide is the whole decision for a failure: the reason the failure
 // itself shows; or, when none does and only evidence about the key can
 // tell, needsEvidence; or the class under which it stays unexplained.
-func decide(f *refusal) (v verdict, needsEvidence bool, class string) {
+func decide(f refusal) (v verdict, needsEvidence bool, class string) {
 	for i := range reasonTable {
 		e := &reasonTable[i]
 		if e.status != f.status || e.decide == nil {
@@ -305,7 +307,7 @@ func tokenVerdict(c credential, now time.Time, use func(*reasonEntry) bool) verd
 		if e.decide == nil || !use(e) {
 			continue
 		}
-		if v, ok := e.decide(&f); ok {
+		if v, ok := e.decide(f); ok {
 			return v
 		}
 	}

@@ -192,7 +192,7 @@ func TestDecide(t *testing.T) {
 		{"provider error is not a refusal", openrouter.AuthProviderError, goodKey[:40], reasonNone, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			v, needs, _ := decide(&refusal{status: 401, msg: c.msg, cred: classifyToken(c.token), now: now})
+			v, needs, _ := decide(refusal{status: 401, msg: c.msg, cred: classifyToken(c.token), now: now})
 			if v.reason != c.want || needs != c.needsEvidence {
 				t.Errorf("got %q (evidence %v), want %q (%v)", v.reason, needs, c.want, c.needsEvidence)
 			}
