@@ -3,8 +3,6 @@ package integration
 import (
 	"bufio"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,16 +20,6 @@ import (
 type replica struct {
 	base string
 	cmd  *exec.Cmd
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // startReplica runs a Caddy gateway in front of upstream that shares
@@ -205,27 +193,4 @@ func TestExpiryWarning(t *testing.T) {
 	if n := len(regexp.MustCompile(`"msg":"key expires soon"[^\n]*"key_label":"`+regexp.QuoteMeta(label)).FindAll(logs, -1)); n != 1 {
 		t.Errorf("%d expiry warnings logged for the key; want 1", n)
 	}
-}
-
-func scrape(t *testing.T) string {
-	t.Helper()
-	resp, err := http.Get("http://localhost:2999/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-// metric is the value of one sample on Caddy's admin /metrics, 0 if absent.
-func metric(t *testing.T, name string) float64 {
-	t.Helper()
-	for _, line := range strings.Split(scrape(t), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, _ := strconv.ParseFloat(v, 64)
-			return f
-		}
-	}
-	return 0
 }

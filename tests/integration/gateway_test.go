@@ -2,96 +2,15 @@ package integration
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/openai/openai-go/v3"
-	"github.com/openai/openai-go/v3/option"
-
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
-
-func client(base, key string) openai.Client {
-	return openai.NewClient(option.WithBaseURL(base+"/"), option.WithAPIKey(key), option.WithMaxRetries(0))
-}
-
-func chatParams(model string) openai.ChatCompletionNewParams {
-	return openai.ChatCompletionNewParams{
-		Model:    model,
-		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello.")},
-	}
-}
-
-func chat(base, key string) (*openai.ChatCompletion, error) {
-	c := client(base, key)
-	return c.Chat.Completions.New(context.Background(), chatParams("openai/gpt-4o"))
-}
-
-// streamChat streams a completion and returns its text.
-func streamChat(base, key string) (string, error) {
-	c := client(base, key)
-	s := c.Chat.Completions.NewStreaming(context.Background(), chatParams("openai/gpt-4o"))
-	defer s.Close()
-	var text strings.Builder
-	for s.Next() {
-		for _, ch := range s.Current().Choices {
-			text.WriteString(ch.Delta.Content)
-		}
-	}
-	return text.String(), s.Err()
-}
-
-// keyError is a 401 as the SDK reports it, with what the gateway adds.
-type keyError struct {
-	status    int
-	message   string
-	reason    string
-	matchedBy string
-	expiresAt string
-	header    string // X-OpenRouter-Key-Status
-	edge      bool   // X-OpenRouter-Keys-Answer: edge
-}
-
-func asKeyError(t *testing.T, err error) keyError {
-	t.Helper()
-	var apiErr *openai.Error
-	if !errors.As(err, &apiErr) {
-		t.Fatalf("want an API error, got %v", err)
-	}
-	var inner struct {
-		Metadata struct {
-			Reason    string `json:"reason"`
-			MatchedBy string `json:"matched_by"`
-			ExpiresAt string `json:"expires_at"`
-		} `json:"metadata"`
-	}
-	recordResponse([]byte(apiErr.RawJSON()))
-	_ = json.Unmarshal([]byte(apiErr.RawJSON()), &inner)
-	return keyError{
-		status: apiErr.StatusCode, message: apiErr.Message,
-		reason: inner.Metadata.Reason, matchedBy: inner.Metadata.MatchedBy, expiresAt: inner.Metadata.ExpiresAt,
-		header: apiErr.Response.Header.Get("X-OpenRouter-Key-Status"),
-		edge:   apiErr.Response.Header.Get("X-OpenRouter-Keys-Answer") == "edge",
-	}
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // learn makes one working call with key and waits until the gateway's
 // background GET /key has been answered.
@@ -105,9 +24,6 @@ func (e *env) keyExpiringIn(life time.Duration) (string, time.Time) {
 	e.learn(key)
 	return key, expiry
 }
-
-// sleepUntil waits until t, and a little past it.
-func sleepUntil(t time.Time) { time.Sleep(time.Until(t) + 100*time.Millisecond) }
 
 func (e *env) learn(key string) {
 	e.t.Helper()
@@ -201,18 +117,6 @@ func TestStreamIsByteIdenticalAndNotDelayed(t *testing.T) {
 	if total-firstAt < 300*time.Millisecond {
 		t.Errorf("first event at %v, stream ended at %v: events are not flushed as they arrive", firstAt, total)
 	}
-}
-
-func equalHeader(a, b http.Header) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if strings.Join(v, "\x00") != strings.Join(b[k], "\x00") {
-			return false
-		}
-	}
-	return true
 }
 
 func TestOtherResponsesAreByteIdentical(t *testing.T) {

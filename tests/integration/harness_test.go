@@ -6,8 +6,12 @@ package integration
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -17,11 +21,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
@@ -502,4 +510,255 @@ func samples(t *testing.T, exposition, prefix string) map[string]float64 {
 		out[line[:i]] = v
 	}
 	return out
+}
+
+func client(base, key string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(base+"/"), option.WithAPIKey(key), option.WithMaxRetries(0))
+}
+
+func chatParams(model string) openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{
+		Model:    model,
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Say hello.")},
+	}
+}
+
+func chat(base, key string) (*openai.ChatCompletion, error) {
+	c := client(base, key)
+	return c.Chat.Completions.New(context.Background(), chatParams("openai/gpt-4o"))
+}
+
+// streamChat streams a completion and returns its text.
+func streamChat(base, key string) (string, error) {
+	c := client(base, key)
+	s := c.Chat.Completions.NewStreaming(context.Background(), chatParams("openai/gpt-4o"))
+	defer s.Close()
+	var text strings.Builder
+	for s.Next() {
+		for _, ch := range s.Current().Choices {
+			text.WriteString(ch.Delta.Content)
+		}
+	}
+	return text.String(), s.Err()
+}
+
+// keyError is a 401 as the SDK reports it, with what the gateway adds.
+type keyError struct {
+	status    int
+	message   string
+	reason    string
+	matchedBy string
+	expiresAt string
+	header    string // X-OpenRouter-Key-Status
+	edge      bool   // X-OpenRouter-Keys-Answer: edge
+}
+
+func asKeyError(t *testing.T, err error) keyError {
+	t.Helper()
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) {
+		t.Fatalf("want an API error, got %v", err)
+	}
+	var inner struct {
+		Metadata struct {
+			Reason    string `json:"reason"`
+			MatchedBy string `json:"matched_by"`
+			ExpiresAt string `json:"expires_at"`
+		} `json:"metadata"`
+	}
+	recordResponse([]byte(apiErr.RawJSON()))
+	_ = json.Unmarshal([]byte(apiErr.RawJSON()), &inner)
+	return keyError{
+		status: apiErr.StatusCode, message: apiErr.Message,
+		reason: inner.Metadata.Reason, matchedBy: inner.Metadata.MatchedBy, expiresAt: inner.Metadata.ExpiresAt,
+		header: apiErr.Response.Header.Get("X-OpenRouter-Key-Status"),
+		edge:   apiErr.Response.Header.Get("X-OpenRouter-Keys-Answer") == "edge",
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// sleepUntil waits until t, and a little past it.
+func sleepUntil(t time.Time) { time.Sleep(time.Until(t) + 100*time.Millisecond) }
+
+func equalHeader(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if strings.Join(v, "\x00") != strings.Join(b[k], "\x00") {
+			return false
+		}
+	}
+	return true
+}
+
+// caddyCommand runs the test binary as Caddy with args.
+func caddyCommand(t *testing.T, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), append(env, runCaddyEnv+"=1", "HOME="+t.TempDir())...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	recordResponse(out.Bytes()) // swept for key material after the suite
+	recordResponse(errOut.Bytes())
+	return out.String(), errOut.String(), code
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func scrape(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// metric is the value of one sample on Caddy's admin /metrics, 0 if absent.
+func metric(t *testing.T, name string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// percentile is the p-th percentile of ds (sorted in place).
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return ds[min(len(ds)-1, int(p*float64(len(ds))))]
+}
+
+// envInt reads a size from the environment, so that CI runs the long
+// checks reduced and a person can run them in full.
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// unexplained reads caddy_openrouter_keys_unexplained_total by class.
+func unexplained(t *testing.T, class string) float64 {
+	t.Helper()
+	return metric(t, `caddy_openrouter_keys_unexplained_total{class="`+class+`"}`)
+}
+
+func randomKey() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return "sk-or-v1-" + hex.EncodeToString(b[:])
+}
+
+// h2cTransport speaks HTTP/2 without TLS (prior knowledge) and leaves
+// bodies compressed as sent.
+func h2cTransport() *http.Transport {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	return &http.Transport{Protocols: &p, DisableCompression: true}
+}
+
+// wire is one response as a client read it: the body as far as it came,
+// the trailers, and the error that ended the body, if any.
+type wire struct {
+	proto   string
+	status  int
+	header  http.Header
+	body    []byte
+	trailer http.Header
+	err     error
+}
+
+// fetch sends a request over rt and reads the response to its end, or to
+// the error that cuts it short.
+func fetch(t *testing.T, rt http.RoundTripper, method, url, key, body string, header ...string) wire {
+	t.Helper()
+	resp, err := rt.RoundTrip(newRequest(t, method, url, key, body, header...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	recordResponse(b)
+	return wire{proto: resp.Proto, status: resp.StatusCode, header: comparableHeader(resp.Header), body: b, trailer: resp.Trailer, err: err}
+}
+
+// sameWire reports how two responses differ, or "".
+func sameWire(gw, pl wire) string {
+	var diffs []string
+	if gw.proto != pl.proto {
+		diffs = append(diffs, fmt.Sprintf("protocol %s, plain %s", gw.proto, pl.proto))
+	}
+	if gw.status != pl.status {
+		diffs = append(diffs, fmt.Sprintf("status %d, plain %d", gw.status, pl.status))
+	}
+	if !equalHeader(gw.header, pl.header) {
+		diffs = append(diffs, fmt.Sprintf("header\n  gateway %v\n  plain   %v", gw.header, pl.header))
+	}
+	if !bytes.Equal(gw.body, pl.body) {
+		diffs = append(diffs, fmt.Sprintf("body\n  gateway %q\n  plain   %q", gw.body, pl.body))
+	}
+	if !equalHeader(gw.trailer, pl.trailer) {
+		diffs = append(diffs, fmt.Sprintf("trailer\n  gateway %v\n  plain   %v", gw.trailer, pl.trailer))
+	}
+	if (gw.err == nil) != (pl.err == nil) {
+		diffs = append(diffs, fmt.Sprintf("end of body: gateway %v, plain %v", gw.err, pl.err))
+	}
+	return strings.Join(diffs, "; ")
+}
+
+// metricSum is the sum of the samples on Caddy's admin /metrics whose
+// line starts with prefix (a metric name with the opening brace: every
+// label value).
+func metricSum(t *testing.T, prefix string) float64 {
+	t.Helper()
+	sum := 0.0
+	for _, line := range strings.Split(scrape(t), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			var v float64
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+			sum += v
+		}
+	}
+	return sum
 }

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -179,30 +177,6 @@ http://localhost:%[1]d, http://localhost:%[2]d {
 	if code := check(behindProxy, "X-Forwarded-For", "2001:db8:7:9::1"); code != 200 {
 		t.Errorf("the next /64 was limited: %d", code)
 	}
-}
-
-// caddyCommand runs the test binary as Caddy with args.
-func caddyCommand(t *testing.T, stdin string, env []string, args ...string) (stdout, stderr string, code int) {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(self, args...)
-	cmd.Env = append(os.Environ(), append(env, runCaddyEnv+"=1", "HOME="+t.TempDir())...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errOut bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err = cmd.Run()
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		code = exit.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	recordResponse(out.Bytes()) // swept for key material after the suite
-	recordResponse(errOut.Bytes())
-	return out.String(), errOut.String(), code
 }
 
 func TestKeyCheckCommand(t *testing.T) {

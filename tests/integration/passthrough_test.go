@@ -24,39 +24,6 @@ import (
 // HTTP/2 (prior knowledge), as a gateway behind a load balancer may.
 const bothProtocols = "servers {\n\t\tprotocols h1 h2c\n\t}"
 
-// h2cTransport speaks HTTP/2 without TLS (prior knowledge) and leaves
-// bodies compressed as sent.
-func h2cTransport() *http.Transport {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	return &http.Transport{Protocols: &p, DisableCompression: true}
-}
-
-// wire is one response as a client read it: the body as far as it came,
-// the trailers, and the error that ended the body, if any.
-type wire struct {
-	proto   string
-	status  int
-	header  http.Header
-	body    []byte
-	trailer http.Header
-	err     error
-}
-
-// fetch sends a request over rt and reads the response to its end, or to
-// the error that cuts it short.
-func fetch(t *testing.T, rt http.RoundTripper, method, url, key, body string, header ...string) wire {
-	t.Helper()
-	resp, err := rt.RoundTrip(newRequest(t, method, url, key, body, header...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	recordResponse(b)
-	return wire{proto: resp.Proto, status: resp.StatusCode, header: comparableHeader(resp.Header), body: b, trailer: resp.Trailer, err: err}
-}
-
 // rawHTTP1 sends one HTTP/1.1 request on a connection of its own and
 // returns every byte the server sent until it closed the connection:
 // status line, header, chunk framing and trailer section as on the wire.
@@ -116,46 +83,6 @@ func parseRaw(t *testing.T, raw []byte) wire {
 	}
 	b, err := io.ReadAll(resp.Body)
 	return wire{proto: resp.Proto, status: resp.StatusCode, header: comparableHeader(resp.Header), body: b, trailer: resp.Trailer, err: err}
-}
-
-// sameWire reports how two responses differ, or "".
-func sameWire(gw, pl wire) string {
-	var diffs []string
-	if gw.proto != pl.proto {
-		diffs = append(diffs, fmt.Sprintf("protocol %s, plain %s", gw.proto, pl.proto))
-	}
-	if gw.status != pl.status {
-		diffs = append(diffs, fmt.Sprintf("status %d, plain %d", gw.status, pl.status))
-	}
-	if !equalHeader(gw.header, pl.header) {
-		diffs = append(diffs, fmt.Sprintf("header\n  gateway %v\n  plain   %v", gw.header, pl.header))
-	}
-	if !bytes.Equal(gw.body, pl.body) {
-		diffs = append(diffs, fmt.Sprintf("body\n  gateway %q\n  plain   %q", gw.body, pl.body))
-	}
-	if !equalHeader(gw.trailer, pl.trailer) {
-		diffs = append(diffs, fmt.Sprintf("trailer\n  gateway %v\n  plain   %v", gw.trailer, pl.trailer))
-	}
-	if (gw.err == nil) != (pl.err == nil) {
-		diffs = append(diffs, fmt.Sprintf("end of body: gateway %v, plain %v", gw.err, pl.err))
-	}
-	return strings.Join(diffs, "; ")
-}
-
-// metricSum is the sum of the samples on Caddy's admin /metrics whose
-// line starts with prefix (a metric name with the opening brace: every
-// label value).
-func metricSum(t *testing.T, prefix string) float64 {
-	t.Helper()
-	sum := 0.0
-	for _, line := range strings.Split(scrape(t), "\n") {
-		if strings.HasPrefix(line, prefix) {
-			var v float64
-			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
-			sum += v
-		}
-	}
-	return sum
 }
 
 // trailerSection is the end of a chunked HTTP/1.1 body that carries the

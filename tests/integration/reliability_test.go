@@ -3,17 +3,13 @@ package integration
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"runtime"
 	"runtime/pprof"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,21 +21,6 @@ import (
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
-
-// envInt reads a size from the environment, so that CI runs the long
-// checks reduced and a person can run them in full.
-func envInt(name string, def int) int {
-	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
-		return v
-	}
-	return def
-}
-
-// unexplained reads caddy_openrouter_keys_unexplained_total by class.
-func unexplained(t *testing.T, class string) float64 {
-	t.Helper()
-	return metric(t, `caddy_openrouter_keys_unexplained_total{class="`+class+`"}`)
-}
 
 func TestMetadataFaults(t *testing.T) {
 	for _, fault := range emulator.Faults {
@@ -102,12 +83,6 @@ func TestMetadataFaults(t *testing.T) {
 			t.Errorf("listing pages read: %d", n)
 		}
 	})
-}
-
-func randomKey() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return "sk-or-v1-" + hex.EncodeToString(b[:])
 }
 
 // requestGoroutines counts the goroutines still at work on a request or a

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -138,15 +137,6 @@ func logSize() int64 {
 		return fi.Size()
 	}
 	return 0
-}
-
-// percentile is the p-th percentile of ds (sorted in place).
-func percentile(ds []time.Duration, p float64) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
-	return ds[min(len(ds)-1, int(p*float64(len(ds))))]
 }
 
 // TestStorageThatStallsOrFails: shared storage that stops answering (and
