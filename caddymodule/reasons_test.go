@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,10 @@ func TestReasonTable(t *testing.T) {
 		reasonNotFound:         {toEmulator(emu), "/api/v1/chat/completions", deleted},
 		reasonValidRetry:       {refused, "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{})},
 	}
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
 	seen := map[reason]bool{}
 	for i := range reasonTable {
 		e := &reasonTable[i]
@@ -274,6 +279,9 @@ func TestReasonTable(t *testing.T) {
 			if e.status < 400 || e.message == nil || e.headline == "" || e.advice == "" || e.metric == "" ||
 				(e.decide == nil) != e.evidence {
 				t.Errorf("incomplete entry: %+v", *e)
+			}
+			if !strings.Contains(string(readme), "| `"+string(e.code)+"` |") {
+				t.Error("not in the README's reason table")
 			}
 			in, ok := reach[e.code]
 			if !ok {
