@@ -273,11 +273,18 @@ func entryOf(r reason) *reasonEntry { return reasonIndex[r] }
 
 // decide is the whole decision for a failure: the reason the failure
 // itself shows; or, when none does and only evidence about the key can
-// tell, needsEvidence; or the class under which it stays unexplained.
+// tell (an entry of the status is decided by evidence, and OpenRouter
+// refused an OpenRouter key without saying why), needsEvidence; or the
+// class under which it stays unexplained.
 func decide(f refusal) (v verdict, needsEvidence bool, class string) {
+	byEvidence := false
 	for i := range reasonTable {
 		e := &reasonTable[i]
-		if e.status != f.status || e.decide == nil {
+		if e.status != f.status {
+			continue
+		}
+		byEvidence = byEvidence || e.evidence
+		if e.decide == nil {
 			continue
 		}
 		if v, ok := e.decide(f); ok {
@@ -289,7 +296,7 @@ func decide(f refusal) (v verdict, needsEvidence bool, class string) {
 		return verdict{}, false, classNoCredentials
 	case f.msg == openrouter.AuthOther:
 		return verdict{}, false, classUnrecognizedMessage
-	case f.cred.isKey() && (f.msg == openrouter.AuthUserNotFound || f.msg == openrouter.AuthNoCredentials):
+	case byEvidence && f.cred.isKey() && (f.msg == openrouter.AuthUserNotFound || f.msg == openrouter.AuthNoCredentials):
 		return verdict{}, true, ""
 	case f.cred.isKey():
 		return verdict{}, false, classNoEvidence
