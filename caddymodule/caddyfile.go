@@ -51,6 +51,7 @@ func parseKeyCheckCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //	    warn_before       <announce keys expiring within this window; off by default>
 //	    shared_storage    # share what is learned through Caddy's storage
 //	    watch_keys        [<interval, default 10m>]   # export every key's health; needs management_key
+//	    watch_max_keys    <most keys exported one by one, default 1000>
 //	}
 //
 // Every subdirective is optional; `openrouter_keys` alone works with the
@@ -89,6 +90,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("shared_storage: takes no value (it uses Caddy's storage)")
 			}
 			h.SharedStorage = true
+		case "watch_max_keys":
+			err = intArg(d, &h.WatchMaxKeys)
 		case "watch_keys":
 			h.WatchKeys = caddy.Duration(DefaultWatchInterval)
 			if d.CountRemainingArgs() > 0 {

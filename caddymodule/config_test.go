@@ -51,6 +51,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		warn_before       72h
 		shared_storage
 		watch_keys        5m
+		watch_max_keys    250
 	}`)
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +62,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		CacheSize: 5000, CacheTTL: caddy.Duration(2 * time.Minute),
 		LookupRate: 7.5, EdgeAnswers: "malformed", ExpirySkew: caddy.Duration(10 * time.Second),
 		EdgeDisabledFor: caddy.Duration(time.Minute), WarnBefore: caddy.Duration(72 * time.Hour), SharedStorage: true,
-		WatchKeys: caddy.Duration(5 * time.Minute),
+		WatchKeys: caddy.Duration(5 * time.Minute), WatchMaxKeys: 250,
 	}
 	got, _ := json.Marshal(h)
 	exp, _ := json.Marshal(want)
@@ -91,6 +92,7 @@ func TestUnmarshalCaddyfileErrors(t *testing.T) {
 		`openrouter_keys { shared_storage redis }`:   "shared_storage",
 		`openrouter_keys { warn_before often }`:      "warn_before",
 		`openrouter_keys { watch_keys 1m 2m }`:       "watch_keys",
+		`openrouter_keys { watch_max_keys many }`:    "watch_max_keys",
 		`openrouter_keys { edge_answers on off }`:    "edge_answers",
 		"openrouter_keys {\n upstream <<EOF\nabc\n}": "heredoc",
 	} {
@@ -121,6 +123,7 @@ func TestValidateRejectsBadValues(t *testing.T) {
 		`{"edge_disabled_for":-5}`:                            "edge_disabled_for: must not be negative",
 		`{"warn_before":"-1h"}`:                               "warn_before: must not be negative",
 		`{"watch_keys":"10m"}`:                                "watch_keys: needs management_key",
+		`{"watch_max_keys":-1}`:                               "watch_max_keys: must not be negative",
 		`{"watch_keys":"10ms","management_key":"sk-or-v1-x"}`: "watch_keys: an interval under 1s",
 	} {
 		t.Run(cfg, func(t *testing.T) {

@@ -50,6 +50,7 @@ const (
 	DefaultExpirySkew      = 30 * time.Second
 	DefaultEdgeDisabledFor = 30 * time.Second
 	DefaultWatchInterval   = 10 * time.Minute
+	DefaultWatchMaxKeys    = 1000
 )
 
 // Values of EdgeAnswers.
@@ -129,6 +130,15 @@ type Handler struct {
 	// the Caddyfile's bare `watch_keys` means 10m.
 	WatchKeys caddy.Duration `json:"watch_keys,omitempty"`
 
+	// The most keys watch_keys exports one by one (up to six series
+	// each, about 0.6 KB of /metrics a key): every key of an account that
+	// has no more; in a larger account the most urgent of the keys that
+	// matter (dead keys still sent, keys in use about to expire or run out
+	// of their limit, other keys in use, keys expiring within 14 days),
+	// the rest only in account-wide counts (account_keys*), which the
+	// alerts read too. Default: 1000.
+	WatchMaxKeys int `json:"watch_max_keys,omitempty"`
+
 	knowledge    *knowledge
 	acct         *account
 	release      func()
@@ -197,7 +207,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
 	if h.WatchKeys > 0 && up.managementKey != "" {
 		h.knowledge.usage = pooled.(gatewayCache).usage
-		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), h.logger)
+		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), positiveOr(h.WatchMaxKeys, DefaultWatchMaxKeys), h.logger)
 		h.watch.register(ctx.GetMetricsRegistry())
 	}
 	up.logSettings(h.logger)
@@ -234,6 +244,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.CacheSize < 0 {
 		return fmt.Errorf("cache_size: must not be negative, got %d", h.CacheSize)
+	}
+	if h.WatchMaxKeys < 0 {
+		return fmt.Errorf("watch_max_keys: must not be negative, got %d", h.WatchMaxKeys)
 	}
 	if h.LookupRate < 0 {
 		return fmt.Errorf("lookup_rate: must not be negative, got %g", h.LookupRate)

@@ -381,3 +381,24 @@ func recordByHash(ctx context.Context, c *metadataClient, managementKey, key str
 	}
 	return &rec, res
 }
+
+// readKeysPage reads one page of a workspace's keys (disabled ones
+// included) from offset, for readers that go page by page and keep no
+// listing (the key watch).
+func readKeysPage(ctx context.Context, c *metadataClient, managementKey, workspaceID string, offset int) ([]keyRecord, error) {
+	q := url.Values{"include_disabled": {"true"}, "offset": {strconv.Itoa(offset)}}
+	if workspaceID != "" {
+		q.Set("workspace_id", workspaceID)
+	}
+	var recs []keyRecord
+	res := c.get(ctx, endpointKeysList, "/keys?"+q.Encode(), managementKey, maxPageResponse, &recs)
+	if res.err == nil && res.status != http.StatusOK {
+		res.err = &lookupError{endpoint: endpointKeysList, kind: failStatus, status: res.status}
+	}
+	for i := range recs {
+		if recs[i].WorkspaceID == "" {
+			recs[i].WorkspaceID = workspaceID
+		}
+	}
+	return recs, res.err
+}

@@ -1,22 +1,28 @@
 package caddymodule
 
 // watch.go owns watch_keys: reading every key of the account at an
-// interval and exporting each key's health (expiry, limit, disabled, last
-// use by this gateway) on Caddy's /metrics, so that alert rules can warn
-// before keys in use expire or run dry.
+// interval, page by page within the management budget, and exporting the
+// health (expiry, limit and its reset, disabled, last use by this gateway)
+// of the keys that matter on Caddy's /metrics, with counts of all, so that
+// alert rules can warn before keys in use expire or run dry.
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"strconv"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"golang.org/x/time/rate"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 // Layout of the watch in shared storage: one replica at a time reads the
@@ -50,23 +56,31 @@ func (u *usageLog) used(key string, now time.Time) {
 	u.last[id] = now.Unix()
 }
 
-// forKeys is the last use of each of the account's keys (ids: the usedIDs
-// of a listing read at readAt). A use of a key the listing does not have is
-// forgotten, unless it came after the listing was read: the key may be
-// newer than the listing.
-func (u *usageLog) forKeys(ids map[string]bool, readAt time.Time) map[string]int64 {
+// lastOf is when the key with this usedID was last used, 0 if not seen.
+func (u *usageLog) lastOf(id string) int64 {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	out := make(map[string]int64)
+	return u.last[id]
+}
+
+// all is every use remembered, to share with other replicas.
+func (u *usageLog) all() map[string]int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return maps.Clone(u.last)
+}
+
+// forget drops the uses, before a time, of keys a complete read of the
+// account did not have (kept: the uses of the keys it had): a key used
+// after it may be newer than the read.
+func (u *usageLog) forget(kept map[string]int64, before time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	for id, at := range u.last {
-		switch {
-		case ids[id]:
-			out[id] = at
-		case at < readAt.Unix():
+		if _, ok := kept[id]; !ok && at < before.Unix() {
 			delete(u.last, id)
 		}
 	}
-	return out
 }
 
 // usedID names a record in shared usage: a hash of its hash, so that
@@ -76,12 +90,20 @@ func usedID(recordHash string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// watchSnapshot is the account's keys as read at one time: what is
-// exported, and what replicas share.
+// watchSnapshot is one full read of the account: what is exported, and
+// what replicas share. It holds the keys to export (at most
+// watch_max_keys), counts of all, and the last use of every key of the
+// account seen used: never the whole account.
 type watchSnapshot struct {
-	ReadAt   time.Time    `json:"read_at"`
-	Duration float64      `json:"duration_seconds"`
-	Keys     []watchedKey `json:"keys"`
+	Started  time.Time `json:"started"`
+	ReadAt   time.Time `json:"read_at"`
+	Duration float64   `json:"duration_seconds"`
+	// Complete: every workspace was read and no page shifted.
+	Complete bool `json:"complete"`
+	watchSelection
+	// Uses is the last use (unix seconds) of each key of the account any
+	// replica saw used, by usedID of its record hash.
+	Uses map[string]int64 `json:"uses,omitempty"`
 }
 
 // watchedKey is one key's health. It holds no key material: the label is
@@ -94,31 +116,75 @@ type watchedKey struct {
 	ExpiresAt      *time.Time `json:"expires_at,omitempty"`
 	Limit          *float64   `json:"limit,omitempty"`
 	LimitRemaining *float64   `json:"limit_remaining,omitempty"`
-	LastUsed       int64      `json:"last_used,omitempty"` // unix seconds
-	// UsedID is usedID of the key's record hash, so that the key check
-	// can find the key's last use.
-	UsedID string `json:"used_id,omitempty"`
+	// LimitWindow is the limit's reset window (daily, weekly, monthly)
+	// and LimitResetAt when the window whose figures were read resets.
+	LimitWindow  string     `json:"limit_window,omitempty"`
+	LimitResetAt *time.Time `json:"limit_reset_at,omitempty"`
+	LastUsed     int64      `json:"last_used,omitempty"` // unix seconds
 }
+
+// Limits of the watch's reading.
+const (
+	// maxWatchPages bounds one read (about 20 million keys), against an
+	// upstream whose pages never end.
+	maxWatchPages = 200_000
+	// watchRetry is the longest wait before a failed read resumes.
+	watchRetry = time.Minute
+	// maxPageFailures is how many times in a row a page may fail before
+	// the read leaves the rest of its workspace out.
+	maxPageFailures = 3
+)
 
 // keyWatch reads the account at an interval, for the config's lifetime.
 type keyWatch struct {
 	k        *knowledge
 	interval time.Duration
+	maxKeys  int
 	logger   *zap.Logger
+	now      func() time.Time
+	// pace spaces the watch's management requests: half of
+	// management_rate of its own, then the account's shared budget, so
+	// that a large account's reading leaves room for explanations.
+	pace *rate.Limiter
+
+	// reading is the read in progress, resumed after an error. Only the
+	// watch's goroutine touches it.
+	reading *accountRead
 
 	mu       sync.Mutex
 	snapshot *watchSnapshot
 }
 
+// accountRead is a read of the account in progress: where it stopped and
+// what it gathered.
+type accountRead struct {
+	started    time.Time
+	workspaces []workspace // nil until listed
+	ws, offset int         // the next page: workspace index and offset
+	last       string      // identity of the last record read in the workspace
+	pages      int
+	failures   int // in a row, of the next page
+	complete   bool
+	sel        *keySelection
+	uses       map[string]int64 // uses of the keys read
+	shared     map[string]int64 // every replica's uses, as of the start
+}
+
 // startKeyWatch starts the watch; it stops with ctx.
-func startKeyWatch(ctx context.Context, k *knowledge, interval time.Duration, logger *zap.Logger) *keyWatch {
-	w := &keyWatch{k: k, interval: interval, logger: logger}
+func startKeyWatch(ctx context.Context, k *knowledge, interval time.Duration, maxKeys int, logger *zap.Logger) *keyWatch {
+	w := newKeyWatch(k, interval, maxKeys, logger)
 	k.acct.watch.Store(w)
 	go func() {
 		w.run(ctx)
 		k.acct.watch.CompareAndSwap(w, nil)
 	}()
 	return w
+}
+
+func newKeyWatch(k *knowledge, interval time.Duration, maxKeys int, logger *zap.Logger) *keyWatch {
+	shared := k.acct.management
+	return &keyWatch{k: k, interval: interval, maxKeys: maxKeys, logger: logger, now: time.Now,
+		pace: rate.NewLimiter(shared.Limit()/2, max(1, shared.Burst()/2))}
 }
 
 func (w *keyWatch) run(ctx context.Context) {
@@ -129,10 +195,15 @@ func (w *keyWatch) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+			begin := w.now()
 			if err := w.tick(ctx); err != nil && ctx.Err() == nil {
-				w.logger.Warn("key watch: the account's keys could not be read", zap.Error(err))
+				w.logger.Warn("key watch: the account's keys could not be read; the read resumes where it stopped", zap.Error(err))
+				timer.Reset(min(w.interval, watchRetry))
+				continue
 			}
-			timer.Reset(w.interval)
+			// A read longer than the interval is followed by the next at
+			// once.
+			timer.Reset(max(0, w.interval-w.now().Sub(begin)))
 		}
 	}
 }
@@ -143,7 +214,7 @@ func (w *keyWatch) run(ctx context.Context) {
 func (w *keyWatch) tick(ctx context.Context) error {
 	s := w.k.shared
 	if s == nil {
-		snap, err := w.read(ctx, nil)
+		snap, err := w.read(ctx)
 		if err != nil {
 			return err
 		}
@@ -157,18 +228,18 @@ func (w *keyWatch) tick(ctx context.Context) error {
 	if err != nil {
 		// Another replica is reading the account (or the storage is
 		// down): what it published last serves while it is recent.
-		if snap, ok := w.sharedSnapshot(ctx); ok && time.Since(snap.ReadAt) < 3*w.interval {
-			w.publish(snap)
+		if snap, ok := w.sharedSnapshot(ctx); ok && w.now().Sub(snap.ReadAt) < 3*w.period(snap) {
+			w.publishShared(snap)
 			return nil
 		}
 		return err
 	}
 	defer unlock()
-	if snap, ok := w.sharedSnapshot(ctx); ok && time.Since(snap.ReadAt) < w.interval/2 {
-		w.publish(snap) // another replica just read the account
+	if snap, ok := w.sharedSnapshot(ctx); ok && w.now().Sub(snap.ReadAt) < w.interval/2 {
+		w.publishShared(snap) // another replica just read the account
 		return nil
 	}
-	snap, err := w.read(ctx, s)
+	snap, err := w.read(ctx)
 	if err != nil {
 		return err
 	}
@@ -179,51 +250,138 @@ func (w *keyWatch) tick(ctx context.Context) error {
 	return nil
 }
 
-// read lists the account and builds a snapshot, with the uses of every
-// replica when s is not nil.
-func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, error) {
-	begin := time.Now()
-	l, err := w.k.acct.refreshListing(ctx)
-	if err != nil {
-		return nil, err
+// period is how often a snapshot can be expected: the interval, or the
+// time a full read takes when that is longer.
+func (w *keyWatch) period(snap *watchSnapshot) time.Duration {
+	return max(w.interval, time.Duration(snap.Duration*float64(time.Second)))
+}
+
+// read reads the account page by page within the management budget,
+// resuming the read an error stopped, into the keys to export and the
+// counts of all; with shared storage, the uses every replica saw.
+func (w *keyWatch) read(ctx context.Context) (*watchSnapshot, error) {
+	a := w.k.acct
+	r := w.reading
+	if r == nil {
+		now := w.now()
+		r = &accountRead{started: now, complete: true, sel: newKeySelection(w.maxKeys, now), uses: make(map[string]int64)}
+		if w.k.shared != nil {
+			r.shared = w.sharedUses(ctx)
+		}
+		w.reading = r
 	}
-	if !l.complete {
+	if r.workspaces == nil {
+		if err := w.wait(ctx); err != nil {
+			return nil, err
+		}
+		wss, err := readWorkspaces(ctx, a.client, a.managementKey)
+		if err != nil {
+			if failureOf(err) == failCancelled {
+				return nil, err
+			}
+			// Without the workspaces, the default one is all that can be
+			// read.
+			r.complete = false
+			wss = []workspace{{}}
+		}
+		r.workspaces = wss
+	}
+	for r.ws < len(r.workspaces) {
+		if r.pages >= maxWatchPages {
+			r.complete = false
+			break
+		}
+		if err := w.wait(ctx); err != nil {
+			return nil, err
+		}
+		ws := r.workspaces[r.ws]
+		page, err := readKeysPage(ctx, a.client, a.managementKey, ws.ID, r.offset)
+		if err != nil {
+			if r.failures++; r.failures < maxPageFailures || failureOf(err) == failCancelled {
+				return nil, err
+			}
+			// A page that keeps failing does not stop the watch: the
+			// rest of its workspace is left out of this read.
+			w.logger.Warn("key watch: a page of a workspace's keys keeps failing; this read goes on without the rest of the workspace", zap.Error(err))
+			r.complete = false
+			r.ws, r.offset, r.last, r.failures = r.ws+1, 0, "", 0
+			continue
+		}
+		r.failures = 0
+		r.pages++
+		w.addPage(r, ws, page)
+	}
+	if !r.complete {
 		// Published anyway: every key read is real; absence of a key is
 		// not claimed by the metrics.
-		w.logger.Warn("key watch: the listing is not complete (workspaces could not be listed, or keys changed while it was read); exporting what was read")
+		w.logger.Warn("key watch: the read of the account is not complete (workspaces could not be listed, or keys changed while it was read); exporting what was read")
 	}
-	snap := &watchSnapshot{ReadAt: time.Now().UTC(), Duration: time.Since(begin).Seconds()}
-	seen := make(map[[3]string]int)
-	ids := make(map[string]bool, len(l.records))
-	for i := range l.records {
-		r := &l.records[i]
-		k := watchedKey{Workspace: l.workspaceName(r.WorkspaceID), Name: r.Name, Label: r.Label, Disabled: r.Disabled,
-			ExpiresAt: r.ExpiresAt, Limit: r.Limit, LimitRemaining: r.LimitRemaining}
-		if r.Hash != "" {
-			k.UsedID = usedID(r.Hash)
-			ids[k.UsedID] = true
-		}
-		// Two keys of one workspace with one name and one label would be
-		// one series: the second is told apart.
-		id := [3]string{k.Workspace, k.Name, k.Label}
-		if n := seen[id]; n > 0 {
-			k.Name += " (" + strconv.Itoa(n+1) + ")"
-		}
-		seen[id]++
-		snap.Keys = append(snap.Keys, k)
-	}
-	used := w.k.usage.forKeys(ids, l.readAt)
-	if s != nil {
-		for id, at := range w.sharedUses(ctx) {
-			used[id] = max(used[id], at)
-		}
-	}
-	for i := range snap.Keys {
-		if id := snap.Keys[i].UsedID; id != "" {
-			snap.Keys[i].LastUsed = used[id]
-		}
+	w.reading = nil
+	done := w.now()
+	snap := &watchSnapshot{Started: r.started, ReadAt: done.UTC(), Duration: done.Sub(r.started).Seconds(),
+		Complete: r.complete, watchSelection: r.sel.result(), Uses: r.uses}
+	if r.complete {
+		w.k.usage.forget(r.uses, r.started)
 	}
 	return snap, nil
+}
+
+// addPage adds one page of a workspace's keys to a read. Pages overlap by
+// one record: the page at offset begins with the last record of the page
+// before. When it does not, keys were created or deleted meanwhile: the
+// records already read are skipped (created: they moved down) or some may
+// be missed (deleted: they moved up), and the read is not complete.
+func (w *keyWatch) addPage(r *accountRead, ws workspace, page []keyRecord) {
+	fresh := page
+	if r.offset > 0 {
+		at := slices.IndexFunc(page, func(rec keyRecord) bool { return recordIdentity(&rec) == r.last })
+		if at != 0 {
+			r.complete = false
+		}
+		fresh = page[at+1:] // at -1: all of it
+	}
+	wsName := ws.Name
+	if wsName == "" {
+		wsName = ws.Slug
+	}
+	if wsName == "" {
+		wsName = cmp.Or(ws.ID, "default")
+	}
+	now := w.now()
+	for i := range fresh {
+		rec := &fresh[i]
+		k := watchedKey{Workspace: wsName, Name: rec.Name, Label: rec.Label, Disabled: rec.Disabled,
+			ExpiresAt: rec.ExpiresAt, Limit: rec.Limit, LimitRemaining: rec.LimitRemaining}
+		if rec.Limit != nil && rec.LimitReset != nil {
+			if at, ok := limitResetAt(*rec.LimitReset, now); ok {
+				k.LimitWindow, k.LimitResetAt = *rec.LimitReset, &at
+			}
+		}
+		if rec.Hash != "" {
+			id := usedID(rec.Hash)
+			if at := max(w.k.usage.lastOf(id), r.shared[id]); at != 0 {
+				k.LastUsed, r.uses[id] = at, at
+			}
+		}
+		r.sel.add(k)
+	}
+	if len(page) < openrouter.KeysPageSize {
+		r.ws, r.offset, r.last = r.ws+1, 0, ""
+		return
+	}
+	r.offset += len(page) - 1
+	r.last = recordIdentity(&page[len(page)-1])
+}
+
+// wait spaces the watch's management requests.
+func (w *keyWatch) wait(ctx context.Context) error {
+	if err := w.pace.Wait(ctx); err != nil {
+		return &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, err)}
+	}
+	if err := w.k.acct.management.Wait(ctx); err != nil {
+		return &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, err)}
+	}
+	return nil
 }
 
 // publish makes snap the exported one; its ReadAt, the last success, is
@@ -232,6 +390,21 @@ func (w *keyWatch) publish(snap *watchSnapshot) {
 	w.mu.Lock()
 	w.snapshot = snap
 	w.mu.Unlock()
+}
+
+// publishShared publishes another replica's read, which makes a read of
+// this replica's that began before it pointless, and forgets the uses
+// that read proves are of no key of the account. A use is published at
+// most an interval (and a lock's wait) after it happened: uses older than
+// that before the read began are in the read, if their key is.
+func (w *keyWatch) publishShared(snap *watchSnapshot) {
+	if w.reading != nil && snap.Started.After(w.reading.started) {
+		w.reading = nil
+	}
+	if snap.Complete {
+		w.k.usage.forget(snap.Uses, snap.Started.Add(-2*w.interval))
+	}
+	w.publish(snap)
 }
 
 func (w *keyWatch) sharedSnapshot(ctx context.Context) (*watchSnapshot, bool) {
@@ -247,23 +420,10 @@ func (w *keyWatch) sharedSnapshot(ctx context.Context) (*watchSnapshot, bool) {
 	return &snap, true
 }
 
-// shareUses publishes this replica's uses of the account's keys, as of
-// the last snapshot it exported: the replica that reads the snapshot
-// another one listed has no listing of its own.
+// shareUses publishes this replica's uses (at most maxUsedKeys), for the
+// replica that reads the account.
 func (w *keyWatch) shareUses(ctx context.Context) {
-	w.mu.Lock()
-	snap := w.snapshot
-	w.mu.Unlock()
-	if snap == nil {
-		return
-	}
-	ids := make(map[string]bool, len(snap.Keys))
-	for _, k := range snap.Keys {
-		if k.UsedID != "" {
-			ids[k.UsedID] = true
-		}
-	}
-	b, err := json.Marshal(w.k.usage.forKeys(ids, snap.ReadAt))
+	b, err := json.Marshal(w.k.usage.all())
 	if err != nil {
 		return
 	}
@@ -301,7 +461,8 @@ func (w *keyWatch) sharedUses(ctx context.Context) map[string]int64 {
 }
 
 // watchMetrics exports a watch's last snapshot. Series of keys that are
-// gone disappear with the next snapshot.
+// gone, or no longer among the keys exported, disappear with the next
+// snapshot.
 type watchMetrics struct{ w *keyWatch }
 
 var (
@@ -311,19 +472,36 @@ var (
 	descKeyLimit = prometheus.NewDesc(metricName("key_limit"),
 		"The key's credit limit; only keys with a limit.", watchLabels, nil)
 	descKeyLimitRemaining = prometheus.NewDesc(metricName("key_limit_remaining"),
-		"Credits left of the key's limit; only keys with a limit.", watchLabels, nil)
+		"Credits left of the key's limit (of its current window, for a limit that resets); only keys with a limit.", watchLabels, nil)
+	descKeyLimitReset = prometheus.NewDesc(metricName("key_limit_reset_timestamp_seconds"),
+		"When the window of the key's limit that limit_remaining is of resets (unix seconds): 00:00 UTC, Mondays, the 1st; only limits that reset.",
+		append(slices.Clone(watchLabels), "window"), nil)
 	descKeyDisabled = prometheus.NewDesc(metricName("key_disabled"),
 		"1 when the key is disabled.", watchLabels, nil)
 	descKeyLastUsed = prometheus.NewDesc(metricName("key_last_used_timestamp_seconds"),
 		"When the gateway (any replica) last proxied a request with the key, to the minute; absent for keys it has not seen.", watchLabels, nil)
 	descWatchSuccess = prometheus.NewDesc(metricName("watch_last_success_timestamp_seconds"),
-		"When the key watch last read the account's keys.", nil, nil)
+		"When the key watch last finished reading the account's keys.", nil, nil)
 	descWatchDuration = prometheus.NewDesc(metricName("watch_duration_seconds"),
-		"How long the last read of the account's keys took.", nil, nil)
+		"How long the last full read of the account's keys took, pauses for the management budget and errors included.", nil, nil)
 	descWatchInterval = prometheus.NewDesc(metricName("watch_interval_seconds"),
 		"The key watch's configured interval.", nil, nil)
 	descWatchKeys = prometheus.NewDesc(metricName("watch_keys"),
 		"Keys in the last read of the account.", nil, nil)
+	descWatchExported = prometheus.NewDesc(metricName("watch_keys_exported"),
+		"Keys of the last read with series of their own (at most watch_max_keys, the most urgent).", nil, nil)
+	descWatchDropped = prometheus.NewDesc(metricName("watch_keys_dropped"),
+		"Keys that matter (in use, expiring within 14 days, limit mostly spent) without series of their own for want of room under watch_max_keys; counted only in account_keys*.", nil, nil)
+	accountLabels   = []string{"state", "used", "named"}
+	descAccountKeys = prometheus.NewDesc(metricName("account_keys"),
+		"Keys of the account by state (active, disabled, expired), last use through the gateway (1h: within the hour, 7d: within 7 days but not the hour, no) and whether they have series of their own (named yes or no).",
+		accountLabels, nil)
+	descAccountExpiring = prometheus.NewDesc(metricName("account_keys_expiring"),
+		"Active keys of the account expiring within 24h, 72h or 14d, by last use and whether they have series of their own.",
+		[]string{"within", "used", "named"}, nil)
+	descAccountLimitSpent = prometheus.NewDesc(metricName("account_keys_limit_spent"),
+		"Active keys of the account with under 10% of their limit (of its window) left, by last use and whether they have series of their own.",
+		[]string{"used", "named"}, nil)
 )
 
 func metricName(name string) string {
@@ -331,8 +509,9 @@ func metricName(name string) string {
 }
 
 func (m watchMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descKeyExpiry, descKeyLimit, descKeyLimitRemaining, descKeyDisabled,
-		descKeyLastUsed, descWatchSuccess, descWatchDuration, descWatchInterval, descWatchKeys} {
+	for _, d := range []*prometheus.Desc{descKeyExpiry, descKeyLimit, descKeyLimitRemaining, descKeyLimitReset, descKeyDisabled,
+		descKeyLastUsed, descWatchSuccess, descWatchDuration, descWatchInterval, descWatchKeys, descWatchExported, descWatchDropped,
+		descAccountKeys, descAccountExpiring, descAccountLimitSpent} {
 		ch <- d
 	}
 }
@@ -341,33 +520,71 @@ func (m watchMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.w.mu.Lock()
 	snap := m.w.snapshot
 	m.w.mu.Unlock()
-	ch <- prometheus.MustNewConstMetric(descWatchInterval, prometheus.GaugeValue, m.w.interval.Seconds())
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(descWatchInterval, m.w.interval.Seconds())
 	if snap == nil {
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(descWatchSuccess, prometheus.GaugeValue, float64(snap.ReadAt.Unix()))
-	ch <- prometheus.MustNewConstMetric(descWatchDuration, prometheus.GaugeValue, snap.Duration)
-	ch <- prometheus.MustNewConstMetric(descWatchKeys, prometheus.GaugeValue, float64(len(snap.Keys)))
+	gauge(descWatchSuccess, float64(snap.ReadAt.Unix()))
+	gauge(descWatchDuration, snap.Duration)
+	gauge(descWatchKeys, float64(snap.Total))
+	gauge(descWatchExported, float64(len(snap.Keys)))
+	gauge(descWatchDropped, float64(snap.Dropped))
 	for _, k := range snap.Keys {
 		labels := []string{k.Workspace, k.Name, k.Label}
 		disabled := 0.0
 		if k.Disabled {
 			disabled = 1
 		}
-		ch <- prometheus.MustNewConstMetric(descKeyDisabled, prometheus.GaugeValue, disabled, labels...)
+		gauge(descKeyDisabled, disabled, labels...)
 		if k.ExpiresAt != nil {
-			ch <- prometheus.MustNewConstMetric(descKeyExpiry, prometheus.GaugeValue, float64(k.ExpiresAt.Unix()), labels...)
+			gauge(descKeyExpiry, float64(k.ExpiresAt.Unix()), labels...)
 		}
 		if k.Limit != nil {
-			ch <- prometheus.MustNewConstMetric(descKeyLimit, prometheus.GaugeValue, *k.Limit, labels...)
+			gauge(descKeyLimit, *k.Limit, labels...)
 			if k.LimitRemaining != nil {
-				ch <- prometheus.MustNewConstMetric(descKeyLimitRemaining, prometheus.GaugeValue, *k.LimitRemaining, labels...)
+				gauge(descKeyLimitRemaining, *k.LimitRemaining, labels...)
+			}
+			if k.LimitResetAt != nil {
+				gauge(descKeyLimitReset, float64(k.LimitResetAt.Unix()), append(labels, k.LimitWindow)...)
 			}
 		}
 		if k.LastUsed != 0 {
-			ch <- prometheus.MustNewConstMetric(descKeyLastUsed, prometheus.GaugeValue, float64(k.LastUsed), labels...)
+			gauge(descKeyLastUsed, float64(k.LastUsed), labels...)
 		}
 	}
+	named := map[string]*keyCounts{"yes": &snap.Named, "no": minus(snap.All, snap.Named)}
+	for n, c := range named {
+		for used, usedLabel := range useLabels {
+			for cond, condLabel := range conditionLabels {
+				gauge(descAccountKeys, float64(c.ByCondition[cond][used]), condLabel, usedLabel, n)
+			}
+			for i, win := range expiryWindows {
+				gauge(descAccountExpiring, float64(c.Expiring[i][used]), win.label, usedLabel, n)
+			}
+			gauge(descAccountLimitSpent, float64(c.LimitSpent[used]), usedLabel, n)
+		}
+	}
+}
+
+// minus is the counts of a that are not in b.
+func minus(a, b keyCounts) *keyCounts {
+	for i := range a.ByCondition {
+		for j := range a.ByCondition[i] {
+			a.ByCondition[i][j] -= b.ByCondition[i][j]
+		}
+	}
+	for i := range a.Expiring {
+		for j := range a.Expiring[i] {
+			a.Expiring[i][j] -= b.Expiring[i][j]
+		}
+	}
+	for j := range a.LimitSpent {
+		a.LimitSpent[j] -= b.LimitSpent[j]
+	}
+	return &a
 }
 
 // register adds the watch's metrics to a config's registry. Only one watch
@@ -393,11 +610,8 @@ func (w *keyWatch) lastUsed(recordHashOf string) (time.Time, bool) {
 	if w.snapshot == nil {
 		return time.Time{}, false
 	}
-	id := usedID(recordHashOf)
-	for _, k := range w.snapshot.Keys {
-		if k.UsedID == id && k.LastUsed != 0 {
-			return time.Unix(k.LastUsed, 0).UTC(), true
-		}
+	if at, ok := w.snapshot.Uses[usedID(recordHashOf)]; ok {
+		return time.Unix(at, 0).UTC(), true
 	}
 	return time.Time{}, false
 }
