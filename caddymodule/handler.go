@@ -131,7 +131,7 @@ type Handler struct {
 	WatchKeys caddy.Duration `json:"watch_keys,omitempty"`
 
 	// The most keys watch_keys exports one by one (up to six series
-	// each, about 0.6 KB of /metrics a key): every key of an account that
+	// each, about 0.8 KB of /metrics a key): every key of an account that
 	// has no more; in a larger account the most urgent of the keys that
 	// matter (dead keys still sent, keys in use about to expire or run out
 	// of their limit, other keys in use, keys expiring within 14 days),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
@@ -334,4 +336,67 @@ func TestLimitResetAt(t *testing.T) {
 			t.Errorf("%q resets", window)
 		}
 	}
+}
+
+// BenchmarkWatchScrape prints what the watch adds to /metrics: bytes per
+// exported key (every series a key can have) and for watch_max_keys at its
+// default, and the time of a scrape.
+func BenchmarkWatchScrape(b *testing.B) {
+	for _, n := range []int{100, DefaultWatchMaxKeys, 10_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			w := &keyWatch{interval: time.Minute}
+			exp, limit, left := watchClock.Add(48*time.Hour), 100.0, 42.5
+			snap := &watchSnapshot{ReadAt: watchClock, Duration: 12.5}
+			for i := range n {
+				key, _ := testKey(i)
+				k := watchedKey{Workspace: "Production", Name: fmt.Sprintf("customer-%06d", i), Label: openrouter.Label(key),
+					ExpiresAt: &exp, Limit: &limit, LimitRemaining: &left, LimitWindow: "monthly", LimitResetAt: &exp,
+					LastUsed: watchClock.Unix()}
+				snap.Keys = append(snap.Keys, k)
+			}
+			snap.Total = n
+			w.publish(snap)
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(watchMetrics{w})
+			h := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+			var size int
+			for b.Loop() {
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+				size = rec.Body.Len()
+			}
+			b.ReportMetric(float64(size), "bytes/scrape")
+			b.ReportMetric(float64(size)/float64(n), "bytes/key")
+		})
+	}
+}
+
+// BenchmarkWatchRead prints the memory a read of a large account keeps
+// (the snapshot: watch_max_keys keys and counts, not the account) and
+// allocates per key read.
+func BenchmarkWatchRead(b *testing.B) {
+	const keys = 50_000
+	f := newFakeAccount("a")
+	f.add("a", keys)
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	acct := newAccount(upstreamSettings{base: srv.URL + "/api/v1", managementKey: "mk", managementRate: 1e6})
+	defer func() { _ = acct.Destruct() }()
+	w := newKeyWatch(&knowledge{acct: acct, usage: newUsageLog()}, time.Minute, DefaultWatchMaxKeys, zap.NewNop())
+	var kept uint64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		snap, err := w.read(context.Background())
+		if err != nil || snap.Total != keys {
+			b.Fatal(snap, err)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		kept = after.HeapAlloc - min(after.HeapAlloc, before.HeapAlloc)
+		runtime.KeepAlive(snap)
+	}
+	b.ReportMetric(float64(kept), "bytes-kept")
+	b.ReportMetric(float64(keys), "keys")
 }

@@ -201,6 +201,9 @@ func TestWatchKeysExportsEveryKey(t *testing.T) {
 		"caddy_openrouter_keys_watch_duration_seconds":               watch["caddy_openrouter_keys_watch_duration_seconds"],
 		"caddy_openrouter_keys_watch_interval_seconds":               2,
 		"caddy_openrouter_keys_watch_keys":                           float64(len(keys)),
+		// An account within watch_max_keys: every key has its series.
+		"caddy_openrouter_keys_watch_keys_exported": float64(len(keys)),
+		"caddy_openrouter_keys_watch_keys_dropped":  0,
 	})
 
 	// Between two reads a key is deleted and another spends credits: the
@@ -224,6 +227,97 @@ func TestWatchKeysExportsEveryKey(t *testing.T) {
 	if n := samples(t, all, "caddy_openrouter_keys_watch_keys")["caddy_openrouter_keys_watch_keys"]; n != float64(len(keys)) {
 		t.Errorf("watch_keys = %v after the deletion, want %d", n, len(keys))
 	}
+	noKeyMaterial(t, "/metrics", all, e.emu.Secrets())
+}
+
+// TestWatchKeysPastTheCap: an account with more keys than watch_max_keys
+// names the most urgent keys (the key in use that expires soonest first)
+// and counts every key, so that the alerts of monitoring/ can fire for the
+// others by count.
+func TestWatchKeysPastTheCap(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	const idle = 40
+	var soon, later, busy, unused *watchedKey
+	e := start(t, options{management: true, module: "watch_keys 1s\nwatch_max_keys 2", emulator: func(emu *emulator.Server) {
+		team := emu.NewWorkspace("Team")
+		for i := range idle {
+			emu.NewKey(emulator.KeyOptions{Name: fmt.Sprintf("user-%d", i), Workspace: team})
+		}
+		// In use: expires in 2 h (critical), in 50 h (warning), never.
+		// Not in use: expires in 5 days (info).
+		soon = &watchedKey{workspace: "Team", name: "soon", expires: at(2 * time.Hour), used: true}
+		later = &watchedKey{workspace: "Team", name: "later", expires: at(50 * time.Hour), used: true}
+		busy = &watchedKey{workspace: "Default", name: "busy", used: true}
+		unused = &watchedKey{workspace: "Team", name: "unused", expires: at(5 * 24 * time.Hour)}
+		for _, k := range []*watchedKey{soon, later, busy, unused} {
+			ws := team
+			if k.workspace == "Default" {
+				ws = ""
+			}
+			k.secret = emu.NewKey(emulator.KeyOptions{Name: k.name, Workspace: ws, ExpiresAt: k.expires})
+		}
+	}})
+	usedFrom := time.Now().Unix()
+	for _, k := range []*watchedKey{busy, later, soon} {
+		if _, err := chat(gatewayBase, k.secret); err != nil {
+			t.Fatalf("%s: %v", k.name, err)
+		}
+	}
+	usedTo := time.Now().Unix()
+	total := idle + 4 + 1 // and the gateway's management key
+
+	// Once a read has seen the uses, the two keys in use that expire
+	// soonest have their series, and no other key does.
+	var all string
+	eventually(t, 10*time.Second, "a read with the uses", func() bool {
+		all = scrape(t)
+		_, ok := samples(t, all, "caddy_openrouter_keys_key_last_used")[soon.series("key_last_used_timestamp_seconds")]
+		return ok
+	})
+	got := samples(t, all, "caddy_openrouter_keys_key_")
+	sameSeries(t, "keys named", got, wantKeySeries(t, []*watchedKey{soon, later}, got, usedFrom, usedTo))
+
+	counts := func(metric string, labels ...string) string {
+		return "caddy_openrouter_keys_" + metric + "{" + strings.Join(labels, ",") + "}"
+	}
+	watch := samples(t, all, "caddy_openrouter_keys_watch_keys")
+	acct := samples(t, all, "caddy_openrouter_keys_account_keys")
+	for s, want := range map[string]float64{
+		"caddy_openrouter_keys_watch_keys":          float64(total),
+		"caddy_openrouter_keys_watch_keys_exported": 2,
+		// busy (in use) and unused (expires within 14 days) matter.
+		"caddy_openrouter_keys_watch_keys_dropped": 2,
+	} {
+		if watch[s] != want {
+			t.Errorf("%s = %v, want %v", s, watch[s], want)
+		}
+	}
+	for s, want := range map[string]float64{
+		counts("account_keys", `named="yes"`, `state="active"`, `used="1h"`): 2,
+		counts("account_keys", `named="no"`, `state="active"`, `used="1h"`):  1, // busy
+		counts("account_keys", `named="no"`, `state="active"`, `used="no"`):  float64(idle + 2),
+		// The alerts' counts: keys in use expiring, named or not.
+		counts("account_keys_expiring", `named="yes"`, `used="1h"`, `within="24h"`): 1,
+		counts("account_keys_expiring", `named="yes"`, `used="1h"`, `within="72h"`): 2,
+		counts("account_keys_expiring", `named="no"`, `used="1h"`, `within="72h"`):  0,
+		counts("account_keys_expiring", `named="no"`, `used="no"`, `within="14d"`):  1, // unused
+		counts("account_keys_expiring", `named="no"`, `used="no"`, `within="72h"`):  0,
+	} {
+		if acct[s] != want {
+			t.Errorf("%s = %v, want %v", s, acct[s], want)
+		}
+	}
+	var sum float64
+	for s, v := range acct {
+		if strings.HasPrefix(s, "caddy_openrouter_keys_account_keys{") {
+			sum += v
+		}
+	}
+	if sum != float64(total) {
+		t.Errorf("account_keys add up to %v, want every key of the account (%d)", sum, total)
+	}
+	t.Logf("/metrics: %d bytes with %d keys and watch_max_keys 2", len(all), total)
 	noKeyMaterial(t, "/metrics", all, e.emu.Secrets())
 }
 
