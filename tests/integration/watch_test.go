@@ -497,13 +497,6 @@ func shortenedRules(t *testing.T) []byte {
 // Caddy's admin /metrics and loading the alert rules of monitoring/, with
 // their `for:` shortened to 2s.
 func TestWatchAlertsInPrometheus(t *testing.T) {
-	promBin, err := exec.LookPath("prometheus")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("prometheus is not installed, and CI must run the alerting test (.ci/run installs it)")
-		}
-		t.Skip("prometheus is not installed (apt-get install prometheus); skipping the alerting test")
-	}
 	begin := time.Now()
 	now := time.Now().UTC().Truncate(time.Second)
 	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
@@ -522,6 +515,105 @@ func TestWatchAlertsInPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	byKey, promLog := startPrometheus(t)
+	var alerts map[string]map[string]string
+	var pendingSeen bool
+	const critical = "OpenRouterKeyExpiringSoon/critical"
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		alerts = byKey()
+		state := alerts[soon.name][critical]
+		pendingSeen = pendingSeen || state == "pending"
+		if state == "firing" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the in-use key expiring in 2 h has no firing %s alert after 45s: %v\nprometheus:\n%s", critical, alerts, promLog())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("%s firing %s after the test began (pending seen: %v)", critical, time.Since(begin).Round(100*time.Millisecond), pendingSeen)
+
+	names := func(m map[string]string) []string {
+		var out []string
+		for k := range m {
+			out = append(out, k)
+		}
+		sort.Strings(out)
+		return out
+	}
+	if got, want := names(alerts[soon.name]), []string{critical, "OpenRouterKeyExpiringSoon/warning", "OpenRouterKeyExpiryUpcoming/info"}; !slices.Equal(got, want) {
+		t.Errorf("alerts of the in-use key expiring in 2 h: %v, want %v", got, want)
+	}
+	if got, want := names(alerts[idle.name]), []string{"OpenRouterKeyExpiryUpcoming/info"}; !slices.Equal(got, want) {
+		t.Errorf("alerts of the unused key expiring in 20 h: %v, want %v", got, want)
+	}
+	for name, a := range alerts {
+		if name != soon.name && name != idle.name {
+			t.Errorf("unexpected alerts for %q: %v", name, a)
+		}
+	}
+}
+
+// TestWatchAlertsPastTheCapInPrometheus: in an account past
+// watch_max_keys, a key in use that expires within 24 h alerts by name
+// when it has series, and by count when it has none.
+func TestWatchAlertsPastTheCapInPrometheus(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	at := func(d time.Duration) *time.Time { t := now.Add(d); return &t }
+	// Both in use, expiring within 24 h; one series allowed: soon (2 h)
+	// is named, after (3 h) only counted.
+	soon := &watchedKey{workspace: "Default", name: "soon", expires: at(2 * time.Hour)}
+	after := &watchedKey{workspace: "Default", name: "after", expires: at(3 * time.Hour)}
+	start(t, options{management: true, module: "watch_keys 1s\nwatch_max_keys 1", emulator: func(emu *emulator.Server) {
+		for i := range 20 {
+			emu.NewKey(emulator.KeyOptions{Name: fmt.Sprintf("user-%d", i)})
+		}
+		for _, k := range []*watchedKey{soon, after} {
+			k.secret = emu.NewKey(emulator.KeyOptions{Name: k.name, ExpiresAt: k.expires})
+		}
+	}})
+	for _, k := range []*watchedKey{soon, after} {
+		if _, err := chat(gatewayBase, k.secret); err != nil {
+			t.Fatal(err)
+		}
+	}
+	byKey, promLog := startPrometheus(t)
+	const named, counted = "OpenRouterKeyExpiringSoon/critical", "OpenRouterUnnamedKeysExpiringSoon/critical"
+	var alerts map[string]map[string]string
+	if !poll(45*time.Second, func() bool {
+		alerts = byKey()
+		return alerts[soon.name][named] == "firing" && alerts[""][counted] == "firing"
+	}) {
+		t.Fatalf("after 45s, alerts: %v\nprometheus:\n%s", alerts, promLog())
+	}
+	if len(alerts[after.name]) != 0 {
+		t.Errorf("the key without series has alerts by name: %v", alerts[after.name])
+	}
+	var many []string
+	for name := range alerts {
+		if name != soon.name && name != "" {
+			many = append(many, name)
+		}
+	}
+	if len(many) > 0 {
+		t.Errorf("alerts for keys not in use or not expiring: %v", many)
+	}
+}
+
+// startPrometheus runs a real Prometheus scraping the test Caddy's admin
+// /metrics every second with monitoring/alerts.yml (`for:` shortened to
+// 2s). byKey lists its alerts by the key's name label ("" for alerts about
+// no one key): "alertname/severity" -> state; promLog is its output.
+func startPrometheus(t *testing.T) (byKey func() map[string]map[string]string, promLog func() string) {
+	t.Helper()
+	promBin, err := exec.LookPath("prometheus")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("prometheus is not installed, and CI must run the alerting test (.ci/run installs it)")
+		}
+		t.Skip("prometheus is not installed (apt-get install prometheus); skipping the alerting test")
+	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "alerts.yml"), shortenedRules(t), 0o600); err != nil {
 		t.Fatal(err)
@@ -554,8 +646,7 @@ scrape_configs:
 		_ = cmd.Wait()
 	})
 
-	// Alerts by key name: "alertname/severity" -> state.
-	byKey := func() map[string]map[string]string {
+	byKey = func() map[string]map[string]string {
 		resp, err := http.Get("http://" + addr + "/api/v1/alerts")
 		if err != nil {
 			return nil // not up yet
@@ -579,42 +670,9 @@ scrape_configs:
 		}
 		return out
 	}
-	var alerts map[string]map[string]string
-	var pendingSeen bool
-	const critical = "OpenRouterKeyExpiringSoon/critical"
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		alerts = byKey()
-		state := alerts[soon.name][critical]
-		pendingSeen = pendingSeen || state == "pending"
-		if state == "firing" {
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(out.Name())
-			t.Fatalf("the in-use key expiring in 2 h has no firing %s alert after 45s: %v\nprometheus:\n%s", critical, alerts, b)
-		}
-		time.Sleep(250 * time.Millisecond)
+	promLog = func() string {
+		b, _ := os.ReadFile(out.Name())
+		return string(b)
 	}
-	t.Logf("%s firing %s after the test began (pending seen: %v)", critical, time.Since(begin).Round(100*time.Millisecond), pendingSeen)
-
-	names := func(m map[string]string) []string {
-		var out []string
-		for k := range m {
-			out = append(out, k)
-		}
-		sort.Strings(out)
-		return out
-	}
-	if got, want := names(alerts[soon.name]), []string{critical, "OpenRouterKeyExpiringSoon/warning", "OpenRouterKeyExpiryUpcoming/info"}; !slices.Equal(got, want) {
-		t.Errorf("alerts of the in-use key expiring in 2 h: %v, want %v", got, want)
-	}
-	if got, want := names(alerts[idle.name]), []string{"OpenRouterKeyExpiryUpcoming/info"}; !slices.Equal(got, want) {
-		t.Errorf("alerts of the unused key expiring in 20 h: %v, want %v", got, want)
-	}
-	for name, a := range alerts {
-		if name != soon.name && name != idle.name {
-			t.Errorf("unexpected alerts for %q: %v", name, a)
-		}
-	}
+	return byKey, promLog
 }
