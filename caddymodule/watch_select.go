@@ -147,7 +147,7 @@ func urgencyOf(k *watchedKey, c keyClass, seq int) urgency {
 	case inUse:
 		return urgency{2, recent, seq}
 	case c.expiresWithin[2] || c.limitSpent:
-		return urgency{1, min(expiry, limitRatio(k)*1e12), seq}
+		return urgency{1, expiry, seq}
 	}
 	return urgency{0, 0, seq}
 }
