@@ -400,3 +400,35 @@ func BenchmarkWatchRead(b *testing.B) {
 	b.ReportMetric(float64(kept), "bytes-kept")
 	b.ReportMetric(float64(keys), "keys")
 }
+
+// TestWatchSpendsTheManagementBudget: the watch's requests come out of the
+// account's management budget (shared with explanations), and a read
+// stops, to resume later, when the budget will not allow the next page
+// before its deadline.
+func TestWatchSpendsTheManagementBudget(t *testing.T) {
+	f := newFakeAccount("a")
+	f.add("a", 10)
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	// One request now, the next in about 17 minutes.
+	acct := newAccount(upstreamSettings{base: srv.URL + "/api/v1", managementKey: "mk", managementRate: 0.001})
+	defer func() { _ = acct.Destruct() }()
+	w := newKeyWatch(&knowledge{acct: acct, usage: newUsageLog()}, time.Minute, 10, zap.NewNop())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := w.read(ctx); err == nil {
+		t.Fatal("a read of two requests within a budget of one")
+	}
+	f.mu.Lock()
+	requests := f.requests
+	f.mu.Unlock()
+	if requests != 2 { // GET /workspaces, and its empty page
+		t.Errorf("%d requests, want the workspaces only", requests)
+	}
+	if acct.management.Allow() {
+		t.Error("the account's management budget is untouched by the watch")
+	}
+	if w.reading == nil || w.reading.workspaces == nil {
+		t.Error("the read does not resume after the workspaces")
+	}
+}
