@@ -672,7 +672,14 @@ scrape_configs:
 	}
 	promLog = func() string {
 		b, _ := os.ReadFile(out.Name())
-		return string(b)
+		var watchLog []string
+		caddyLog, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(string(caddyLog), "\n") {
+			if strings.Contains(line, "watch") {
+				watchLog = append(watchLog, line)
+			}
+		}
+		return string(b) + "\ncaddy's log on the watch:\n" + strings.Join(watchLog[max(0, len(watchLog)-10):], "\n")
 	}
 	return byKey, promLog
 }
