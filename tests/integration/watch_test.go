@@ -652,6 +652,9 @@ scrape_configs:
 			return nil // not up yet
 		}
 		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return nil // starting: "Service Unavailable"
+		}
 		var body struct {
 			Data struct {
 				Alerts []promAlert `json:"alerts"`
