@@ -352,9 +352,10 @@ func (w *keyWatch) addPage(r *accountRead, ws workspace, page []keyRecord) {
 		rec := &fresh[i]
 		k := watchedKey{Workspace: wsName, Name: rec.Name, Label: rec.Label, Disabled: rec.Disabled,
 			ExpiresAt: rec.ExpiresAt, Limit: rec.Limit, LimitRemaining: rec.LimitRemaining}
-		if rec.Limit != nil && rec.LimitReset != nil {
-			if at, ok := limitResetAt(*rec.LimitReset, now); ok {
-				k.LimitWindow, k.LimitResetAt = *rec.LimitReset, &at
+		if rec.Limit != nil {
+			window := openrouter.WindowOfLimitReset(rec.LimitReset)
+			if at, ok := window.ResetsAt(now); ok {
+				k.LimitWindow, k.LimitResetAt = window.String(), &at
 			}
 		}
 		if rec.Hash != "" {

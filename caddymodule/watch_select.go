@@ -271,25 +271,3 @@ func (s *keySelection) result() watchSelection {
 	out.Dropped = s.matter - mattered
 	return out
 }
-
-// limitResetAt is when a windowed limit next resets after now, by
-// OpenRouter's documented UTC calendar: days at 00:00 UTC, weeks on
-// Monday, months on the 1st. A limit without a window ("", or any other
-// word) never resets: ok is false.
-func limitResetAt(window string, now time.Time) (at time.Time, ok bool) {
-	t := now.UTC()
-	day := time.Date(t.Year(), t.Month(), t.Day(), 0, 0, 0, 0, time.UTC)
-	switch window {
-	case "daily":
-		return day.AddDate(0, 0, 1), true
-	case "weekly":
-		days := (8 - int(day.Weekday())) % 7 // to the next Monday
-		if days == 0 {
-			days = 7
-		}
-		return day.AddDate(0, 0, days), true
-	case "monthly":
-		return time.Date(t.Year(), t.Month()+1, 1, 0, 0, 0, 0, time.UTC), true
-	}
-	return time.Time{}, false
-}

@@ -309,35 +309,6 @@ func TestWatchReadsKeysCreatedAndDeletedMeanwhile(t *testing.T) {
 	}
 }
 
-func TestLimitResetAt(t *testing.T) {
-	day := func(y int, m time.Month, d, h int) time.Time { return time.Date(y, m, d, h, 0, 0, 0, time.UTC) }
-	for _, c := range []struct {
-		window string
-		now    time.Time
-		want   time.Time
-	}{
-		{"daily", day(2026, 3, 10, 12), day(2026, 3, 11, 0)},
-		{"daily", day(2026, 3, 10, 0), day(2026, 3, 11, 0)},
-		{"daily", day(2026, 12, 31, 23), day(2027, 1, 1, 0)},
-		{"weekly", day(2026, 3, 10, 12), day(2026, 3, 16, 0)}, // a Tuesday
-		{"weekly", day(2026, 3, 15, 23), day(2026, 3, 16, 0)}, // a Sunday
-		{"weekly", day(2026, 3, 16, 0), day(2026, 3, 23, 0)},  // a Monday, at 00:00
-		{"monthly", day(2026, 1, 31, 12), day(2026, 2, 1, 0)},
-		{"monthly", day(2026, 12, 1, 0), day(2027, 1, 1, 0)},
-		// In another zone, the UTC calendar still decides.
-		{"daily", time.Date(2026, 3, 10, 20, 0, 0, 0, time.FixedZone("UTC-5", -5*3600)), day(2026, 3, 12, 0)},
-	} {
-		if got, ok := limitResetAt(c.window, c.now); !ok || !got.Equal(c.want) {
-			t.Errorf("%s from %s: %s %v, want %s", c.window, c.now, got, ok, c.want)
-		}
-	}
-	for _, window := range []string{"", "yearly"} {
-		if _, ok := limitResetAt(window, watchClock); ok {
-			t.Errorf("%q resets", window)
-		}
-	}
-}
-
 // BenchmarkWatchScrape prints what the watch adds to /metrics: bytes per
 // exported key (every series a key can have) and for watch_max_keys at its
 // default, and the time of a scrape.

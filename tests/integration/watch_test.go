@@ -59,6 +59,7 @@ type watchedKey struct {
 	name      string
 	expires   *time.Time
 	limit     *float64
+	window    string // limit_reset: daily, weekly, monthly; "" never
 	usage     float64
 	disabled  bool
 	used      bool // sent through the gateway by the test
@@ -82,6 +83,11 @@ func wantKeySeries(t *testing.T, keys []*watchedKey, got map[string]float64, use
 		if k.limit != nil {
 			want[k.series("key_limit")] = *k.limit
 			want[k.series("key_limit_remaining")] = *k.limit - k.usage
+			if resets, ok := openrouter.ParseWindow(k.window).ResetsAt(time.Now()); ok {
+				s := fmt.Sprintf("caddy_openrouter_keys_key_limit_reset_timestamp_seconds{label=%q,name=%q,window=%q,workspace=%q}",
+					openrouter.Label(k.secret), k.name, k.window, k.workspace)
+				want[s] = float64(resets.Unix())
+			}
 		}
 		if k.used {
 			s := k.series("key_last_used_timestamp_seconds")
@@ -145,11 +151,12 @@ func TestWatchKeysExportsEveryKey(t *testing.T) {
 			{workspace: "Default", name: "ops"},
 			{workspace: "Default", name: "legacy", disabled: true, limit: credits(5), usage: 1, used: true},
 			{workspace: "Production", name: "scratch", used: true},
+			{workspace: "Production", name: "nightly", limit: credits(20), window: "daily", usage: 19, used: true},
 		}
 		notebook, scratch = keys[2], keys[5]
 		for _, k := range keys {
 			k.secret = emu.NewKey(emulator.KeyOptions{Name: k.name, Workspace: workspaces[k.workspace],
-				ExpiresAt: k.expires, Limit: k.limit, Usage: k.usage, Disabled: k.disabled})
+				ExpiresAt: k.expires, Limit: k.limit, LimitReset: k.window, Usage: k.usage, Disabled: k.disabled})
 		}
 	}})
 	// The gateway's own management key is a key of the account too.
