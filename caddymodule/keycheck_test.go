@@ -127,9 +127,9 @@ func TestKeyCheckReadsButNeverWritesWhatTheGatewayKnows(t *testing.T) {
 	}
 	// It reads it: an expiry only the gateway learned explains a key
 	// whose record is gone.
-	exp := time.Now().Add(-time.Minute)
-	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
-		st.flags, st.expiresAt = flagExpiry, exp.UnixNano()
+	now := time.Now()
+	h.knowledge.cache.update(fingerprintOf(key), now, func(st *keyState, _ bool) bool {
+		st.alive(expiringAt(now.Add(-time.Minute)), now.Add(-time.Hour))
 		return true
 	})
 	emu.Delete(key)

@@ -78,20 +78,6 @@ func TestFindRecord(t *testing.T) {
 	}
 }
 
-func TestApplyRecord(t *testing.T) {
-	now := time.Now().UnixNano()
-	exp := time.Now().Add(time.Hour)
-	st := keyState{notFoundAt: 1, disabledAt: 1}
-	applyRecord(&st, &keyRecord{ExpiresAt: &exp}, now)
-	if st.notFoundAt != 0 || st.disabledAt != 0 || !st.has(flagExpiry) || st.expiresAt != exp.UnixNano() {
-		t.Errorf("enabled record with expiry: %+v", st)
-	}
-	applyRecord(&st, &keyRecord{Disabled: true}, now)
-	if st.disabledAt != now {
-		t.Errorf("disabled record: %+v", st)
-	}
-}
-
 // fakeAccount serves GET /workspaces and GET /keys as OpenRouter pages
 // them, with a hook between pages.
 type fakeAccount struct {

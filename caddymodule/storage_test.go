@@ -220,25 +220,29 @@ func TestStorageThatLiesIsCaught(t *testing.T) {
 }
 
 func TestSharedEntryRoundTrip(t *testing.T) {
-	now := time.Now().Truncate(time.Second)
-	st := keyState{flags: flagExpiry | flagManagement, expiresAt: now.Add(time.Hour).UnixNano(), aliveAt: now.Add(-time.Minute).UnixNano(), disabledAt: now.UnixNano()}
+	now := testNow
+	exp := now.Add(time.Hour)
+	st := stateOf(now.Add(-time.Hour), func(s *keyState) {
+		s.alive(&keyMetadata{IsManagementKey: true, ExpiresAt: &exp}, now.Add(-time.Minute))
+		s.applyRecord(&keyRecord{Disabled: true}, now)
+	})
 	e, ok := sharedEntryOf(st, now, time.Minute)
 	if !ok {
 		t.Fatal("nothing to share")
 	}
-	var got keyState
-	e.apply(&got)
+	got := newKeyState(now)
+	got.mergeShared(e)
 	if !got.has(flagExpiry|flagManagement) || got.expiresAt != st.expiresAt || got.disabledAt != st.disabledAt || got.aliveAt != st.aliveAt {
 		t.Errorf("round trip: %+v", got)
 	}
 	// A key seen alive after another replica saw it disabled was enabled
 	// again: the older "disabled" does not win.
-	later := keyState{aliveAt: now.Add(time.Minute).UnixNano()}
-	e.apply(&later)
+	later := stateOf(now, func(s *keyState) { s.alive(&keyMetadata{}, now.Add(time.Minute)) })
+	later.mergeShared(e)
 	if later.disabledAt != 0 {
 		t.Error("an older disabled overrode a later sign of life")
 	}
-	if _, ok := sharedEntryOf(keyState{aliveAt: now.UnixNano()}, now, time.Minute); ok {
+	if _, ok := sharedEntryOf(stateOf(now, func(s *keyState) { s.alive(&keyMetadata{}, now) }), now, time.Minute); ok {
 		t.Error("a key known only to work was shared")
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"strconv"
 	"sync"
@@ -19,16 +18,8 @@ import (
 	"go.uber.org/zap"
 )
 
-// Layout of the watch in shared storage: one replica at a time reads the
-// account (under the lock) and publishes the snapshot; every replica
-// publishes when it last saw each key used.
-const (
-	sharedWatchLock     = "openrouter_keys_watch"
-	sharedWatchSnapshot = "/watch/snapshot"
-	sharedWatchUsed     = "/watch/used/"
-	// maxUsedKeys bounds the keys whose last use is remembered.
-	maxUsedKeys = 100_000
-)
+// maxUsedKeys bounds the keys whose last use is remembered.
+const maxUsedKeys = 100_000
 
 // usageLog remembers when keys were last used, by usedID of their record
 // hash, so that a use can be tied to the account's record of the key. It is
@@ -157,14 +148,14 @@ func (w *keyWatch) tick(ctx context.Context) error {
 	if err != nil {
 		// Another replica is reading the account (or the storage is
 		// down): what it published last serves while it is recent.
-		if snap, ok := w.sharedSnapshot(ctx); ok && time.Since(snap.ReadAt) < 3*w.interval {
+		if snap, ok := s.loadWatchSnapshot(ctx); ok && w.k.now().Sub(snap.ReadAt) < 3*w.interval {
 			w.publish(snap)
 			return nil
 		}
 		return err
 	}
 	defer unlock()
-	if snap, ok := w.sharedSnapshot(ctx); ok && time.Since(snap.ReadAt) < w.interval/2 {
+	if snap, ok := s.loadWatchSnapshot(ctx); ok && w.k.now().Sub(snap.ReadAt) < w.interval/2 {
 		w.publish(snap) // another replica just read the account
 		return nil
 	}
@@ -172,9 +163,7 @@ func (w *keyWatch) tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if b, err := json.Marshal(snap); err == nil {
-		_ = s.store(ctx, "store", s.account+sharedWatchSnapshot, b)
-	}
+	s.storeWatchSnapshot(ctx, snap)
 	w.publish(snap)
 	return nil
 }
@@ -182,7 +171,7 @@ func (w *keyWatch) tick(ctx context.Context) error {
 // read lists the account and builds a snapshot, with the uses of every
 // replica when s is not nil.
 func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, error) {
-	begin := time.Now()
+	begin := w.k.now()
 	l, err := w.k.acct.refreshListing(ctx)
 	if err != nil {
 		return nil, err
@@ -192,7 +181,8 @@ func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, er
 		// not claimed by the metrics.
 		w.logger.Warn("key watch: the listing is not complete (workspaces could not be listed, or keys changed while it was read); exporting what was read")
 	}
-	snap := &watchSnapshot{ReadAt: time.Now().UTC(), Duration: time.Since(begin).Seconds()}
+	end := w.k.now()
+	snap := &watchSnapshot{ReadAt: end.UTC(), Duration: end.Sub(begin).Seconds()}
 	seen := make(map[[3]string]int)
 	ids := make(map[string]bool, len(l.records))
 	for i := range l.records {
@@ -214,7 +204,7 @@ func (w *keyWatch) read(ctx context.Context, s *sharedStore) (*watchSnapshot, er
 	}
 	used := w.k.usage.forKeys(ids, l.readAt)
 	if s != nil {
-		for id, at := range w.sharedUses(ctx) {
+		for id, at := range s.loadUses(ctx) {
 			used[id] = max(used[id], at)
 		}
 	}
@@ -234,19 +224,6 @@ func (w *keyWatch) publish(snap *watchSnapshot) {
 	w.mu.Unlock()
 }
 
-func (w *keyWatch) sharedSnapshot(ctx context.Context) (*watchSnapshot, bool) {
-	s := w.k.shared
-	b, err := s.load(ctx, "load", s.account+sharedWatchSnapshot)
-	if err != nil {
-		return nil, false
-	}
-	var snap watchSnapshot
-	if json.Unmarshal(b, &snap) != nil {
-		return nil, false
-	}
-	return &snap, true
-}
-
 // shareUses publishes this replica's uses of the account's keys, as of
 // the last snapshot it exported: the replica that reads the snapshot
 // another one listed has no listing of its own.
@@ -263,41 +240,7 @@ func (w *keyWatch) shareUses(ctx context.Context) {
 			ids[k.UsedID] = true
 		}
 	}
-	b, err := json.Marshal(w.k.usage.forKeys(ids, snap.ReadAt))
-	if err != nil {
-		return
-	}
-	s := w.k.shared
-	key := s.account + sharedWatchUsed + hex.EncodeToString(s.instance())
-	_ = s.store(ctx, "store", key, b)
-}
-
-// sharedUses merges the uses every replica published.
-func (w *keyWatch) sharedUses(ctx context.Context) map[string]int64 {
-	s := w.k.shared
-	var names []string
-	if s.call(ctx, "list", func(ctx context.Context) error {
-		var err error
-		names, err = s.storage.List(ctx, s.account+sharedWatchUsed[:len(sharedWatchUsed)-1], false)
-		return err
-	}) != nil {
-		return nil
-	}
-	out := make(map[string]int64)
-	for _, name := range names {
-		b, err := s.load(ctx, "load", name)
-		if err != nil {
-			continue
-		}
-		var m map[string]int64
-		if json.Unmarshal(b, &m) != nil {
-			continue
-		}
-		for id, at := range m {
-			out[id] = max(out[id], at)
-		}
-	}
-	return out
+	w.k.shared.storeUses(ctx, w.k.usage.forKeys(ids, snap.ReadAt))
 }
 
 // watchMetrics exports a watch's last snapshot. Series of keys that are
