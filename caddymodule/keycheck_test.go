@@ -653,3 +653,33 @@ func TestKeyCheckCmdHelpAndFlags(t *testing.T) {
 		t.Errorf("unknown flag: %v, %q, %q", err, out, errOut)
 	}
 }
+
+// Two gateways of one account that trust facts for different times
+// (cache_ttl): the key check says what both would, never what one picked by
+// chance would.
+func TestKeyCheckWeighsEveryGateway(t *testing.T) {
+	emu, api := startEmulator(t)
+	short := Handler{CacheTTL: caddy.Duration(time.Minute), CacheSize: 1000}
+	long := Handler{CacheTTL: caddy.Duration(10 * time.Minute), CacheSize: 2000}
+	newHandler(t, &short, api)
+	newHandler(t, &long, api)
+	kc := newKeyCheck(t, api, "")
+	if short.acct != long.acct || kc.checker.acct != short.acct {
+		t.Fatal("the gateways and the check do not share the account")
+	}
+	key := emu.NewKey(emulator.KeyOptions{Disabled: true})
+	// Both learned, five minutes ago, that the key is disabled: still
+	// fresh for one, stale for the other.
+	now := time.Now()
+	for _, h := range []*Handler{&short, &long} {
+		h.knowledge.cache.update(fingerprintOf(key), now, func(st *keyState, _ bool) bool {
+			st.applyRecord(&keyRecord{Disabled: true}, now.Add(-5*time.Minute))
+			return true
+		})
+	}
+	for i := 0; i < 8; i++ {
+		if rep, _ := checkKey(t, kc, key); rep.Status != statusUnknown {
+			t.Fatalf("check %d: %q, though the gateways disagree", i, rep.Status)
+		}
+	}
+}

@@ -205,3 +205,41 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 		t.Errorf("%d requests made", n)
 	}
 }
+
+// A listing proves a key absent only if it started after the gateway first
+// saw the key: a key created after the listing was read, then disabled, is
+// not "not found" (the account's hashes are opaque here, so the listing is
+// the only evidence).
+func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		after time.Duration // from the listing to the key's creation and refusal
+		want  string
+	}{
+		// A new listing may start (listingRetry passed): it finds the key.
+		{"a new listing is read", 37 * time.Second, "key_disabled"},
+		// None may start yet: the refusal stays unexplained.
+		{"no new listing yet", 20 * time.Second, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			emu, api := startEmulator(t)
+			emu.OpaqueHashes = true
+			mk := emu.NewKey(emulator.KeyOptions{Management: true})
+			emu.NewKeys(50, emulator.KeyOptions{})
+			t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+			h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, EdgeAnswers: EdgeAnswersOff}
+			newHandler(t, &h, api)
+			clk := newTestClock(time.Now())
+			useClock(&h, clk)
+			if _, err := h.acct.refreshListing(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			clk.advance(c.after)
+			key := emu.NewKey(emulator.KeyOptions{Disabled: true})
+			rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+			if got := reasonOf(t, rec); got != c.want {
+				t.Errorf("reason %q, want %q: %s", got, c.want, rec.Body.String())
+			}
+		})
+	}
+}
