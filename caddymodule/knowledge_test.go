@@ -236,7 +236,7 @@ func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
 			}
 			clk.advance(c.after)
 			key := emu.NewKey(emulator.KeyOptions{Disabled: true})
-			rec := serve(&h, refused, "POST", "/api/v1/chat/completions", key)
+			rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 			if got := reasonOf(t, rec); got != c.want {
 				t.Errorf("reason %q, want %q: %s", got, c.want, rec.Body.String())
 			}

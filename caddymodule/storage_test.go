@@ -135,14 +135,12 @@ func TestStorageThatStallsIsNotWaitedOn(t *testing.T) {
 	s, logs := newTestStore(t, double)
 	double.mode.Store(storageStalls)
 
+	// The storage never returns before the test ends: a read that returns
+	// was not waited on past its deadline.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	begin := time.Now()
 	if _, ok := s.read(ctx, fingerprintOf(goodKey)); ok {
 		t.Fatal("a stalled read found an entry")
-	}
-	if took := time.Since(begin); took > time.Second {
-		t.Fatalf("a read of a stalled storage took %v with a 100ms budget", took)
 	}
 	if testutil.ToFloat64(gatewayMetrics.storageAvailable) != 0 {
 		t.Error("storage_available still says 1")
@@ -194,14 +192,12 @@ func TestStorageBreakerRecovers(t *testing.T) {
 	}
 	double.mode.Store(storageWorks)
 	s.mu.Lock()
-	s.openUntil = time.Now() // the pause is over
+	s.openUntil = time.Time{} // the pause is over
 	s.mu.Unlock()
-	time.Sleep(time.Millisecond)
-	s.publish(fingerprintOf(goodKey), sharedEntry{ExpiresAt: 1, KeepUntil: time.Now().Add(time.Hour).Unix()})
-	waitFor(t, "the entry to be written", func() bool {
-		_, ok := s.read(context.Background(), fingerprintOf(goodKey))
-		return ok
-	})
+	s.checkHealth()
+	if !s.available() {
+		t.Error("not available after a successful check")
+	}
 	if testutil.ToFloat64(gatewayMetrics.storageAvailable) != 1 || logs.FilterMessage("shared storage available again").Len() != 1 {
 		t.Error("recovery not shown in the metric and the log")
 	}
@@ -213,7 +209,10 @@ func TestStorageThatLiesIsCaught(t *testing.T) {
 	double := newStorageDouble()
 	double.mode.Store(storageLies)
 	s, logs := newTestStore(t, double)
-	waitFor(t, "the health check", func() bool { return !s.available() })
+	s.checkHealth()
+	if s.available() {
+		t.Error("available after a mark written could not be read back")
+	}
 	if logs.FilterMessageSnippet("shared storage unavailable").Len() != 1 {
 		t.Error("the outage was not logged")
 	}
