@@ -72,16 +72,22 @@ type sharedWrite struct {
 // newSharedStore starts the store's writer, health check and cleanup, which
 // run until ctx (the config's lifetime) ends.
 func newSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
-	s := &sharedStore{
+	s := openSharedStore(ctx, storage, managementKey, logger)
+	go s.writer()
+	go s.maintain()
+	return s
+}
+
+// openSharedStore is the store without its background work: calls made on
+// it run only when its caller makes them.
+func openSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
+	gatewayMetrics.storageAvailable.Set(1)
+	return &sharedStore{
 		storage: storage, logger: logger, ctx: ctx,
 		writes:  make(chan sharedWrite, sharedWriteQueue),
 		calls:   make(chan struct{}, storageCallsInFlight),
 		account: sharedAccount(managementKey),
 	}
-	gatewayMetrics.storageAvailable.Set(1)
-	go s.writer()
-	go s.maintain()
-	return s
 }
 
 // call runs fn against the storage under the gateway's own deadline: the
