@@ -2,40 +2,9 @@ package caddymodule
 
 import (
 	"math"
-	"sync"
 	"testing"
 	"time"
 )
-
-// testClock is a clock a test sets and advances; it never moves by itself.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newTestClock(t time.Time) *testClock { return &testClock{t: t} }
-
-func (c *testClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// useClock makes h's account, and so its gateways, key watch and key
-// check, read the time from c.
-func useClock(h *Handler, c *testClock) {
-	f := c.now
-	h.acct.clock.set.Store(&f)
-}
-
-// expiringAt is a GET /key answer of a key that expires at exp.
-func expiringAt(exp time.Time) *keyMetadata { return &keyMetadata{ExpiresAt: &exp} }
 
 var (
 	testNow    = time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
