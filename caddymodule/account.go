@@ -98,6 +98,10 @@ func (a *account) applyLowestRate() {
 
 // account is one OpenRouter account as the gateway knows it.
 type account struct {
+	// clock is where the account, its gateways, their key watch and the
+	// key check read the time.
+	clock clock
+
 	client        *metadataClient
 	managementKey string
 	// management bounds management requests made one key at a time
@@ -116,10 +120,10 @@ type account struct {
 	// envelopes seen in the upstream's 401s, per endpoint family.
 	envelopes envelopes
 
-	listMu      sync.Mutex
-	listing     *keyListing
-	listFlight  *flight[*keyListing]
-	listStarted time.Time
+	listMu        sync.Mutex
+	listing       *keyListing
+	listFlight    *flight[*keyListing]
+	listStartedAt time.Time // of the last listing started
 
 	creditsMu sync.Mutex
 	credits   cached[*openrouter.Credits]
@@ -174,17 +178,20 @@ func (a *account) detach(c *keyCache) {
 	a.cachesMu.Unlock()
 }
 
-// learned is what a gateway of this account has learned of a key, with the
-// freshness that gateway trusts it for.
-func (a *account) learned(fp fingerprint) (keyState, freshness, bool) {
+// learned is what each gateway of this account that knows the key has
+// learned of it, with the freshness that gateway trusts it for. Gateways
+// may trust facts for different times (cache_ttl): the caller weighs all of
+// them (agreedVerdict), never one picked by map order.
+func (a *account) learned(fp fingerprint) []learnedState {
 	a.cachesMu.Lock()
 	defer a.cachesMu.Unlock()
+	var out []learnedState
 	for c, f := range a.caches {
 		if st, ok := c.get(fp); ok {
-			return st, f, true
+			out = append(out, learnedState{st, f})
 		}
 	}
-	return keyState{}, freshness{ttl: DefaultCacheTTL}, false
+	return out
 }
 
 // errNoBudget means the management budget is used up right now.
@@ -192,8 +199,10 @@ var errNoBudget = &lookupError{endpoint: "management", kind: failRefused}
 
 // recordsFor finds what the account's records say of key, within ctx.
 // lifetime bounds work that outlives the caller (a listing). A record
-// matched by hash proves the hash scheme.
-func (a *account) recordsFor(lifetime, ctx context.Context, key string) (match, error) {
+// matched by hash proves the hash scheme. seen is when the key was first
+// seen: only a listing started after it can prove the key absent, so an
+// older one is read again when it may be.
+func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
 	if l := a.freshListing(); l != nil {
 		if m := l.findRecord(key, a.hashProven.Load()); m.record != nil {
 			a.hashProven.Store(true)
@@ -215,7 +224,7 @@ func (a *account) recordsFor(lifetime, ctx context.Context, key string) (match, 
 	} else {
 		lastErr = errNoBudget
 	}
-	l, err := a.currentListing(lifetime, ctx)
+	l, err := a.currentListing(lifetime, ctx, seen)
 	if err != nil {
 		return match{}, errors.Join(lastErr, err)
 	}
@@ -242,7 +251,7 @@ func (a *account) lastListing() *keyListing {
 func (a *account) freshListing() *keyListing {
 	a.listMu.Lock()
 	defer a.listMu.Unlock()
-	if a.listing != nil && time.Since(a.listing.readAt) < listingFresh {
+	if a.listing != nil && a.clock.now().Sub(a.listing.readAt) < listingFresh {
 		return a.listing
 	}
 	return nil
@@ -251,27 +260,46 @@ func (a *account) freshListing() *keyListing {
 // errListingPaused means a listing was started moments ago and failed.
 var errListingPaused = &lookupError{endpoint: endpointKeysList, kind: failRefused}
 
-// currentListing returns a fresh listing, reading one when there is none:
-// once, however many callers ask at the same time, at most once per
-// listingRetry, under its own deadline within lifetime. The caller waits
-// for it until ctx is done.
-func (a *account) currentListing(lifetime, ctx context.Context) (*keyListing, error) {
+// currentListing returns a fresh listing started at or after since,
+// reading one when there is none: once, however many callers ask at the
+// same time, at most once per listingRetry, under its own deadline within
+// lifetime. The caller waits for it until ctx is done. While no new listing
+// may start, a fresh older one (or one in flight) is returned: it can
+// still find records, though not prove a key absent.
+func (a *account) currentListing(lifetime, ctx context.Context, since time.Time) (*keyListing, error) {
+	now := a.clock.now()
 	a.listMu.Lock()
-	if a.listing != nil && time.Since(a.listing.readAt) < listingFresh {
-		l := a.listing
+	fresh := a.listing
+	if fresh != nil && now.Sub(fresh.readAt) >= listingFresh {
+		fresh = nil
+	}
+	if fresh != nil && !fresh.startedAt.Before(since) {
 		a.listMu.Unlock()
-		return l, nil
+		return fresh, nil
 	}
 	f := a.listFlight
-	if f == nil {
-		if time.Since(a.listStarted) < listingRetry {
-			a.listMu.Unlock()
-			return nil, errListingPaused
-		}
+	switch {
+	case f != nil && !f.started.Before(since):
+	case f == nil && now.Sub(a.lastListingStart()) >= listingRetry:
 		f = a.startListing(lifetime)
+	case fresh != nil:
+		a.listMu.Unlock()
+		return fresh, nil
+	case f == nil:
+		a.listMu.Unlock()
+		return nil, errListingPaused
 	}
 	a.listMu.Unlock()
 	return f.wait(ctx)
+}
+
+// lastListingStart is when the last listing started (zero: never); listMu
+// is held.
+func (a *account) lastListingStart() time.Time {
+	if a.listFlight != nil {
+		return a.listFlight.started
+	}
+	return a.listStartedAt
 }
 
 // refreshListing reads the listing now, for the key watch, whatever the
@@ -288,14 +316,15 @@ func (a *account) refreshListing(lifetime context.Context) (*keyListing, error) 
 
 // startListing starts reading the listing; a.listMu is held.
 func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
-	f := newFlight[*keyListing]()
-	a.listFlight, a.listStarted = f, time.Now()
+	f := newFlight[*keyListing](a.clock.now())
+	a.listFlight, a.listStartedAt = f, f.started
 	go func() {
 		ctx, cancel := context.WithTimeout(lifetime, listingTimeout)
 		defer cancel()
 		l, err := readListing(ctx, a.client, a.managementKey)
 		a.listMu.Lock()
 		if err == nil {
+			l.startedAt, l.readAt = f.started, a.clock.now()
 			a.listing = l
 			if _, ok := l.byHash[recordHash(a.managementKey)]; ok {
 				a.hashProven.Store(true)
@@ -312,7 +341,7 @@ func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
 // reusing a recent read.
 func (a *account) accountCredits(ctx context.Context) (*openrouter.Credits, error) {
 	a.creditsMu.Lock()
-	if c := a.credits; c.value != nil && time.Since(c.at) < creditsFresh {
+	if c := a.credits; c.value != nil && a.clock.now().Sub(c.at) < creditsFresh {
 		a.creditsMu.Unlock()
 		return c.value, nil
 	}
@@ -325,7 +354,7 @@ func (a *account) accountCredits(ctx context.Context) (*openrouter.Credits, erro
 		return nil, res.err
 	}
 	a.creditsMu.Lock()
-	a.credits = cached[*openrouter.Credits]{time.Now(), cr}
+	a.credits = cached[*openrouter.Credits]{a.clock.now(), cr}
 	a.creditsMu.Unlock()
 	return cr, nil
 }
@@ -333,7 +362,7 @@ func (a *account) accountCredits(ctx context.Context) (*openrouter.Credits, erro
 // modelIDs reads the model catalogue, reusing a recent read.
 func (a *account) modelIDs(ctx context.Context) ([]string, error) {
 	a.modelsMu.Lock()
-	if m := a.models; m.value != nil && time.Since(m.at) < modelsFresh {
+	if m := a.models; m.value != nil && a.clock.now().Sub(m.at) < modelsFresh {
 		a.modelsMu.Unlock()
 		return m.value, nil
 	}
@@ -343,7 +372,7 @@ func (a *account) modelIDs(ctx context.Context) ([]string, error) {
 		return nil, res.err
 	}
 	a.modelsMu.Lock()
-	a.models = cached[[]string]{time.Now(), ids}
+	a.models = cached[[]string]{a.clock.now(), ids}
 	a.modelsMu.Unlock()
 	return ids, nil
 }
@@ -358,8 +387,8 @@ type flight[T any] struct {
 	err     error
 }
 
-func newFlight[T any]() *flight[T] {
-	return &flight[T]{done: make(chan struct{}), started: time.Now()}
+func newFlight[T any](started time.Time) *flight[T] {
+	return &flight[T]{done: make(chan struct{}), started: started}
 }
 
 func (f *flight[T]) finish(v T, err error) {
@@ -377,4 +406,17 @@ func (f *flight[T]) wait(ctx context.Context) (T, error) {
 		var zero T
 		return zero, &lookupError{endpoint: "wait", kind: transportFailure(ctx, ctx.Err())}
 	}
+}
+
+// clock tells the time: the system's, unless a test set another. It is
+// read on every request, so it is one atomic load.
+type clock struct {
+	set atomic.Pointer[func() time.Time]
+}
+
+func (c *clock) now() time.Time {
+	if f := c.set.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
 }

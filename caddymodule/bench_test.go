@@ -66,10 +66,9 @@ func learnNow(k *knowledge, key string) {
 // knownExpiredKey is a key the handler knows expired an hour ago.
 func knownExpiredKey(h *Handler) string {
 	key := randomKey()
-	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
-		st.flags = flagExpiry
-		st.aliveAt = time.Now().Add(-2 * time.Hour).UnixNano()
-		st.expiresAt = time.Now().Add(-time.Hour).UnixNano()
+	now := h.acct.clock.now()
+	h.knowledge.cache.update(fingerprintOf(key), now, func(st *keyState, _ bool) bool {
+		st.alive(expiringAt(now.Add(-time.Hour)), now.Add(-2*time.Hour))
 		return true
 	})
 	return key

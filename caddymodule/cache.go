@@ -82,12 +82,15 @@ func (c *keyCache) update(fp fingerprint, now time.Time, fn func(st *keyState, f
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st, found := s.entries[fp]
+	if !found {
+		st = newKeyState(now)
+	}
 	if !fn(&st, found) {
 		return st
 	}
 	if !found {
 		if len(s.entries) >= s.limit {
-			s.evictOne(now.UnixNano())
+			s.evictOne(now)
 		} else {
 			gatewayMetrics.cacheEntries.Inc()
 		}
@@ -96,7 +99,7 @@ func (c *keyCache) update(fp fingerprint, now time.Time, fn func(st *keyState, f
 	return st
 }
 
-func (s *cacheShard) evictOne(now int64) {
+func (s *cacheShard) evictOne(now time.Time) {
 	var victim fingerprint
 	best, seen := int64(1<<63-1), 0
 	for fp, st := range s.entries {
@@ -114,10 +117,10 @@ func (s *cacheShard) evictOne(now int64) {
 // than keepPastExpiry past their expiry go first, then entries without
 // expiry knowledge (cheap to relearn while the key works, worthless once
 // it does not), then entries with an expiry, least recently learned first.
-func evictionRank(s keyState, now int64) int64 {
-	learned := max(s.aliveAt, s.deadAt, s.disabledAt, s.notFoundAt) / int64(time.Second)
+func evictionRank(s keyState, now time.Time) int64 {
+	learned := int64(max(s.aliveAt, s.deadAt, s.disabledAt, s.notFoundAt))
 	switch {
-	case s.has(flagExpiry) && s.expiresAt+int64(keepPastExpiry) <= now:
+	case s.has(flagExpiry) && !s.expiry().Add(keepPastExpiry).After(now):
 		return -1 << 62
 	case !s.has(flagExpiry):
 		return -1<<61 + learned

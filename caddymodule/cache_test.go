@@ -20,7 +20,7 @@ func TestCacheNeverExceedsItsSize(t *testing.T) {
 	for _, size := range []int{1, 3, 63, 64, 100, 1000} {
 		c := newKeyCache(size)
 		for i := 0; i < 10*size+100; i++ {
-			c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.aliveAt = int64(i); return true })
+			c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.refused(now.Add(time.Duration(i) * time.Second)); return true })
 			if n := c.len(); n > size {
 				t.Fatalf("size %d: %d entries", size, n)
 			}
@@ -38,8 +38,7 @@ func TestCacheEvictsWhatMattersLeast(t *testing.T) {
 	// A full cache of keys whose expiry is known...
 	for i := 0; i < size; i++ {
 		c.update(fpOf(i), now, func(st *keyState, _ bool) bool {
-			st.flags = flagExpiry
-			st.expiresAt = now.Add(time.Hour).UnixNano()
+			st.alive(expiringAt(now.Add(time.Hour)), now)
 			return true
 		})
 	}
@@ -62,11 +61,10 @@ func TestCacheEvictsWhatMattersLeast(t *testing.T) {
 	// Entries 24 h past their expiry go before anything else.
 	c = newKeyCache(1)
 	c.update(fpOf(1), now, func(st *keyState, _ bool) bool {
-		st.flags = flagExpiry
-		st.expiresAt = now.Add(-25 * time.Hour).UnixNano()
+		st.alive(expiringAt(now.Add(-25*time.Hour)), now.Add(-26*time.Hour))
 		return true
 	})
-	if r := evictionRank(keyState{}, now.UnixNano()); r <= evictionRank(func() keyState { s, _ := c.get(fpOf(1)); return s }(), now.UnixNano()) {
+	if r := evictionRank(keyState{}, now); r <= evictionRank(func() keyState { s, _ := c.get(fpOf(1)); return s }(), now) {
 		t.Error("an entry long past its expiry does not rank below an unknown one")
 	}
 }
@@ -84,7 +82,7 @@ func BenchmarkCacheParallel(b *testing.B) {
 	c := newKeyCache(size)
 	now := time.Now()
 	for i := 0; i < size; i++ {
-		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.aliveAt = now.UnixNano(); return true })
+		c.update(fpOf(i), now, func(st *keyState, _ bool) bool { st.alive(&keyMetadata{}, now); return true })
 	}
 	fps := make([]fingerprint, 2*size)
 	for i := range fps {
@@ -122,10 +120,10 @@ func BenchmarkCacheMemory(b *testing.B) {
 				runtime.ReadMemStats(&before)
 				c := newKeyCache(n)
 				now := time.Now()
+				md := expiringAt(now.Add(time.Hour))
 				for j := 0; j < 2*n; j++ { // twice over: eviction at work
 					c.update(fpOf(j), now, func(st *keyState, _ bool) bool {
-						st.flags, st.aliveAt = flagExpiry, now.UnixNano()
-						st.expiresAt = now.Add(time.Hour).UnixNano()
+						st.alive(md, now)
 						return true
 					})
 				}

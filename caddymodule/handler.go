@@ -292,9 +292,9 @@ var heldWriters = sync.Pool{New: func() any { return new(heldWriter) }}
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c := credentialOf(r.Header)
 	if c.kind == credNone {
-		return h.passOn(w, r, next, c, fingerprint{}, keyState{}, time.Now())
+		return h.passOn(w, r, next, c, fingerprint{}, keyState{}, h.acct.clock.now())
 	}
-	start := time.Now()
+	start := h.acct.clock.now()
 	var (
 		fp fingerprint
 		st keyState
@@ -302,7 +302,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c.isKey() {
 		fp = fingerprintOf(c.token)
 		st = h.knowledge.observe(c, fp, start)
-		if v := h.edge.verdict(st, start.UnixNano()); v.known() {
+		if v := h.edge.verdict(st, start); v.known() {
 			return h.answerAtEdge(w, r, v, fp)
 		}
 	} else if v := h.edge.tokenVerdict(c, start); v.known() {
@@ -315,11 +315,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c credential, fp fingerprint, st keyState, start time.Time) error {
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)
-	if c.isKey() && h.warnBefore > 0 && st.has(flagExpiry) {
-		if now := start.UnixNano(); st.expiresAt > now && st.expiresAt <= now+int64(h.warnBefore) {
-			hw.expiresAt = st.expiresAt
-			h.knowledge.warnExpiring(c, fp, st, start)
-		}
+	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
+		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
+		h.knowledge.warnExpiring(c, fp, st, start)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -334,7 +332,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}()
 	err := next.ServeHTTP(hw, r)
 	if !hw.holding {
-		if c.isKey() && (st.deadAt != 0 || st.disabledAt != 0 || st.notFoundAt != 0) && hw.status >= 200 && hw.status < 300 {
+		if c.isKey() && st.failedBefore() && hw.status >= 200 && hw.status < 300 {
 			// The key works (again): what made it fail is over.
 			h.knowledge.sawWorking(fp)
 		}

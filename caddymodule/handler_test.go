@@ -99,43 +99,58 @@ func TestRewriteFixesHeaders(t *testing.T) {
 	}
 }
 
-// A dead metadata endpoint is not hammered, and a failing request waits at
-// most lookup_timeout, once per key per backoff window.
+// A dead metadata endpoint is not hammered: a failing request waits for a
+// lookup at most lookup_timeout, and after a failed lookup no request
+// waits again, nor starts another, until the backoff has passed; a working
+// request never waits for one.
 func TestDeadMetadataEndpoint(t *testing.T) {
 	var calls atomic.Int32
-	hang := make(chan struct{})
-	defer close(hang)
 	meta := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
-		select {
-		case <-hang:
-		case <-r.Context().Done():
-		}
+		<-r.Context().Done() // never answers
 	}))
 	defer meta.Close()
-	h := Handler{UpstreamOptions: UpstreamOptions{LookupTimeout: caddy.Duration(200 * time.Millisecond)}}
+	h := Handler{UpstreamOptions: UpstreamOptions{LookupTimeout: caddy.Duration(time.Second)}}
 	newHandler(t, &h, meta.URL+"/api/v1")
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
 	fail := upstreamAnswer(401, http.Header{"Content-Type": {"application/json"}}, []byte(userNotFound))
 	ok := upstreamAnswer(200, nil, []byte(`{}`))
 
+	// A working request with a new key starts its lookup and returns while
+	// the lookup still hangs.
+	other := randomKey()
+	serve(t, &h, ok, "POST", "/api/v1/chat/completions", other)
+	h.knowledge.flightsMu.Lock()
+	inFlight := h.knowledge.flights[fingerprintOf(other)] != nil
+	h.knowledge.flightsMu.Unlock()
+	if !inFlight {
+		t.Error("a working request waited for its key's lookup")
+	}
+
+	// A failing request waits for its lookup, which ends at lookup_timeout
+	// (it would hang the test otherwise), and claims nothing.
+	if rec := serve(t, &h, fail, "POST", "/api/v1/chat/completions", goodKey); rec.Body.String() != userNotFound {
+		t.Fatalf("claimed without evidence: %s", rec.Body.String())
+	}
+	waitIdle(t, h.knowledge)
+	lookups := calls.Load()
 	for i := 0; i < 10; i++ {
-		start := time.Now()
-		rec := serve(t, &h, fail, "POST", "/api/v1/chat/completions", goodKey)
-		if took := time.Since(start); took > time.Second {
-			t.Fatalf("request %d waited %v", i, took)
-		}
-		if rec.Body.String() != userNotFound {
+		if rec := serve(t, &h, fail, "POST", "/api/v1/chat/completions", goodKey); rec.Body.String() != userNotFound {
 			t.Fatalf("claimed without evidence: %s", rec.Body.String())
 		}
-		start = time.Now()
 		serve(t, &h, ok, "POST", "/api/v1/chat/completions", goodKey)
-		if took := time.Since(start); took >= 200*time.Millisecond {
-			t.Fatalf("a working request waited %v, as long as the hanging lookup", took)
-		}
+		clk.advance(100 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := calls.Load(); n > 2 {
-		t.Errorf("20 requests with one key made %d lookups against a dead endpoint", n)
+	waitIdle(t, h.knowledge)
+	if n := calls.Load() - lookups; n != 0 {
+		t.Errorf("20 requests within the backoff made %d lookups against a dead endpoint", n)
+	}
+	clk.advance(backoff(1))
+	serve(t, &h, ok, "POST", "/api/v1/chat/completions", goodKey)
+	waitIdle(t, h.knowledge)
+	if n := calls.Load() - lookups; n != 1 {
+		t.Errorf("after the backoff, %d lookups, want 1", n)
 	}
 }
 

@@ -160,7 +160,7 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return kc.fail(w, r, http.StatusForbidden, headlineNotChecked,
 			"Keys are checked from this page or from programs, not from other sites' pages.")
 	}
-	if ok, wait := kc.limiter.allow(clientNetwork(r), time.Now()); !ok {
+	if ok, wait := kc.limiter.allow(clientNetwork(r), kc.checker.acct.clock.now()); !ok {
 		secs := retryAfterSeconds(wait)
 		h.Set("Retry-After", strconv.Itoa(secs))
 		return kc.fail(w, r, http.StatusTooManyRequests, "Too many checks",
@@ -176,7 +176,7 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), kc.timeout)
 	defer cancel()
-	now := time.Now()
+	now := kc.checker.acct.clock.now()
 	rep, err := kc.checker.check(ctx, key, now)
 	if err != nil {
 		// The visitor learns what went wrong; where (addresses, resolvers,

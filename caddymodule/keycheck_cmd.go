@@ -176,7 +176,7 @@ func (k keyCheckRun) run() int {
 	acct := newAccount(opts.settings())
 	defer acct.Destruct()
 	c := &checker{acct: acct, life: ctx}
-	now := time.Now()
+	now := acct.clock.now()
 	rep, err := c.check(ctx, key, now)
 	if err != nil {
 		// The person running this owns the upstream: the scrubbed detail

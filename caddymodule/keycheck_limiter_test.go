@@ -177,7 +177,6 @@ func TestLimiterUnderLoad(t *testing.T) {
 		allowed, sameNetHits, served, honestTries atomic.Int64
 		wg                                        sync.WaitGroup
 	)
-	begin := time.Now()
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -206,7 +205,6 @@ func TestLimiterUnderLoad(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	took := time.Since(begin)
 
 	var after runtime.MemStats
 	runtime.GC()
@@ -214,8 +212,8 @@ func TestLimiterUnderLoad(t *testing.T) {
 	growth := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	simulated := time.Duration(total) * time.Second / perSecond
 	requests := total + total/10 + honestTries.Load()
-	t.Logf("%d requests from %d networks over %v of simulated time, in %v (%.0f/s, %d goroutines): %d allowed",
-		requests, attackers+2, simulated, took.Round(time.Millisecond), float64(requests)/took.Seconds(), workers, allowed.Load())
+	t.Logf("%d requests from %d networks over %v of simulated time (%d goroutines): %d allowed",
+		requests, attackers+2, simulated, workers, allowed.Load())
 	t.Logf("tracked %d networks (capacity %d); heap +%.1f MB, %.0f bytes per tracked network",
 		trackedClients(l), maxTrackedClients, float64(growth)/(1<<20), float64(growth)/float64(trackedClients(l)))
 	t.Logf("honest client, one check every 3s: served %d of %d; 1000 addresses of one /64: %d checks allowed",

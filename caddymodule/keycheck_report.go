@@ -145,11 +145,13 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 		defer wg.Done()
 		md, keyRes = c.acct.client.keyInfo(ctx, token)
 	}()
+	learned := c.acct.learned(fingerprintOf(token))
+	seen := firstSeen(learned, now)
 	if cred.isKey() && c.acct.hasManagementKey() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m, recErr = c.acct.recordsFor(c.life, ctx, token)
+			m, recErr = c.acct.recordsFor(c.life, ctx, token, seen)
 		}()
 	}
 	wg.Wait()
@@ -165,7 +167,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 			rep.Status, rep.Headline, rep.Message = statusValid, "Key works", "The key is valid: OpenRouter accepts it."
 		}
 	case keyRes.err == nil && keyRes.status == http.StatusUnauthorized:
-		c.explainRefused(rep, cred, m, recErr, now)
+		c.explainRefused(rep, cred, refusedEvidence{m, recErr, learned, seen}, now)
 	case keyRes.err == nil:
 		return nil, &lookupError{endpoint: endpointKey, kind: failStatus, status: keyRes.status}
 	default:
@@ -176,10 +178,35 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	return rep, nil
 }
 
+// firstSeen is the earliest time a key is known to have existed: when a
+// gateway of the account first saw it, or the check's own now.
+func firstSeen(learned []learnedState, now time.Time) time.Time {
+	seen := now
+	for _, l := range learned {
+		if at := time.Unix(0, l.st.firstSeenAt); l.st.firstSeenAt != 0 && at.Before(seen) {
+			seen = at
+		}
+	}
+	return seen
+}
+
+// refusedEvidence is what the check gathered about a refused key: its
+// records (or why they could not be read), what the gateways of the account
+// learned of it, and since when it is known to exist.
+type refusedEvidence struct {
+	m       match
+	recErr  error
+	learned []learnedState
+	seen    time.Time
+}
+
 // explainRefused says what is known of a credential OpenRouter refuses:
-// from the token itself, the key's records, and what a gateway of this
-// account learned, read by fingerprint, under the same freshness rule.
-func (c *checker) explainRefused(rep *report, cred credential, m match, recErr error, now time.Time) {
+// from the token itself, the key's records, and what the gateways of this
+// account learned, read by fingerprint, under the same freshness rule: a
+// verdict only when every gateway that knows the key reaches it under its
+// own cache_ttl.
+func (c *checker) explainRefused(rep *report, cred credential, ev refusedEvidence, now time.Time) {
+	m := ev.m
 	if v := tokenVerdict(cred, now, anyReason); v.known() {
 		rep.setVerdict(v)
 		return
@@ -188,15 +215,22 @@ func (c *checker) explainRefused(rep *report, cred credential, m match, recErr e
 		rep.setUnknown("OpenRouter refuses this credential and says nothing more.")
 		return
 	}
-	st, fresh, _ := c.acct.learned(fingerprintOf(cred.token))
-	n := now.UnixNano()
-	st.deadAt = n // refused now
-	switch {
-	case m.record != nil:
-		applyRecord(&st, m.record, n)
-	case m.absent:
-		st.notFoundAt = n
+	evidence := func(st *keyState) {
+		st.seenSince(ev.seen)
+		st.refused(now)
+		switch {
+		case m.record != nil:
+			st.applyRecord(m.record, now)
+		case m.absent:
+			st.listedAbsent(m.listStarted, now)
+		}
 	}
+	learned := ev.learned
+	if len(learned) == 0 {
+		learned = []learnedState{{newKeyState(now), freshness{ttl: DefaultCacheTTL}}}
+	}
+	st := learned[0].st
+	evidence(&st)
 	rep.Key = &keyReport{Label: openrouter.Label(cred.token)}
 	if m.record != nil {
 		rep.Key.Workspace, rep.Key.Name = m.workspace, m.record.Name
@@ -206,7 +240,7 @@ func (c *checker) explainRefused(rep *report, cred credential, m match, recErr e
 		exp := st.expiry()
 		rep.Key.ExpiresAt = &exp
 	}
-	v := fresh.verdict(st, n, true)
+	v := agreedVerdict(learned, now, evidence)
 	if !v.known() {
 		v = m.labelVerdict(now)
 	}
@@ -218,8 +252,8 @@ func (c *checker) explainRefused(rep *report, cred credential, m match, recErr e
 	switch {
 	case !c.acct.hasManagementKey():
 		msg += " This gateway has no management key of the key's account, which it would need to tell which."
-	case recErr != nil:
-		msg += " The account's records could not be read: " + publicError(recErr) + "."
+	case ev.recErr != nil:
+		msg += " The account's records could not be read: " + publicError(ev.recErr) + "."
 	default:
 		msg += " The account's records do not say which."
 	}

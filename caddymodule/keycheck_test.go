@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
@@ -127,9 +128,9 @@ func TestKeyCheckReadsButNeverWritesWhatTheGatewayKnows(t *testing.T) {
 	}
 	// It reads it: an expiry only the gateway learned explains a key
 	// whose record is gone.
-	exp := time.Now().Add(-time.Minute)
-	h.knowledge.cache.update(fingerprintOf(key), time.Now(), func(st *keyState, _ bool) bool {
-		st.flags, st.expiresAt = flagExpiry, exp.UnixNano()
+	now := time.Now()
+	h.knowledge.cache.update(fingerprintOf(key), now, func(st *keyState, _ bool) bool {
+		st.alive(expiringAt(now.Add(-time.Minute)), now.Add(-time.Hour))
 		return true
 	})
 	emu.Delete(key)
@@ -336,10 +337,11 @@ func TestKeyCheckTimesOut(t *testing.T) {
 	defer hang.Close()
 	kc := newKeyCheck(t, hang.URL+"/api/v1", "")
 	kc.timeout = 300 * time.Millisecond
-	begin := time.Now()
+	// The upstream never answers: a check that returns gave up at its
+	// timeout.
 	rec := checkRequest(t, kc, "application/json", `{"key":"`+goodKey+`"}`, "192.0.2.7")
-	if took := time.Since(begin); rec.Code != http.StatusGatewayTimeout || took > time.Second {
-		t.Errorf("%d after %v: %s", rec.Code, took, rec.Body.String())
+	if rec.Code != http.StatusGatewayTimeout {
+		t.Errorf("%d: %s", rec.Code, rec.Body.String())
 	}
 }
 
@@ -651,5 +653,35 @@ func TestKeyCheckCmdHelpAndFlags(t *testing.T) {
 	cmd, out, errOut := newCmd("--key", "x")
 	if err := cmd.Execute(); err == nil || out.Len() != 0 || !strings.Contains(errOut.String(), "openrouter-keycheck: unknown flag: --key\nSee: caddy openrouter-keycheck --help") {
 		t.Errorf("unknown flag: %v, %q, %q", err, out, errOut)
+	}
+}
+
+// Two gateways of one account that trust facts for different times
+// (cache_ttl): the key check says what both would, never what one picked by
+// chance would.
+func TestKeyCheckWeighsEveryGateway(t *testing.T) {
+	emu, api := startEmulator(t)
+	short := Handler{CacheTTL: caddy.Duration(time.Minute), CacheSize: 1000}
+	long := Handler{CacheTTL: caddy.Duration(10 * time.Minute), CacheSize: 2000}
+	newHandler(t, &short, api)
+	newHandler(t, &long, api)
+	kc := newKeyCheck(t, api, "")
+	if short.acct != long.acct || kc.checker.acct != short.acct {
+		t.Fatal("the gateways and the check do not share the account")
+	}
+	key := emu.NewKey(emulator.KeyOptions{Disabled: true})
+	// Both learned, five minutes ago, that the key is disabled: still
+	// fresh for one, stale for the other.
+	now := time.Now()
+	for _, h := range []*Handler{&short, &long} {
+		h.knowledge.cache.update(fingerprintOf(key), now, func(st *keyState, _ bool) bool {
+			st.applyRecord(&keyRecord{Disabled: true}, now.Add(-5*time.Minute))
+			return true
+		})
+	}
+	for i := 0; i < 8; i++ {
+		if rep, _ := checkKey(t, kc, key); rep.Status != statusUnknown {
+			t.Fatalf("check %d: %q, though the gateways disagree", i, rep.Status)
+		}
 	}
 }

@@ -16,22 +16,9 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// Timing of what the gateway learns.
-const (
-	// explainBackoff is how long after a failing request waited for
-	// evidence the next failure of the same key waits again.
-	explainBackoff = 30 * time.Second
-	// maxLookupBackoff caps the backoff after failed lookups.
-	maxLookupBackoff = 5 * time.Minute
-	// maxBackgroundLookups bounds lookups running at once in the
-	// background; past it, new keys are learned later.
-	maxBackgroundLookups = 16
-	// usedEvery is how precisely the last use of a key is recorded: at
-	// most one cache write per key per interval on the request path.
-	usedEvery = time.Minute
-	// warnEvery is how often an expiring key's warning is logged.
-	warnEvery = 24 * time.Hour
-)
+// maxBackgroundLookups bounds lookups running at once in the background;
+// past it, new keys are learned later.
+const maxBackgroundLookups = 16
 
 // gatewayCache is what survives config reloads for one gateway
 // configuration: the cache, the budget of GET /key lookups, and, for the
@@ -81,19 +68,8 @@ func newKnowledge(life context.Context, acct *account, gc gatewayCache, fresh fr
 	}
 }
 
-// wantsLookup reports whether a GET /key for this key would teach
-// anything now.
-func (k *knowledge) wantsLookup(st keyState, found bool, now int64) bool {
-	switch {
-	case !found:
-		return true
-	case now < st.retryAt, st.has(flagExpiry) && now >= st.expiresAt:
-		return false
-	case within(st.aliveAt, now, k.fresh.ttl), within(st.deadAt, now, k.fresh.ttl):
-		return false
-	}
-	return true
-}
+// now is the time as the gateway reads it: its account's clock.
+func (k *knowledge) now() time.Time { return k.acct.clock.now() }
 
 // observe is called for every request with an OpenRouter key. It costs one
 // cache read; for a key not known (or known only stale) it starts a
@@ -106,22 +82,14 @@ func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyStat
 	} else {
 		gatewayMetrics.cacheMisses.Inc()
 	}
-	n := now.UnixNano()
-	wants, used := k.wantsLookup(st, found, n), !within(st.usedAt, n, usedEvery)
+	wants, used := st.wantsLookup(found, now, k.fresh.ttl), !within(st.usedAt, now, usedEvery)
 	if !wants && !used {
 		return st
 	}
 	reserved := false
 	st = k.cache.update(fp, now, func(st *keyState, found bool) bool {
-		if !within(st.usedAt, n, usedEvery) {
-			st.usedAt = n
-		}
-		if k.wantsLookup(*st, found, n) {
-			// A short reservation: if no lookup can start now, the key is
-			// tried again a second later; one that starts replaces it.
-			st.retryAt = n + int64(time.Second)
-			reserved = true
-		}
+		st.used(now)
+		reserved = st.reserveLookup(found, now, k.fresh.ttl)
 		return true
 	})
 	if used && k.usage != nil {
@@ -169,7 +137,7 @@ func (k *knowledge) keyFlight(key string, fp fingerprint, release func()) *fligh
 		}
 		return f
 	}
-	f := newFlight[keyAnswer]()
+	f := newFlight[keyAnswer](k.now())
 	k.flights[fp] = f
 	k.flightsMu.Unlock()
 	go func() {
@@ -203,7 +171,7 @@ func (k *knowledge) startedKeyFlight(key string, fp fingerprint, st keyState, si
 		// An older lookup is in flight: its answer may predate the
 		// failure.
 		return nil, classBusy
-	case st.failures > 0 && time.Now().UnixNano() < st.retryAt:
+	case st.backingOff(k.now()):
 		// A metadata endpoint that failed is not hammered.
 		return nil, classLookupFailed
 	case !k.lookups.Allow():
@@ -215,8 +183,7 @@ func (k *knowledge) startedKeyFlight(key string, fp fingerprint, st keyState, si
 
 // record stores what GET /key answered.
 func (k *knowledge) record(fp fingerprint, md *keyMetadata, res lookupResult) {
-	now := time.Now()
-	n := now.UnixNano()
+	now := k.now()
 	kind := failureOf(res.err)
 	if c := k.logger.Check(zapcore.DebugLevel, "key lookup"); c != nil {
 		fields := []zap.Field{zap.String("key_fingerprint", fp.short()), zap.Int("status", res.status)}
@@ -233,38 +200,19 @@ func (k *knowledge) record(fp fingerprint, md *keyMetadata, res lookupResult) {
 	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
 		switch {
 		case kind == failCancelled || kind == failRefused:
-			// No answer: nothing learned, nothing to back off from.
-			st.retryAt = 0
+			st.lookupVoid()
 		case md != nil:
-			st.flags &^= flagManagement
-			if md.Management() {
-				st.flags |= flagManagement
-			}
-			if md.ExpiresAt != nil {
-				st.flags |= flagExpiry
-				st.expiresAt = md.ExpiresAt.UnixNano()
-			}
-			// Alive now: neither disabled nor missing.
-			st.aliveAt, st.disabledAt, st.notFoundAt = n, 0, 0
-			st.failures, st.retryAt = 0, 0
+			st.alive(md, now)
 		case kind == failNone && res.status == http.StatusUnauthorized:
-			st.deadAt = n
-			st.failures, st.retryAt = 0, 0
+			st.refused(now)
 		default:
-			st.failures = min(st.failures+1, 16)
-			st.retryAt = now.Add(backoff(st.failures)).UnixNano()
+			st.lookupFailed(now)
 		}
 		return true
 	})
 	if md != nil {
 		k.share(fp, st, now)
 	}
-}
-
-// backoff is the wait after the nth consecutive failed lookup of a key:
-// 2 s, 4 s, 8 s, ... up to maxLookupBackoff.
-func backoff(n uint8) time.Duration {
-	return min(time.Second<<min(n, 10), maxLookupBackoff)
 }
 
 // share publishes what is known of a key to the other replicas, when
@@ -280,17 +228,13 @@ func (k *knowledge) share(fp fingerprint, st keyState, now time.Time) {
 
 // warnExpiring logs, once per key per day, that a key expires soon.
 func (k *knowledge) warnExpiring(c credential, fp fingerprint, st keyState, now time.Time) {
-	n := now.UnixNano()
-	if within(st.warnedAt, n, warnEvery) {
+	if within(st.warnedAt, now, warnEvery) {
 		return
 	}
 	first := false
 	k.cache.update(fp, now, func(st *keyState, found bool) bool {
-		if !found || within(st.warnedAt, n, warnEvery) {
-			return false
-		}
-		st.warnedAt, first = n, true
-		return true
+		first = found && st.warn(now)
+		return first
 	})
 	if !first {
 		return
@@ -305,8 +249,8 @@ func (k *knowledge) warnExpiring(c credential, fp fingerprint, st keyState, now 
 // sawWorking records that a key known to have failed just worked: it was
 // re-enabled, or failed for a reason that has passed.
 func (k *knowledge) sawWorking(fp fingerprint) {
-	k.cache.update(fp, time.Now(), func(st *keyState, found bool) bool {
-		st.deadAt, st.disabledAt, st.notFoundAt = 0, 0, 0
+	k.cache.update(fp, k.now(), func(st *keyState, found bool) bool {
+		st.sawWorking()
 		return found
 	})
 }
@@ -332,19 +276,15 @@ const (
 // failure. It returns the verdict, or the class of a refusal it leaves
 // unexplained.
 func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint, inference bool, since time.Time) (verdict, string) {
-	now := time.Now()
+	now := k.now()
 	st, _ := k.cache.get(fp)
-	if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
+	if v := k.fresh.verdict(st, now, inference); v.known() {
 		return v, ""
 	}
 	reserved := false
 	k.cache.update(fp, now, func(st *keyState, _ bool) bool {
-		if within(st.explainedAt, now.UnixNano(), explainBackoff) {
-			return false
-		}
-		st.explainedAt = now.UnixNano()
-		reserved = true
-		return true
+		reserved = st.reserveExplain(now)
+		return reserved
 	})
 	if !reserved {
 		// Explained moments ago: no new lookup, but a listing read since
@@ -360,11 +300,11 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 	// Evidence 0: what another replica learned.
 	if k.shared != nil {
 		if e, ok := k.shared.read(ctx, fp); ok {
-			st = k.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
-				e.apply(st)
+			st = k.cache.update(fp, k.now(), func(st *keyState, _ bool) bool {
+				st.mergeShared(e)
 				return true
 			})
-			if v := k.fresh.verdict(st, time.Now().UnixNano(), inference); v.known() {
+			if v := k.fresh.verdict(st, k.now(), inference); v.known() {
 				return v, ""
 			}
 		}
@@ -388,7 +328,7 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 		return verdict{}, classLookupFailed
 	}
 	st, _ = k.cache.get(fp)
-	if v := k.fresh.verdict(st, time.Now().UnixNano(), inference); v.known() {
+	if v := k.fresh.verdict(st, k.now(), inference); v.known() {
 		return v, ""
 	}
 
@@ -396,7 +336,7 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 	if !k.acct.hasManagementKey() {
 		return verdict{}, classNoEvidence
 	}
-	m, err := k.acct.recordsFor(k.life, ctx, c.token)
+	m, err := k.acct.recordsFor(k.life, ctx, c.token, time.Unix(0, st.firstSeenAt))
 	if err != nil {
 		if failureOf(err) == failRefused {
 			return verdict{}, classBusy
@@ -425,28 +365,33 @@ func (k *knowledge) fromListing(c credential, fp fingerprint, st keyState, infer
 // applyMatch records what the account's records say of a refused key and
 // returns the verdict they support.
 func (k *knowledge) applyMatch(m match, fp fingerprint, inference bool) (verdict, string) {
-	now := time.Now()
+	now := k.now()
 	var st keyState
 	switch {
 	case m.record != nil:
 		st = k.cache.update(fp, now, func(st *keyState, _ bool) bool {
-			applyRecord(st, m.record, now.UnixNano())
+			st.applyRecord(m.record, now)
 			return true
 		})
 		k.share(fp, st, now)
 		if k.shared != nil {
 			k.shared.publishHashProven()
 		}
-		if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
+		if v := k.fresh.verdict(st, now, inference); v.known() {
 			return v, ""
 		}
 	case m.absent:
+		proved := false
 		st = k.cache.update(fp, now, func(st *keyState, _ bool) bool {
-			st.notFoundAt = now.UnixNano()
-			return true
+			proved = st.listedAbsent(m.listStarted, now)
+			return proved
 		})
+		if !proved {
+			// The listing may predate the key: it proves nothing.
+			break
+		}
 		k.share(fp, st, now)
-		if v := k.fresh.verdict(st, now.UnixNano(), inference); v.known() {
+		if v := k.fresh.verdict(st, now, inference); v.known() {
 			return v, ""
 		}
 	default:

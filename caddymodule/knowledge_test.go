@@ -36,11 +36,18 @@ func TestManagementKey(t *testing.T) {
 	emu, api := startEmulator(t)
 	var h Handler
 	newHandler(t, &h, api)
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
 	mk := emu.NewKey(emulator.KeyOptions{Management: true})
 	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", mk)); got != "management_key" {
 		t.Errorf("inference: %q", got)
 	}
-	h.knowledge.cache.update(fingerprintOf(mk), time.Now(), func(st *keyState, _ bool) bool { st.explainedAt = 0; return true })
+	// Within the explain backoff the answer stands...
+	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", mk)); got != "management_key" {
+		t.Errorf("inference again: %q", got)
+	}
+	// ...and after it the refusal is put to GET /key again.
+	clk.advance(explainBackoff)
 	if got := reasonOf(t, serve(t, &h, refused, "GET", "/api/v1/keys", mk)); got != "key_valid_retry" {
 		t.Errorf("management endpoint: %q", got)
 	}
@@ -52,10 +59,12 @@ func TestLearnedExpiryExplains(t *testing.T) {
 	emu, api := startEmulator(t)
 	h := Handler{EdgeAnswers: EdgeAnswersOff}
 	newHandler(t, &h, api)
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
 	key := emu.NewKey(emulator.KeyOptions{})
-	emu.ExpireIn(key, 300*time.Millisecond)
+	emu.ExpireIn(key, time.Hour)
 	learnNow(h.knowledge, key)
-	time.Sleep(400 * time.Millisecond)
+	clk.advance(time.Hour + time.Second)
 	before := emu.Count("")
 	rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 	if got := reasonOf(t, rec); got != "key_expired" || !strings.Contains(rec.Body.String(), `"expires_at"`) {
@@ -75,19 +84,15 @@ func TestDisabledGoesStale(t *testing.T) {
 	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
 	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, CacheTTL: caddy.Duration(time.Minute), EdgeAnswers: EdgeAnswersOff}
 	newHandler(t, &h, api)
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
 	key := emu.NewKey(emulator.KeyOptions{Disabled: true})
 	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)); got != "key_disabled" {
 		t.Fatalf("disabled key: %q", got)
 	}
-	// Two minutes later (the clock is the state's: learned facts are moved
-	// back in time) the key has been deleted.
+	// Two minutes later the key has been deleted.
 	emu.Delete(key)
-	fp := fingerprintOf(key)
-	h.knowledge.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
-		st.disabledAt -= int64(2 * time.Minute)
-		st.explainedAt, st.deadAt = 0, time.Now().UnixNano()
-		return true
-	})
+	clk.advance(2 * time.Minute)
 	records := emu.Count("/keys/{hash}")
 	rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 	if got := reasonOf(t, rec); got == "key_disabled" {
@@ -128,7 +133,6 @@ func TestCancelledLookupIsNoFailure(t *testing.T) {
 	h.knowledge.life = life
 	key := randomKey()
 	f := h.knowledge.keyFlight(key, fingerprintOf(key), nil)
-	time.Sleep(50 * time.Millisecond)
 	cancel()
 	<-f.done
 	st, _ := h.knowledge.cache.get(fingerprintOf(key))
@@ -182,10 +186,14 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 	fp := fingerprintOf(deleted)
 	// As if the first refusal had been explained moments ago, its GET /key
 	// answered 401, and the listing were read only afterwards.
-	h.knowledge.cache.update(fp, time.Now(), func(st *keyState, _ bool) bool {
-		st.explainedAt, st.deadAt = time.Now().UnixNano(), time.Now().UnixNano()
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
+	h.knowledge.cache.update(fp, clk.now(), func(st *keyState, _ bool) bool {
+		st.reserveExplain(clk.now())
+		st.refused(clk.now())
 		return true
 	})
+	clk.advance(time.Second)
 	if _, err := h.acct.refreshListing(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -195,5 +203,43 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 	}
 	if n := emu.Count("") - before; n != 0 {
 		t.Errorf("%d requests made", n)
+	}
+}
+
+// A listing proves a key absent only if it started after the gateway first
+// saw the key: a key created after the listing was read, then disabled, is
+// not "not found" (the account's hashes are opaque here, so the listing is
+// the only evidence).
+func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		after time.Duration // from the listing to the key's creation and refusal
+		want  string
+	}{
+		// A new listing may start (listingRetry passed): it finds the key.
+		{"a new listing is read", 37 * time.Second, "key_disabled"},
+		// None may start yet: the refusal stays unexplained.
+		{"no new listing yet", 20 * time.Second, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			emu, api := startEmulator(t)
+			emu.OpaqueHashes = true
+			mk := emu.NewKey(emulator.KeyOptions{Management: true})
+			emu.NewKeys(50, emulator.KeyOptions{})
+			t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+			h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, EdgeAnswers: EdgeAnswersOff}
+			newHandler(t, &h, api)
+			clk := newTestClock(time.Now())
+			useClock(&h, clk)
+			if _, err := h.acct.refreshListing(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			clk.advance(c.after)
+			key := emu.NewKey(emulator.KeyOptions{Disabled: true})
+			rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
+			if got := reasonOf(t, rec); got != c.want {
+				t.Errorf("reason %q, want %q: %s", got, c.want, rec.Body.String())
+			}
+		})
 	}
 }

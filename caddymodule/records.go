@@ -38,27 +38,14 @@ func sameAnswer(a, b *keyRecord) bool {
 	return a.ExpiresAt == nil || a.ExpiresAt.Equal(*b.ExpiresAt)
 }
 
-// applyRecord records what a record matched by hash says of its key, as of
-// now: the one place a record becomes facts. A record matched by label
-// only never comes here.
-func applyRecord(st *keyState, rec *keyRecord, now int64) {
-	st.notFoundAt = 0
-	st.disabledAt = 0
-	if rec.Disabled {
-		st.disabledAt = now
-	}
-	if rec.ExpiresAt != nil {
-		st.flags |= flagExpiry
-		st.expiresAt = rec.ExpiresAt.UnixNano()
-	}
-}
-
 // workspace is one workspace of the account.
 type workspace = openrouter.Workspace
 
-// keyListing is every record of the account, read at one time.
+// keyListing is every record of the account, read between two times.
 type keyListing struct {
-	readAt time.Time
+	// startedAt and readAt are when the reading began and ended: a key
+	// first seen after startedAt may be missing from it.
+	startedAt, readAt time.Time
 	// complete: every workspace was listed, every page read, and nothing
 	// shifted while the pages were read. Only a complete listing can say
 	// a key is not there.
@@ -95,8 +82,11 @@ type match struct {
 	// records sharing the key's label, all saying the same. They may
 	// inform a message that says it matched by label; nothing more.
 	labelRecords []*keyRecord
-	// absent: a complete listing proves the account has no such key.
-	absent bool
+	// absent: a complete listing, started at listStarted, has no such
+	// key; it proves the key absent only if the key existed when the
+	// listing started (keyState.listedAbsent).
+	absent      bool
+	listStarted time.Time
 }
 
 // findRecord matches a key to its record: by hash; then, only while the
@@ -104,7 +94,7 @@ type match struct {
 // record with that label agrees. Absence is claimed only from a complete
 // listing: no record with the key's hash (scheme proven) or label.
 func (l *keyListing) findRecord(key string, hashProven bool) match {
-	var m match
+	m := match{listStarted: l.startedAt}
 	if r, ok := l.byHash[recordHash(key)]; ok {
 		m.record, m.workspace = r, l.workspaceName(r.WorkspaceID)
 		return m
@@ -226,7 +216,6 @@ func readListing(ctx context.Context, c *metadataClient, managementKey string) (
 		l.byLabel[r.Label] = append(l.byLabel[r.Label], r)
 	}
 	l.complete = complete
-	l.readAt = time.Now()
 	return l, nil
 }
 

@@ -32,9 +32,11 @@ type heldWriter struct {
 	// must go out as trailers.
 	trailers    []string
 	trailerHeld http.Header
-	// expiresAt, when not zero, is when the request's key expires (unix
-	// ns), announced on successful responses (warn_before).
-	expiresAt int64
+	// expiresAt, when not zero, is when the request's key expires,
+	// announced on successful responses (warn_before) with the time left
+	// by clock.
+	expiresAt time.Time
+	clock     *clock
 }
 
 // WriteHeader holds a 401 and passes every other status on. 1xx statuses
@@ -50,7 +52,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	}
 	if status >= 200 {
 		hw.wroteHeader, hw.status = true, status
-		if hw.expiresAt != 0 && status < 300 {
+		if !hw.expiresAt.IsZero() && status < 300 {
 			hw.announceExpiry()
 		}
 	}
@@ -60,8 +62,8 @@ func (hw *heldWriter) WriteHeader(status int) {
 // announceExpiry adds the expiry warning headers.
 func (hw *heldWriter) announceExpiry() {
 	h := hw.Header()
-	h.Set("X-OpenRouter-Key-Expires-At", time.Unix(0, hw.expiresAt).UTC().Format(time.RFC3339))
-	h.Set("X-OpenRouter-Key-Expires-In", strconv.FormatInt(max(hw.expiresAt-time.Now().UnixNano(), 0)/int64(time.Second), 10))
+	h.Set("X-OpenRouter-Key-Expires-At", hw.expiresAt.UTC().Format(time.RFC3339))
+	h.Set("X-OpenRouter-Key-Expires-In", strconv.FormatInt(int64(max(hw.expiresAt.Sub(hw.clock.now()), 0)/time.Second), 10))
 }
 
 func (hw *heldWriter) Write(p []byte) (int, error) {
@@ -194,7 +196,8 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // reset readies a pooled writer for a new response, dropping a buffer that
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
-	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status, hw.expiresAt = w, false, false, 0, 0
+	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
+	hw.expiresAt, hw.clock = time.Time{}, nil
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}

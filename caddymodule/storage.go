@@ -9,8 +9,6 @@ package caddymodule
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"io/fs"
 	"strings"
@@ -22,14 +20,8 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// Layout and timing of shared knowledge.
+// Timing of shared knowledge (its layout is shared.go's).
 const (
-	sharedPrefix       = "openrouter_keys/v1/keys/"
-	sharedAccounts     = "openrouter_keys/v1/accounts/"
-	sharedCleanupLock  = "openrouter_keys_cleanup"
-	sharedCleanupMark  = "openrouter_keys/v1/last_cleanup"
-	sharedHealthPrefix = "openrouter_keys/v1/health/"
-	sharedKeepExpired  = 30 * 24 * time.Hour // entries of expired keys
 	sharedCleanupEvery = time.Hour
 	sharedWriteQueue   = 1024 // pending writes; past it, writes are dropped
 	// storageTimeout bounds every storage call, whatever the caller's
@@ -48,77 +40,6 @@ const (
 	// otherwise hide an outage.
 	healthEvery = time.Minute
 )
-
-// sharedEntry is what the storage holds per key fingerprint: facts about
-// the key, never the key. Times are unix seconds.
-type sharedEntry struct {
-	// ExpiresAt is the key's expires_at, from its own GET /key or a record
-	// matched by hash.
-	ExpiresAt int64 `json:"expires_at,omitempty"`
-	// Management says the key's own GET /key reported a management key,
-	// at AliveAt.
-	Management bool  `json:"management_key,omitempty"`
-	AliveAt    int64 `json:"alive_at,omitempty"`
-	// DisabledAt and NotFoundAt are when the management API said so.
-	DisabledAt int64 `json:"disabled_at,omitempty"`
-	NotFoundAt int64 `json:"not_found_at,omitempty"`
-	// KeepUntil is the entry's own expiry: cleanup deletes it after.
-	KeepUntil int64 `json:"keep_until"`
-}
-
-func toUnix(ns int64) int64 {
-	if ns == 0 {
-		return 0
-	}
-	return ns / int64(time.Second)
-}
-
-func fromUnix(s int64) int64 { return s * int64(time.Second) }
-
-// sharedEntryOf is what st has worth sharing, if anything: lasting facts
-// only.
-func sharedEntryOf(st keyState, now time.Time, ttl time.Duration) (sharedEntry, bool) {
-	e := sharedEntry{
-		Management: st.has(flagManagement),
-		DisabledAt: toUnix(st.disabledAt),
-		NotFoundAt: toUnix(st.notFoundAt),
-	}
-	if e.Management {
-		e.AliveAt = toUnix(st.aliveAt)
-	}
-	switch {
-	case st.has(flagExpiry):
-		e.ExpiresAt = toUnix(st.expiresAt)
-		e.KeepUntil = e.ExpiresAt + int64(sharedKeepExpired/time.Second)
-	case e.Management:
-		e.KeepUntil = now.Add(sharedKeepExpired).Unix()
-	case e.DisabledAt != 0 || e.NotFoundAt != 0:
-		e.KeepUntil = now.Add(ttl).Unix()
-	default:
-		return e, false
-	}
-	return e, true
-}
-
-// apply merges the entry into a local state. A fact newer than what is
-// known locally wins; "disabled" and "not found" never override a later
-// sign of life.
-func (e sharedEntry) apply(st *keyState) {
-	if e.ExpiresAt != 0 {
-		st.flags |= flagExpiry
-		st.expiresAt = fromUnix(e.ExpiresAt)
-	}
-	if e.Management {
-		st.flags |= flagManagement
-		st.aliveAt = max(st.aliveAt, fromUnix(e.AliveAt))
-	}
-	if d := fromUnix(e.DisabledAt); d > st.disabledAt && d > st.aliveAt {
-		st.disabledAt = d
-	}
-	if n := fromUnix(e.NotFoundAt); n > st.notFoundAt && n > st.aliveAt {
-		st.notFoundAt = n
-	}
-}
 
 // errStorageUnavailable means the breaker is open: the storage failed
 // moments ago and is not asked again yet.
@@ -151,17 +72,22 @@ type sharedWrite struct {
 // newSharedStore starts the store's writer, health check and cleanup, which
 // run until ctx (the config's lifetime) ends.
 func newSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
-	fp := fingerprintOf(managementKey)
-	s := &sharedStore{
-		storage: storage, logger: logger, ctx: ctx,
-		writes:  make(chan sharedWrite, sharedWriteQueue),
-		calls:   make(chan struct{}, storageCallsInFlight),
-		account: sharedAccounts + hex.EncodeToString(fp[:]),
-	}
-	gatewayMetrics.storageAvailable.Set(1)
+	s := openSharedStore(ctx, storage, managementKey, logger)
 	go s.writer()
 	go s.maintain()
 	return s
+}
+
+// openSharedStore is the store without its background work: calls made on
+// it run only when its caller makes them.
+func openSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
+	gatewayMetrics.storageAvailable.Set(1)
+	return &sharedStore{
+		storage: storage, logger: logger, ctx: ctx,
+		writes:  make(chan sharedWrite, sharedWriteQueue),
+		calls:   make(chan struct{}, storageCallsInFlight),
+		account: sharedAccount(managementKey),
+	}
 }
 
 // call runs fn against the storage under the gateway's own deadline: the
@@ -259,17 +185,6 @@ func (s *sharedStore) failed(op string, err error) {
 	}
 }
 
-func sharedKey(fp fingerprint) string { return sharedPrefix + hex.EncodeToString(fp[:]) }
-
-// publish queues an entry for writing; it never blocks.
-func (s *sharedStore) publish(fp fingerprint, e sharedEntry) {
-	b, err := json.Marshal(e)
-	if err != nil {
-		return // a struct of integers always marshals
-	}
-	s.enqueue(sharedKey(fp), b)
-}
-
 func (s *sharedStore) enqueue(key string, data []byte) {
 	select {
 	case s.writes <- sharedWrite{key, data}:
@@ -287,32 +202,6 @@ func (s *sharedStore) writer() {
 			_ = s.store(s.ctx, "store", w.key, w.data)
 		}
 	}
-}
-
-// read returns the shared entry for a key, if there is a live one, within
-// ctx (the failing request's remaining time).
-func (s *sharedStore) read(ctx context.Context, fp fingerprint) (sharedEntry, bool) {
-	b, err := s.load(ctx, "load", sharedKey(fp))
-	var e sharedEntry
-	if err != nil || json.Unmarshal(b, &e) != nil || e.KeepUntil < time.Now().Unix() {
-		return sharedEntry{}, false
-	}
-	return e, true
-}
-
-// hashSchemeKey holds the proof that this account's record hashes are
-// sha256 of the key.
-func (s *sharedStore) hashSchemeKey() string { return s.account + "/hash_scheme" }
-
-// publishHashProven shares the proof of the hash scheme.
-func (s *sharedStore) publishHashProven() {
-	s.enqueue(s.hashSchemeKey(), []byte(`"sha256"`))
-}
-
-// hashProven reads whether another replica proved the hash scheme.
-func (s *sharedStore) hashProven(ctx context.Context) bool {
-	b, err := s.load(ctx, "load", s.hashSchemeKey())
-	return err == nil && string(b) == `"sha256"`
 }
 
 // maintain checks the storage's health and cleans up expired entries, once
@@ -339,7 +228,7 @@ func (s *sharedStore) maintain() {
 // checkHealth writes a mark and reads it back. A storage that loses it, or
 // says it does not exist, is failing, whatever error it reports.
 func (s *sharedStore) checkHealth() {
-	key := sharedHealthPrefix + hex.EncodeToString(s.instance())
+	key := s.healthKey()
 	mark := []byte(time.Now().UTC().Format(time.RFC3339Nano))
 	if s.store(s.ctx, "health", key, mark) != nil {
 		return
@@ -429,8 +318,7 @@ func (s *sharedStore) cleanup() {
 		if err != nil {
 			continue
 		}
-		var e sharedEntry
-		if json.Unmarshal(b, &e) == nil && e.KeepUntil >= now.Unix() {
+		if liveEntry(b, now) {
 			continue
 		}
 		if s.call(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, key) }) == nil {
@@ -451,11 +339,10 @@ const staleUses = 8 * 24 * time.Hour
 
 // cleanupStaleUses deletes the uses of replicas gone for staleUses.
 func (s *sharedStore) cleanupStaleUses(ctx context.Context, now time.Time) int {
-	prefix := s.account + strings.TrimSuffix(sharedWatchUsed, "/")
 	var names []string
 	if s.call(ctx, "list", func(ctx context.Context) error {
 		var err error
-		names, err = s.storage.List(ctx, prefix, false)
+		names, err = s.storage.List(ctx, s.usesPrefix(), false)
 		return err
 	}) != nil {
 		return 0

@@ -11,7 +11,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"maps"
 	"slices"
@@ -25,16 +24,8 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
-// Layout of the watch in shared storage: one replica at a time reads the
-// account (under the lock) and publishes the snapshot; every replica
-// publishes when it last saw each key used.
-const (
-	sharedWatchLock     = "openrouter_keys_watch"
-	sharedWatchSnapshot = "/watch/snapshot"
-	sharedWatchUsed     = "/watch/used/"
-	// maxUsedKeys bounds the keys whose last use is remembered.
-	maxUsedKeys = 100_000
-)
+// maxUsedKeys bounds the keys whose last use is remembered.
+const maxUsedKeys = 100_000
 
 // usageLog remembers when keys were last used, by usedID of their record
 // hash, so that a use can be tied to the account's record of the key. It is
@@ -183,7 +174,7 @@ func startKeyWatch(ctx context.Context, k *knowledge, interval time.Duration, ma
 
 func newKeyWatch(k *knowledge, interval time.Duration, maxKeys int, logger *zap.Logger) *keyWatch {
 	shared := k.acct.management
-	return &keyWatch{k: k, interval: interval, maxKeys: maxKeys, logger: logger, now: time.Now,
+	return &keyWatch{k: k, interval: interval, maxKeys: maxKeys, logger: logger, now: k.now,
 		pace: rate.NewLimiter(shared.Limit()/2, max(1, shared.Burst()/2))}
 }
 
@@ -228,14 +219,14 @@ func (w *keyWatch) tick(ctx context.Context) error {
 	if err != nil {
 		// Another replica is reading the account (or the storage is
 		// down): what it published last serves while it is recent.
-		if snap, ok := w.sharedSnapshot(ctx); ok && w.now().Sub(snap.ReadAt) < 3*w.period(snap) {
+		if snap, ok := s.loadWatchSnapshot(ctx); ok && w.now().Sub(snap.ReadAt) < 3*w.period(snap) {
 			w.publishShared(snap)
 			return nil
 		}
 		return err
 	}
 	defer unlock()
-	if snap, ok := w.sharedSnapshot(ctx); ok && w.now().Sub(snap.ReadAt) < w.interval/2 {
+	if snap, ok := s.loadWatchSnapshot(ctx); ok && w.now().Sub(snap.ReadAt) < w.interval/2 {
 		w.publishShared(snap) // another replica just read the account
 		return nil
 	}
@@ -243,9 +234,7 @@ func (w *keyWatch) tick(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if b, err := json.Marshal(snap); err == nil {
-		_ = s.store(ctx, "store", s.account+sharedWatchSnapshot, b)
-	}
+	s.storeWatchSnapshot(ctx, snap)
 	w.publish(snap)
 	return nil
 }
@@ -266,7 +255,7 @@ func (w *keyWatch) read(ctx context.Context) (*watchSnapshot, error) {
 		now := w.now()
 		r = &accountRead{started: now, complete: true, sel: newKeySelection(w.maxKeys, now), uses: make(map[string]int64)}
 		if w.k.shared != nil {
-			r.shared = w.sharedUses(ctx)
+			r.shared = w.k.shared.loadUses(ctx)
 		}
 		w.reading = r
 	}
@@ -408,57 +397,10 @@ func (w *keyWatch) publishShared(snap *watchSnapshot) {
 	w.publish(snap)
 }
 
-func (w *keyWatch) sharedSnapshot(ctx context.Context) (*watchSnapshot, bool) {
-	s := w.k.shared
-	b, err := s.load(ctx, "load", s.account+sharedWatchSnapshot)
-	if err != nil {
-		return nil, false
-	}
-	var snap watchSnapshot
-	if json.Unmarshal(b, &snap) != nil {
-		return nil, false
-	}
-	return &snap, true
-}
-
 // shareUses publishes this replica's uses (at most maxUsedKeys), for the
 // replica that reads the account.
 func (w *keyWatch) shareUses(ctx context.Context) {
-	b, err := json.Marshal(w.k.usage.all())
-	if err != nil {
-		return
-	}
-	s := w.k.shared
-	key := s.account + sharedWatchUsed + hex.EncodeToString(s.instance())
-	_ = s.store(ctx, "store", key, b)
-}
-
-// sharedUses merges the uses every replica published.
-func (w *keyWatch) sharedUses(ctx context.Context) map[string]int64 {
-	s := w.k.shared
-	var names []string
-	if s.call(ctx, "list", func(ctx context.Context) error {
-		var err error
-		names, err = s.storage.List(ctx, s.account+sharedWatchUsed[:len(sharedWatchUsed)-1], false)
-		return err
-	}) != nil {
-		return nil
-	}
-	out := make(map[string]int64)
-	for _, name := range names {
-		b, err := s.load(ctx, "load", name)
-		if err != nil {
-			continue
-		}
-		var m map[string]int64
-		if json.Unmarshal(b, &m) != nil {
-			continue
-		}
-		for id, at := range m {
-			out[id] = max(out[id], at)
-		}
-	}
-	return out
+	w.k.shared.storeUses(ctx, w.k.usage.all())
 }
 
 // watchMetrics exports a watch's last snapshot. Series of keys that are
