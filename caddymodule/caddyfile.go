@@ -52,6 +52,9 @@ func parseKeyCheckCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 //	    shared_storage    # share what is learned through Caddy's storage
 //	    watch_keys        [<interval, default 10m>]   # export every key's health; needs management_key
 //	    watch_max_keys    <most keys exported one by one, default 1000>
+//	    explain_limits    on|off   (default on: explain 402, 403 and 429 key and account failures)
+//	    limit_lookup_timeout <longest a 402, 403 or 429 waits for evidence, default 250ms>
+//	    edge_capped_for   <how long a key whose cap is spent is answered at the edge, default 30s>
 //	}
 //
 // Every subdirective is optional; `openrouter_keys` alone works with the
@@ -79,6 +82,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = floatArg(d, &h.LookupRate)
 		case "edge_answers":
 			err = oneArg(d, &h.EdgeAnswers)
+		case "explain_limits":
+			err = oneArg(d, &h.ExplainLimits)
+		case "limit_lookup_timeout":
+			err = durationArg(d, &h.LimitLookupTimeout)
+		case "edge_capped_for":
+			err = durationArg(d, &h.EdgeCappedFor)
 		case "expiry_skew":
 			err = durationArg(d, &h.ExpirySkew)
 		case "edge_disabled_for":

@@ -51,6 +51,17 @@ const (
 	DefaultEdgeDisabledFor = 30 * time.Second
 	DefaultWatchInterval   = 10 * time.Minute
 	DefaultWatchMaxKeys    = 1000
+	// DefaultLimitLookupTimeout is the longest a 402, 403 or 429 waits
+	// for evidence: well under a second, since the failure is the answer
+	// the client waits for.
+	DefaultLimitLookupTimeout = 250 * time.Millisecond
+	DefaultEdgeCappedFor      = 30 * time.Second
+)
+
+// Values of ExplainLimits.
+const (
+	ExplainLimitsOn  = "on"
+	ExplainLimitsOff = "off"
 )
 
 // Values of EdgeAnswers.
@@ -139,14 +150,36 @@ type Handler struct {
 	// alerts read too. Default: 1000.
 	WatchMaxKeys int `json:"watch_max_keys,omitempty"`
 
-	knowledge    *knowledge
-	acct         *account
-	release      func()
-	cachePoolKey string
-	edge         edgeRule
-	warnBefore   time.Duration
-	watch        *keyWatch
-	logger       *zap.Logger
+	// Whether 402, 403 and 429 key and account failures are explained:
+	// "on" says which limit was hit (the key's cap, the account's
+	// balance, a workspace budget, the free-model allowance, a provider),
+	// its figures, when it resets and the one fix, with X-Should-Retry
+	// and Retry-After; "off" passes them byte for byte, not even held.
+	// Default: on.
+	ExplainLimits string `json:"explain_limits,omitempty"`
+
+	// The longest a 402, 403 or 429 waits for evidence (the key's own
+	// GET /key, the account's balance, the workspace's budgets); never
+	// longer than lookup_timeout. What arrives later serves the next
+	// failure. Default: 250ms.
+	LimitLookupTimeout caddy.Duration `json:"limit_lookup_timeout,omitempty"`
+
+	// How long a key whose own cap is known spent (its GET /key shows
+	// nothing left, or OpenRouter answered its key-limit 403) is answered
+	// at the edge with the same 403, never past the cap's reset: a limit
+	// can be raised at any time. Follows edge_answers: never with "off".
+	// Default: 30s.
+	EdgeCappedFor caddy.Duration `json:"edge_capped_for,omitempty"`
+
+	explainLimits bool
+	knowledge     *knowledge
+	acct          *account
+	release       func()
+	cachePoolKey  string
+	edge          edgeRule
+	warnBefore    time.Duration
+	watch         *keyWatch
+	logger        *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -192,6 +225,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	pooled.(gatewayCache).lookups.SetBurst(max(1, int(lookupRate)))
 	fresh := freshness{ttl: positiveOr(time.Duration(h.CacheTTL), DefaultCacheTTL)}
 	h.knowledge = newKnowledge(ctx, acct, pooled.(gatewayCache), fresh, up.timeout, h.logger)
+	h.knowledge.limits.timeout = min(positiveOr(time.Duration(h.LimitLookupTimeout), DefaultLimitLookupTimeout), up.timeout)
+	h.explainLimits = h.ExplainLimits != ExplainLimitsOff
 	acct.attach(h.knowledge.cache, fresh)
 
 	if h.SharedStorage {
@@ -203,6 +238,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		malformed:   h.EdgeAnswers == EdgeAnswersMalformed,
 		skew:        positiveOr(time.Duration(h.ExpirySkew), DefaultExpirySkew),
 		disabledFor: positiveOr(time.Duration(h.EdgeDisabledFor), DefaultEdgeDisabledFor),
+	}
+	if h.explainLimits {
+		h.edge.cappedFor = positiveOr(time.Duration(h.EdgeCappedFor), DefaultEdgeCappedFor)
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
 	if h.WatchKeys > 0 && up.managementKey != "" {
@@ -237,6 +275,8 @@ func (h *Handler) Validate() error {
 		{"edge_disabled_for", h.EdgeDisabledFor},
 		{"warn_before", h.WarnBefore},
 		{"watch_keys", h.WatchKeys},
+		{"limit_lookup_timeout", h.LimitLookupTimeout},
+		{"edge_capped_for", h.EdgeCappedFor},
 	} {
 		if d.val < 0 {
 			return fmt.Errorf("%s: must not be negative, got %s", d.name, time.Duration(d.val))
@@ -255,6 +295,11 @@ func (h *Handler) Validate() error {
 	case "", EdgeAnswersOn, EdgeAnswersOff, EdgeAnswersMalformed:
 	default:
 		return fmt.Errorf("edge_answers: %q is not one of on, off, malformed", h.EdgeAnswers)
+	}
+	switch h.ExplainLimits {
+	case "", ExplainLimitsOn, ExplainLimitsOff:
+	default:
+		return fmt.Errorf("explain_limits: %q is not one of on, off", h.ExplainLimits)
 	}
 	if h.WatchKeys > 0 {
 		if mk, _ := h.UpstreamOptions.managementKey(); mk == "" {
@@ -302,7 +347,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if c.isKey() {
 		fp = fingerprintOf(c.token)
 		st = h.knowledge.observe(c, fp, start)
-		if v := h.edge.verdict(st, start); v.known() {
+		if v := h.edge.verdict(st, start); v.known() && (v.limit == nil || spendsCredits(r)) {
 			return h.answerAtEdge(w, r, v, fp)
 		}
 	} else if v := h.edge.tokenVerdict(c, start); v.known() {
@@ -315,6 +360,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c credential, fp fingerprint, st keyState, start time.Time) error {
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)
+	hw.holdLimits = h.explainLimits
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)
@@ -343,6 +389,9 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// release would only repeat it.
 		_ = hw.release()
 		return err
+	}
+	if hw.heldStatus != http.StatusUnauthorized {
+		return h.explainLimit(hw, r, c, fp, start)
 	}
 	return h.explain(hw, r, c, fp, start)
 }
@@ -426,6 +475,9 @@ func fingerprintForLog(c credential, fp fingerprint) string {
 // body the rewrite would have produced, in the envelope the upstream uses
 // on that endpoint.
 func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict, fp fingerprint) error {
+	if v.limit != nil {
+		return h.answerLimitAtEdge(w, r, v, fp)
+	}
 	out := edgeBody(h.acct.envelopes.forFamily(openrouter.FamilyOf(r.URL.Path)), v)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")

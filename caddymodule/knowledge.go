@@ -51,6 +51,9 @@ type knowledge struct {
 
 	flightsMu sync.Mutex
 	flights   map[fingerprint]*flight[keyAnswer]
+
+	// limits is the evidence 402, 403 and 429 gather (evidence.go).
+	limits *limitLookups
 }
 
 // keyAnswer is one GET /key answer.
@@ -65,6 +68,7 @@ func newKnowledge(life context.Context, acct *account, gc gatewayCache, fresh fr
 		life: life, logger: logger,
 		background: make(chan struct{}, maxBackgroundLookups),
 		flights:    make(map[fingerprint]*flight[keyAnswer]),
+		limits:     newLimitLookups(timeout),
 	}
 }
 
@@ -145,6 +149,7 @@ func (k *knowledge) keyFlight(key string, fp fingerprint, release func()) *fligh
 		defer cancel()
 		md, res := k.acct.client.keyInfo(ctx, key)
 		k.record(fp, md, res)
+		k.limits.remember(fp, md, k.now())
 		k.flightsMu.Lock()
 		delete(k.flights, fp)
 		k.flightsMu.Unlock()

@@ -35,7 +35,8 @@ const (
 	endpointKeyRecord  = "key_record" // GET /keys/{hash}
 	endpointKeysList   = "keys_list"  // GET /keys (one per page)
 	endpointWorkspaces = "workspaces" // GET /workspaces (one per page)
-	endpointCredits    = "credits"    // GET /credits (key check)
+	endpointCredits    = "credits"    // GET /credits (key check, 402s)
+	endpointBudgets    = "budgets"    // GET /workspaces/{id}/budgets (workspace 403s)
 	endpointModels     = "models"     // GET /models (key check)
 )
 

@@ -35,11 +35,11 @@ func newGatewayMetrics() *metricSet {
 	const ns, sub = metricsNamespace, metricsSubsystem
 	return &metricSet{
 		rewrites: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "rewrites_total", Help: "Misleading 401 responses rewritten, by reason."}, []string{"reason"}),
+			Name: "rewrites_total", Help: "Misleading 401 responses and key or account failures (402, 403, 429) explained, by reason."}, []string{"reason"}),
 		edgeAnswers: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "edge_answers_total", Help: "Requests answered by the gateway without the upstream, by reason."}, []string{"reason"}),
 		unexplained: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
-			Name: "unexplained_total", Help: "401 responses passed unchanged, by why the gateway could not explain them."}, []string{"class"}),
+			Name: "unexplained_total", Help: "401 responses, and 402, 403 and 429 responses held for explanation, passed unchanged, by why the gateway could not explain them."}, []string{"class"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "lookups_total", Help: "Key metadata lookups, by endpoint and outcome."}, []string{"endpoint", "outcome"}),
 		lookupDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub,

@@ -4,8 +4,8 @@ package caddymodule
 // Caddy's encode/gzip owns everything about gzip: the code, the status it
 // explains, when it applies, the sentence for clients, the key check's
 // headline and advice, the metadata members it adds, whether the gateway
-// may give it without asking the upstream, and its metric label (retry
-// advice joins them with the 402, 403 and 429 reasons). Adding a
+// may give it without asking the upstream, its metric label, and for the
+// 402, 403 and 429 reasons the scope and the retry advice. Adding a
 // reason is adding an entry to reasonTable; TestReasonTable proves every
 // entry complete and reachable.
 
@@ -50,6 +50,9 @@ type verdict struct {
 	malformed malformation   // key_malformed: what is wrong
 	provider  uint8          // not_openrouter_key: index in foreignKeys
 	token     credentialKind // credential_not_accepted: what the token is
+	// limit is what a 402, 403 or 429 reason states (limits.go); nil for
+	// the 401 reasons.
+	limit *limitFacts
 }
 
 func (v verdict) known() bool { return v.reason != reasonNone }
@@ -88,6 +91,23 @@ const (
 	// edgeToken: with edge_answers malformed, for a token that is
 	// certainly no OpenRouter credential (edgeRule.tokenVerdict).
 	edgeToken
+	// edgeCappedKey: with edge_answers on (or malformed) and
+	// explain_limits, for edge_capped_for after a key's cap was seen
+	// spent, never past its reset, and only for inference.
+	edgeCappedKey
+)
+
+// retryAdvice is the X-Should-Retry a reason sends.
+type retryAdvice uint8
+
+const (
+	// retryKept: the upstream's headers stay as they are (the 401s).
+	retryKept retryAdvice = iota
+	// retryNo: no retry can succeed within a minute.
+	retryNo
+	// retryYes: a retry can succeed soon; Retry-After says when if it is
+	// known.
+	retryYes
 )
 
 // reasonEntry is everything about one reason.
@@ -115,9 +135,14 @@ type reasonEntry struct {
 	// metric is the reason's label value on the rewrite and edge answer
 	// counters.
 	metric string
-	// Retry advice (x-should-retry, Retry-After) becomes a field here with
-	// the 402, 403 and 429 reasons; every 401 reason leaves the upstream's
-	// headers as they are.
+	// limit: a 402, 403 or 429 reason, decided not by decide but from
+	// the recognised failure and the evidence gathered at failure time
+	// (limits.go, limitVerdict).
+	limit bool
+	// scope is metadata.scope of a limit reason: what ran out.
+	scope string
+	// retry is the X-Should-Retry the reason sends (setLimitHeaders).
+	retry retryAdvice
 }
 
 // reasonTable is every reason, in the order decide tries them: the body's
@@ -253,6 +278,105 @@ var reasonTable = []reasonEntry{
 		headline: "Key works",
 		advice:   "Retry the request: OpenRouter refused it once, and the key works.",
 		edge:     edgeNever, metric: string(reasonValidRetry),
+	},
+	// The 402, 403 and 429 reasons (limits.go): decided from the
+	// recognised failure and the evidence gathered at failure time
+	// (limitVerdict), in this order by status.
+	{
+		code: reasonCreditsInsufficient, status: http.StatusPaymentRequired, limit: true, scope: scopeAccount, retry: retryNo,
+		message:  limitSentence(creditsSentence),
+		members:  []metaMember{metaScope, metaRequestedTokens, metaAffordableTokens, metaBalance},
+		headline: "Account out of credits",
+		advice:   "Add credits at https://openrouter.ai/settings/credits, or lower max_tokens.",
+		edge:     edgeNever, metric: string(reasonCreditsInsufficient),
+	},
+	{
+		code: reasonKeyLimitInsufficient, status: http.StatusPaymentRequired, limit: true, scope: scopeKey, retry: retryNo,
+		message:  limitSentence(keyHeadroomSentence),
+		members:  []metaMember{metaScope, metaWindow, metaLimit, metaSpent, metaRemaining, metaResetsAt, metaNeverResets, metaRequestedTokens, metaAffordableTokens, metaBalance},
+		headline: "Key limit almost reached",
+		advice:   "Raise this key's limit at https://openrouter.ai/settings/keys, or lower max_tokens.",
+		edge:     edgeNever, metric: string(reasonKeyLimitInsufficient),
+	},
+	{
+		code: reasonRequestUnaffordable, status: http.StatusPaymentRequired, limit: true, retry: retryNo,
+		message:  limitSentence(unaffordableSentence),
+		members:  []metaMember{metaRequestedTokens, metaAffordableTokens, metaBalance},
+		headline: "Request not affordable",
+		advice:   "Lower max_tokens, or add credits or raise the key's limit.",
+		edge:     edgeNever, metric: string(reasonRequestUnaffordable),
+	},
+	{
+		code: reasonInFlightBudget, status: http.StatusPaymentRequired, limit: true, scope: scopeAccount, retry: retryYes,
+		message:  limitSentence(inFlightSentence),
+		members:  []metaMember{metaScope},
+		headline: "Credits reserved by requests in flight",
+		advice:   "Retry shortly, or add credits.",
+		edge:     edgeNever, metric: string(reasonInFlightBudget),
+	},
+	{
+		code: reasonKeyLimitReached, status: http.StatusForbidden, limit: true, scope: scopeKey, retry: retryNo,
+		message:  limitSentence(keyCapSpentSentence),
+		members:  []metaMember{metaScope, metaWindow, metaLimit, metaSpent, metaRemaining, metaResetsAt, metaNeverResets},
+		headline: "Key limit reached",
+		advice:   "Raise the key's limit at https://openrouter.ai/settings/keys, or wait until it resets.",
+		edge:     edgeCappedKey, metric: string(reasonKeyLimitReached),
+	},
+	{
+		code: reasonWorkspaceBudget, status: http.StatusForbidden, limit: true, scope: scopeWorkspace, retry: retryNo,
+		message:  limitSentence(workspaceSentence),
+		members:  []metaMember{metaScope, metaLimit},
+		headline: "Workspace budget spent",
+		advice:   "Ask a workspace admin to raise the workspace's budget.",
+		edge:     edgeNever, metric: string(reasonWorkspaceBudget),
+	},
+	{
+		code: reasonProviderKeyRequired, status: http.StatusForbidden, limit: true, scope: scopeProvider, retry: retryNo,
+		message:  limitSentence(byokRequiredSentence),
+		members:  []metaMember{metaScope, metaProvider},
+		headline: "Provider key required",
+		advice:   "Add your own provider key at https://openrouter.ai/settings/integrations.",
+		edge:     edgeNever, metric: string(reasonProviderKeyRequired),
+	},
+	{
+		code: reasonFreeDailyLimitReached, status: http.StatusTooManyRequests, limit: true, scope: scopeFreeModels, retry: retryNo,
+		message:  limitSentence(freeDailySentence),
+		members:  []metaMember{metaScope, metaLimit, metaSpent, metaRemaining, metaResetsAt},
+		headline: "Free-model allowance used up",
+		advice:   "Wait until 00:00 UTC, or use a paid model.",
+		edge:     edgeNever, metric: string(reasonFreeDailyLimitReached),
+	},
+	{
+		code: reasonFreeRateLimited, status: http.StatusTooManyRequests, limit: true, scope: scopeFreeModels, retry: retryYes,
+		message:  limitSentence(freeRateSentence),
+		members:  []metaMember{metaScope, metaResetsAt},
+		headline: "Free-model rate reached",
+		advice:   "Retry within a minute.",
+		edge:     edgeNever, metric: string(reasonFreeRateLimited),
+	},
+	{
+		code: reasonProviderRateLimited, status: http.StatusTooManyRequests, limit: true, scope: scopeProvider, retry: retryYes,
+		message:  limitSentence(providerPoolSentence),
+		members:  []metaMember{metaScope, metaProvider},
+		headline: "Provider rate-limited",
+		advice:   "Retry shortly, or add your own provider key.",
+		edge:     edgeNever, metric: string(reasonProviderRateLimited),
+	},
+	{
+		code: reasonProviderKeyRateLimit, status: http.StatusTooManyRequests, limit: true, scope: scopeProvider, retry: retryYes,
+		message:  limitSentence(ownProviderKeySentence),
+		members:  []metaMember{metaScope, metaProvider},
+		headline: "Your provider key is rate-limited",
+		advice:   "Retry shortly, or raise your provider key's limits.",
+		edge:     edgeNever, metric: string(reasonProviderKeyRateLimit),
+	},
+	{
+		code: reasonProvidersAtCapacity, status: http.StatusTooManyRequests, limit: true, scope: scopeProvider, retry: retryYes,
+		message:  limitSentence(capacitySentence),
+		members:  []metaMember{metaScope, metaProvider, metaResetsAt},
+		headline: "Providers at capacity",
+		advice:   "Retry shortly, or use another model.",
+		edge:     edgeNever, metric: string(reasonProvidersAtCapacity),
 	},
 }
 

@@ -264,6 +264,34 @@ func TestReasonTable(t *testing.T) {
 		reasonNotFound:         {toEmulator(emu), "/api/v1/chat/completions", deleted},
 		reasonValidRetry:       {refused, "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{})},
 	}
+	limitKey := emu.NewKey(emulator.KeyOptions{Limit: f64(5), LimitReset: "daily"})
+	hash := strings.Repeat("ab", 32)
+	for r, fb := range map[reason]openrouter.FailureBody{
+		reasonCreditsInsufficient:   openrouter.BalanceAfford(900, 840, openrouter.WordingCurrent),
+		reasonKeyLimitInsufficient:  openrouter.KeyCapAfford(900, 840, openrouter.WindowDaily, openrouter.WordingCurrent),
+		reasonRequestUnaffordable:   unscopedAfford(900, 840),
+		reasonInFlightBudget:        openrouter.InFlight(3, openrouter.WordingCurrent),
+		reasonKeyLimitReached:       openrouter.KeyLimitExceeded(openrouter.WindowDaily, "default", hash, openrouter.WordingCurrent),
+		reasonWorkspaceBudget:       openrouter.WorkspaceBudgetExceeded("monthly", 500, openrouter.WordingCurrent),
+		reasonProviderKeyRequired:   openrouter.BYOKRequired("OpenAI"),
+		reasonFreeDailyLimitReached: openrouter.FreeDaily(false, time.Time{}, openrouter.WordingCurrent),
+		reasonFreeRateLimited:       openrouter.FreePerMinute429(time.Now().Add(20 * time.Second)),
+		reasonProviderRateLimited:   openrouter.ProviderPool("openai/gpt-4o", "OpenAI", false, openrouter.WordingCurrent),
+		reasonProviderKeyRateLimit:  openrouter.ProviderPool("openai/gpt-4o", "OpenAI", true, openrouter.WordingCurrent),
+		reasonProvidersAtCapacity:   openrouter.ProvidersAtCapacity("openai/gpt-4o", 40),
+	} {
+		token := limitKey
+		if r == reasonRequestUnaffordable {
+			// No GET /key for a token that is not a key: nothing decides
+			// whose the shortfall is.
+			token = emu.NewJWT(time.Now().Add(time.Hour))
+		}
+		reach[r] = struct {
+			next  caddyhttp.Handler
+			path  string
+			token string
+		}{failureAnswer(fb, openrouter.EnvelopeOpenAI, nil), "/api/v1/chat/completions", token}
+	}
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +305,7 @@ func TestReasonTable(t *testing.T) {
 			}
 			seen[e.code] = true
 			if e.status < 400 || e.message == nil || e.headline == "" || e.advice == "" || e.metric == "" ||
-				(e.decide == nil) != e.evidence {
+				(e.decide == nil) != (e.evidence || e.limit) {
 				t.Errorf("incomplete entry: %+v", *e)
 			}
 			if !strings.Contains(string(readme), "| `"+string(e.code)+"` |") {
@@ -292,7 +320,7 @@ func TestReasonTable(t *testing.T) {
 				t.Errorf("got %d %q: %s", rec.Code, got, rec.Body.String())
 			}
 			for _, m := range e.members {
-				if m != metaMatchedBy && !strings.Contains(rec.Body.String(), `"`+m.name()+`":`) {
+				if !m.fromEvidence() && !strings.Contains(rec.Body.String(), `"`+m.name()+`":`) {
 					t.Errorf("metadata.%s is missing: %s", m.name(), rec.Body.String())
 				}
 			}

@@ -1,9 +1,10 @@
 package caddymodule
 
 // response.go owns the response writer that passes every response straight
-// through except a 401, which it holds until the handler has decided what
-// to send, and then sends exactly as plain reverse_proxy would have:
-// headers, body, trailers as trailers.
+// through except a 401 (and, with explain_limits, a 402, 403 or 429),
+// which it holds until the handler has decided what to send, and then
+// sends exactly as plain reverse_proxy would have: headers, body, trailers
+// as trailers.
 
 import (
 	"bytes"
@@ -16,18 +17,24 @@ import (
 )
 
 // heldWriter passes every response straight through to the client except a
-// 401, which it holds back (up to errbody.HoldLimit) so that the handler can
-// explain it. A held 401 that grows past the cap is released unchanged and
-// streams on. It keeps Unwrap and FlushError so that http.ResponseController
-// reaches the real writer: without them a stream would be delivered in one
+// 401 (or, with holdLimits, a 402, 403 or 429), which it holds back (up to
+// errbody.HoldLimit) so that the handler can explain it. A held response
+// that grows past the cap is released unchanged and streams on. It keeps
+// Unwrap and FlushError so that http.ResponseController reaches the real
+// writer: without them a stream would be delivered in one
 // block at its end.
 type heldWriter struct {
 	http.ResponseWriter
-	buf         bytes.Buffer
-	holding     bool // a 401 is being held
+	buf     bytes.Buffer
+	holding bool // a 401 (or 402, 403, 429) is being held
+	// holdLimits: 402, 403 and 429 are held too (explain_limits). A
+	// stream's in-band error after its first event has status 200 and is
+	// never held.
+	holdLimits  bool
+	heldStatus  int  // the status being held
 	wroteHeader bool // the final status went to the client
 	status      int  // the final status passed on
-	// trailers are the trailer names the held 401 announced, and what
+	// trailers are the trailer names the held response announced, and what
 	// those keys held as headers when it was held: values set after it
 	// must go out as trailers.
 	trailers    []string
@@ -39,14 +46,15 @@ type heldWriter struct {
 	clock     *clock
 }
 
-// WriteHeader holds a 401 and passes every other status on. 1xx statuses
-// are not final and always pass.
+// WriteHeader holds a 401 (and with holdLimits a 402, 403 or 429) and
+// passes every other status on. 1xx statuses are not final and always
+// pass.
 func (hw *heldWriter) WriteHeader(status int) {
 	if hw.wroteHeader || hw.holding {
 		return
 	}
-	if status == http.StatusUnauthorized {
-		hw.holding = true
+	if status == http.StatusUnauthorized || hw.holdLimits && isLimitStatus(status) {
+		hw.holding, hw.heldStatus = true, status
 		hw.noteTrailers()
 		return
 	}
@@ -84,12 +92,18 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 	return hw.ResponseWriter.Write(p)
 }
 
-// release sends the held 401 on unchanged.
+// isLimitStatus reports whether status is one of the key and account
+// failures limits.go explains.
+func isLimitStatus(status int) bool {
+	return status == http.StatusPaymentRequired || status == http.StatusForbidden || status == http.StatusTooManyRequests
+}
+
+// release sends the held response on unchanged.
 func (hw *heldWriter) release() error {
 	return hw.send(hw.buf.Bytes())
 }
 
-// sendRewritten sends a rewritten 401: the body is identity-encoded and
+// sendRewritten sends a rewritten held response: the body is identity-encoded and
 // has a new length (unless trailers need chunked encoding), and says its
 // reason in a header.
 func (hw *heldWriter) sendRewritten(body []byte, reason string) error {
@@ -105,9 +119,9 @@ func (hw *heldWriter) sendRewritten(body []byte, reason string) error {
 }
 
 // send writes the held status and body with the header as it was when the
-// 401 was held, then the trailers that were set after it.
+// response was held, then the trailers that were set after it.
 func (hw *heldWriter) send(body []byte) error {
-	hw.holding, hw.wroteHeader, hw.status = false, true, http.StatusUnauthorized
+	hw.holding, hw.wroteHeader, hw.status = false, true, hw.heldStatus
 	h := hw.Header()
 	var values map[string][]string
 	if len(hw.trailers) > 0 {
@@ -121,7 +135,7 @@ func (hw *heldWriter) send(body []byte) error {
 			delete(h, k)
 		}
 	}
-	hw.ResponseWriter.WriteHeader(http.StatusUnauthorized)
+	hw.ResponseWriter.WriteHeader(hw.heldStatus)
 	var err error
 	if len(body) > 0 {
 		_, err = hw.ResponseWriter.Write(body)
@@ -140,7 +154,7 @@ func (hw *heldWriter) send(body []byte) error {
 	return err
 }
 
-// noteTrailers records the trailers a 401 announces as it is held (most
+// noteTrailers records the trailers a held response announces as it is held (most
 // announce none, and cost nothing here).
 func (hw *heldWriter) noteTrailers() {
 	h := hw.Header()
@@ -160,7 +174,7 @@ func (hw *heldWriter) noteTrailers() {
 	}
 }
 
-// abort sends what was held of a 401 whose body failed mid-read, as plain
+// abort sends what was held of a response whose body failed mid-read, as plain
 // reverse_proxy does before it aborts the response.
 func (hw *heldWriter) abort() {
 	if hw.holding {
@@ -170,7 +184,7 @@ func (hw *heldWriter) abort() {
 	}
 }
 
-// FlushError flushes through to the client, except while a 401 is held:
+// FlushError flushes through to the client, except while a response is held:
 // its headers may still change.
 func (hw *heldWriter) FlushError() error {
 	if hw.holding {
@@ -198,6 +212,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
 	hw.expiresAt, hw.clock = time.Time{}, nil
+	hw.holdLimits, hw.heldStatus = false, 0
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}

@@ -16,7 +16,7 @@ import (
 // when the body cannot be edited without losing something (see
 // errbody.Body.Edit); such a body passes unchanged.
 func rewrite(eb *errbody.Body, v verdict) (out []byte, ok bool) {
-	var members [3]errbody.Member
+	var members [12]errbody.Member
 	return eb.Edit(v.message(), v.appendMembers(members[:0])...)
 }
 
@@ -44,7 +44,28 @@ const (
 	// metaMatchedBy is matched_by, "label", when the fact comes from the
 	// records that share the key's label; absent otherwise.
 	metaMatchedBy
+	// The members of the 402, 403 and 429 reasons, each present only when
+	// the body or the evidence shows it (limitFacts): scope, window;
+	// limit, spent and remaining (credits of a key's cap, requests of the
+	// free-model allowance, USD of a workspace budget's limit);
+	// resets_at (RFC 3339 UTC) or never_resets; requested_tokens and
+	// affordable_tokens of a 402; balance (GET /credits); provider.
+	metaScope
+	metaWindow
+	metaLimit
+	metaSpent
+	metaRemaining
+	metaResetsAt
+	metaNeverResets
+	metaRequestedTokens
+	metaAffordableTokens
+	metaBalance
+	metaProvider
 )
+
+// fromEvidence reports whether the member is there only when the body or
+// the evidence shows it.
+func (m metaMember) fromEvidence() bool { return m == metaMatchedBy || m >= metaScope }
 
 // name is the member's name in "metadata".
 func (m metaMember) name() string {
@@ -53,9 +74,14 @@ func (m metaMember) name() string {
 		return "expires_at"
 	case metaLooksLike:
 		return "looks_like"
+	case metaMatchedBy:
+		return "matched_by"
 	}
-	return "matched_by"
+	return limitMemberNames[m-metaScope]
 }
+
+var limitMemberNames = [...]string{"scope", "window", "limit", "spent", "remaining", "resets_at", "never_resets",
+	"requested_tokens", "affordable_tokens", "balance", "provider"}
 
 // append appends the member with v's value, when v has one.
 func (m metaMember) append(members []errbody.Member, v verdict) []errbody.Member {
@@ -67,6 +93,10 @@ func (m metaMember) append(members []errbody.Member, v verdict) []errbody.Member
 	case metaMatchedBy:
 		if v.byLabel {
 			return append(members, errbody.Text(m.name(), "label"))
+		}
+	default:
+		if v.limit != nil {
+			return v.limit.appendMember(members, m)
 		}
 	}
 	return members

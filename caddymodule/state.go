@@ -8,6 +8,8 @@ package caddymodule
 import (
 	"math"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
 // stateFlags say which lasting facts about a key are known.
@@ -79,8 +81,15 @@ type keyState struct {
 	usedAt stamp
 	// warnedAt is when the last "expires soon" warning was logged.
 	warnedAt stamp
-	flags    stateFlags
-	failures uint8 // consecutive failed lookups, for backoff
+	// capSeenAt is when the key's own cap was last seen spent (a
+	// key-limit 403, or its own GET /key with nothing left); capEndsAt is
+	// when that cap resets, zero when no end is known (a total cap, or a
+	// window not named).
+	capSeenAt stamp
+	capEndsAt stamp
+	flags     stateFlags
+	failures  uint8 // consecutive failed lookups, for backoff
+	capWindow openrouter.Window
 }
 
 // Timing of what the gateway learns.
@@ -127,7 +136,7 @@ func (s *keyState) seenSince(at time.Time) {
 // failedBefore reports whether a lookup or the management API ever said the
 // key fails: a later success means it works again (sawWorking).
 func (s keyState) failedBefore() bool {
-	return s.deadAt != 0 || s.disabledAt != 0 || s.notFoundAt != 0
+	return s.deadAt != 0 || s.disabledAt != 0 || s.notFoundAt != 0 || s.capSeenAt != 0
 }
 
 // expiresWithin reports whether the key's known expiry lies in (now, now+d].
@@ -214,6 +223,7 @@ func (s *keyState) alive(md *keyMetadata, now time.Time) {
 	}
 	s.aliveAt, s.disabledAt, s.notFoundAt = stampOf(now), 0, 0
 	s.failures, s.retryAt = 0, 0
+	s.keyCap(md, now)
 }
 
 func (s *keyState) learnedExpiry(at time.Time) {
@@ -256,7 +266,43 @@ func (s *keyState) listedAbsent(listed, now time.Time) bool {
 
 // sawWorking records a success of a key known to have failed: it was
 // re-enabled, or failed for a reason that has passed.
-func (s *keyState) sawWorking() { s.deadAt, s.disabledAt, s.notFoundAt = 0, 0, 0 }
+func (s *keyState) sawWorking() {
+	s.deadAt, s.disabledAt, s.notFoundAt = 0, 0, 0
+	s.capLifted()
+}
+
+// capReached records that the key's cap for window w was seen spent at
+// now, and when it resets (zero: no end known).
+func (s *keyState) capReached(now time.Time, w openrouter.Window, resetsAt time.Time) {
+	s.capSeenAt, s.capWindow, s.capEndsAt = stampOf(now), w, 0
+	if !resetsAt.IsZero() {
+		s.capEndsAt = stampAfter(resetsAt)
+	}
+}
+
+// capLifted forgets a spent cap: the key worked, or its own GET /key shows
+// credit left.
+func (s *keyState) capLifted() {
+	s.capSeenAt, s.capEndsAt, s.capWindow = 0, 0, openrouter.WindowUnknown
+}
+
+// keyCap records what the key's own GET /key says of its cap: spent (a
+// limit with nothing left, in its window or in total) or not.
+func (s *keyState) keyCap(md *keyMetadata, now time.Time) {
+	if md.Limit == nil || md.LimitRemaining == nil || *md.LimitRemaining > 0 {
+		s.capLifted()
+		return
+	}
+	w := openrouter.WindowOfLimitReset(md.LimitReset)
+	resets, _ := w.ResetsAt(now)
+	s.capReached(now, w, resets)
+}
+
+// capped reports whether the key's cap was seen spent within d of now and
+// has not reset since.
+func (s keyState) capped(now time.Time, d time.Duration) bool {
+	return within(s.capSeenAt, now, d) && (s.capEndsAt == 0 || !reached(s.capEndsAt, now))
+}
 
 // reserveExplain reserves, at most once per explainBackoff, the wait of a
 // failing request for evidence; it reports whether it did.
@@ -375,6 +421,9 @@ type edgeRule struct {
 	malformed   bool          // tokens that are certainly no OpenRouter credential
 	skew        time.Duration // how long past expiry before answering
 	disabledFor time.Duration // how long after "disabled" was learned
+	// cappedFor is how long after its cap was seen spent a key is
+	// answered at the edge (never past the cap's reset); zero: never.
+	cappedFor time.Duration
 }
 
 // verdict is what the gateway may answer itself: a key past its expiry by
@@ -392,8 +441,10 @@ func (e edgeRule) verdict(s keyState, now time.Time) verdict {
 		v = verdict{reason: reasonExpired, at: s.expiry()}
 	case within(s.disabledAt, now, e.disabledFor):
 		v = verdict{reason: reasonDisabled}
+	case e.cappedFor > 0 && s.capped(now, e.cappedFor):
+		v = cappedVerdict(s)
 	}
-	if !v.known() || v.entry().edge != edgeDeadKey {
+	if !v.known() || v.entry().edge != edgeDeadKey && v.entry().edge != edgeCappedKey {
 		return verdict{}
 	}
 	return v

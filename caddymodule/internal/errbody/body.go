@@ -135,6 +135,13 @@ func Text(name, s string) Member {
 	return Member{name: name, rawName: quoteName(name), value: quote(s)}
 }
 
+// JSON is a member whose value is raw, which must be one valid JSON value
+// (a number, true, false, a string already quoted): the caller's figures,
+// written as they are.
+func JSON(name string, raw []byte) Member {
+	return Member{name: name, rawName: quoteName(name), value: raw}
+}
+
 // quoteName is name as a JSON string, or nil when it needs no escapes
 // (the names the gateway sets): appendObject quotes those as it writes
 // them, which costs no allocation.

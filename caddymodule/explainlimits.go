@@ -1,0 +1,138 @@
+package caddymodule
+
+// explainlimits.go owns a held 402, 403 or 429 on its way back: recognised
+// (openrouter.Recognise), given its evidence (evidence.go), rewritten with
+// its reason (limits.go) or counted unexplained; and the answer the edge
+// gives a key whose cap is known spent.
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+)
+
+// Classes of 402, 403 and 429 left unchanged, beside the 401 classes that
+// apply to any held body (encoding, not_json, too_large, uneditable).
+const (
+	// classUnrecognizedFailure: a 402, 403 or 429 whose wording is not
+	// known.
+	classUnrecognizedFailure = "unrecognized_failure"
+	// classNotKeyPrefix + the openrouter.Class: content, moderation,
+	// region, context-length or routing failures, not about the key.
+	classNotKeyPrefix = "not_key_"
+)
+
+// explainLimit rewrites a held 402, 403 or 429 that is a key or account
+// failure with what it means and the evidence gathered within the
+// failure's deadline; any other passes unchanged, counted by class.
+func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp fingerprint, start time.Time) error {
+	encodings := hw.Header().Values("Content-Encoding")
+	if len(encodings) > 1 {
+		return h.leave(hw, classEncoding, "")
+	}
+	body, err := errbody.Decode(hw.buf.Bytes(), strings.Join(encodings, ""))
+	if err != nil {
+		return h.leave(hw, classEncoding, "")
+	}
+	eb, ok := errbody.Parse(body)
+	if !ok {
+		return h.leave(hw, classNotJSON, "")
+	}
+	f := openrouter.Recognise(hw.heldStatus, body, hw.Header())
+	switch f.Kind {
+	case openrouter.KindNotKey:
+		return h.leave(hw, classNotKeyPrefix+string(f.Class), "")
+	case openrouter.KindUnrecognised:
+		return h.leave(hw, classUnrecognizedFailure, "")
+	}
+	if f.RecordHash != "" && c.isKey() && f.RecordHash.Matches(c.token) {
+		// The key's record hash is sha256 of the key: the account's hash
+		// scheme is proven, as by a record found by hash. The hash itself
+		// goes nowhere but back to this client, inside its body.
+		h.knowledge.hashProven()
+	}
+	ev := h.knowledge.limitEvidence(r.Context(), c, fp, f.Kind, start)
+	v := limitVerdict(&f, ev, start)
+	if !v.known() {
+		return h.leave(hw, classUnrecognizedFailure, "")
+	}
+	v.limit.original = eb.Message()
+	if v.reason == reasonKeyLimitReached && c.isKey() {
+		h.knowledge.capReached(fp, v.limit, start)
+	}
+	out, ok := rewrite(eb, v)
+	if !ok {
+		return h.leave(hw, classUneditable, "")
+	}
+	setLimitHeaders(hw.Header(), v)
+	err = hw.sendRewritten(out, string(v.reason))
+	gatewayMetrics.rewrites.WithLabelValues(v.entry().metric).Inc()
+	if ce := h.logger.Check(zapcore.InfoLevel, "explained key or account failure"); ce != nil {
+		ce.Write(zap.Int("status", hw.heldStatus), zap.String("reason", string(v.reason)),
+			zap.String("key_fingerprint", fingerprintForLog(c, fp)), zap.String("path", r.URL.Path))
+	}
+	return err
+}
+
+// answerLimitAtEdge answers a key whose cap is known spent without calling
+// the upstream: OpenRouter's key-limit 403 in the endpoint's envelope,
+// explained as the upstream's would have been, with figures from the
+// key's fresh GET /key when there is one.
+func (h *Handler) answerLimitAtEdge(w http.ResponseWriter, r *http.Request, v verdict, fp fingerprint) error {
+	now := h.knowledge.now()
+	if md := h.knowledge.limits.known(fp, now); md != nil {
+		f := openrouter.Failure{Kind: openrouter.KindKeyCapSpent, Window: v.limit.window}
+		resetsAt, never := v.limit.resetsAt, v.limit.neverResets
+		keyCapFacts(v.limit, &f, md, now)
+		v.limit.resetsAt, v.limit.neverResets = resetsAt, never
+	}
+	out := keyLimitEdgeBody(h.acct.envelopes.forFamily(openrouter.FamilyOf(r.URL.Path)), v)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Content-Length", strconv.Itoa(len(out)))
+	hdr.Set("X-OpenRouter-Key-Status", string(v.reason))
+	hdr.Set("X-OpenRouter-Keys-Answer", "edge")
+	setLimitHeaders(hdr, v)
+	w.WriteHeader(http.StatusForbidden)
+	_, err := w.Write(out)
+	gatewayMetrics.edgeAnswers.WithLabelValues(v.entry().metric).Inc()
+	if ce := h.logger.Check(zapcore.DebugLevel, "answered at the edge"); ce != nil {
+		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fp.short()))
+	}
+	return err
+}
+
+// spendsCredits reports whether a request can be refused for a spent cap:
+// inference (a POST to a model endpoint). A capped key still reads its own
+// GET /key, the model list and the management endpoints, so those are
+// never answered at the edge for a cap.
+func spendsCredits(r *http.Request) bool {
+	return r.Method == http.MethodPost && !openrouter.IsManagementPath(r.URL.Path)
+}
+
+// capReached records that OpenRouter refused the key for its spent cap,
+// for the edge (edge_capped_for).
+func (k *knowledge) capReached(fp fingerprint, facts *limitFacts, now time.Time) {
+	k.cache.update(fp, now, func(st *keyState, _ bool) bool {
+		st.capReached(now, facts.window, facts.resetsAt)
+		return true
+	})
+}
+
+// hashProven records that a record hash was seen to be sha256 of its key,
+// and tells the other replicas.
+func (k *knowledge) hashProven() {
+	if k.acct.hashProven.Swap(true) {
+		return
+	}
+	if k.shared != nil {
+		k.shared.publishHashProven()
+	}
+}
