@@ -1,11 +1,11 @@
 package caddymodule
 
-// limits.go owns the reasons of 402, 403 and 429 failures: which reason a
-// recognised failure (openrouter.Recognise) is, with the evidence at hand;
-// the facts it states (scope, figures, when it ends); its sentence, its
-// metadata members and its retry advice. One entry per reason in
-// limitTable, shaped like the 401 reasons' entries so that they join the
-// one reason table.
+// limits.go owns what the 402, 403 and 429 reasons (their entries are in
+// reasons.go's one table) say: which reason a recognised failure
+// (openrouter.Recognise) is, with the evidence at hand; the facts it
+// states (scope, figures, when it ends); the sentences, the metadata
+// members' values, the retry headers, and the body of a capped key's edge
+// answer.
 
 import (
 	"net/http"
