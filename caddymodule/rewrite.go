@@ -63,10 +63,6 @@ const (
 	metaProvider
 )
 
-// fromEvidence reports whether the member is there only when the body or
-// the evidence shows it.
-func (m metaMember) fromEvidence() bool { return m == metaMatchedBy || m >= metaScope }
-
 // name is the member's name in "metadata".
 func (m metaMember) name() string {
 	switch m {
