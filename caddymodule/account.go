@@ -3,14 +3,18 @@ package caddymodule
 // account.go owns what is shared about one OpenRouter account (an upstream
 // and a management key) by every handler of a Caddy that uses it: the
 // metadata client, the budget of management requests, the listing and its
-// cache, the proof of the hash scheme, the envelopes seen, and the key
-// caches of the gateways, which the key check reads.
+// cache, the proofs of the hash scheme and of what GET /keys/{hash}
+// reaches, the envelopes seen, and the key caches of the gateways, which
+// the key check reads.
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,12 +32,17 @@ const (
 	listingFresh = time.Minute
 	// listingTimeout is a listing's own deadline, separate from any
 	// request's: a request waits for it at most its lookup_timeout, and
-	// the listing goes on, to serve the next failure.
-	listingTimeout = 2 * time.Minute
+	// the listing goes on, to serve the next failure. A million keys are
+	// about 10,000 pages: minutes at OpenRouter's pace.
+	listingTimeout = 10 * time.Minute
 	// listingRetry is the least time between two listings started for
 	// explanations, so that failures cannot make the gateway list the
-	// account over and over.
+	// account over and over; after a long listing, the pause is as long
+	// as the listing took.
 	listingRetry = 30 * time.Second
+	// workspacesFresh is how long the account's workspaces, as read for
+	// an absence proven by GET /keys/{hash}, are trusted.
+	workspacesFresh = time.Minute
 	// creditsFresh and modelsFresh are how long the key check reuses the
 	// account's credits and the model catalogue.
 	creditsFresh = time.Minute
@@ -116,14 +125,18 @@ type account struct {
 	// hashProven: a record's hash was seen to be sha256 of its key, so
 	// this account's hashes are sha256(key) and labels never identify.
 	hashProven atomic.Bool
+	// reach is what GET /keys/{hash} was seen to find.
+	reach hashReach
 
 	// envelopes seen in the upstream's 401s, per endpoint family.
 	envelopes envelopes
 
-	listMu        sync.Mutex
-	listing       *keyListing
-	listFlight    *flight[*keyListing]
-	listStartedAt time.Time // of the last listing started
+	listMu     sync.Mutex
+	listing    *keyListing
+	listFlight *flight[*keyListing]
+	// listNext is the earliest time another listing may start for
+	// explanations.
+	listNext time.Time
 
 	creditsMu sync.Mutex
 	credits   cached[*openrouter.Credits]
@@ -197,33 +210,89 @@ func (a *account) learned(fp fingerprint) []learnedState {
 // errNoBudget means the management budget is used up right now.
 var errNoBudget = &lookupError{endpoint: "management", kind: failRefused}
 
-// recordsFor finds what the account's records say of key, within ctx.
-// lifetime bounds work that outlives the caller (a listing). A record
-// matched by hash proves the hash scheme. seen is when the key was first
-// seen: only a listing started after it can prove the key absent, so an
-// older one is read again when it may be.
+// recordsFor finds what the account's records say of key, within ctx:
+// a fresh listing's index; GET /keys/{hash}, whose 404 proves the key
+// absent once the lookup is proven to reach every workspace (absentByHash);
+// then a listing. lifetime bounds work that outlives the caller (a
+// listing). A record matched by hash proves the hash scheme. seen is when
+// the key was first seen: only a listing started after it can prove the
+// key absent, so an older one is read again when it may be.
 func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
 	if l := a.freshListing(); l != nil {
 		if m := l.findRecord(key, a.hashProven.Load()); m.record != nil {
 			a.hashProven.Store(true)
-			return m, nil
-		}
-	}
-	var lastErr error
-	if a.management.Allow() {
-		rec, res := recordByHash(ctx, a.client, a.managementKey, key)
-		if rec != nil {
-			a.hashProven.Store(true)
-			m := match{record: rec, workspace: rec.WorkspaceID}
-			if l := a.lastListing(); l != nil {
-				m.workspace = l.workspaceName(rec.WorkspaceID)
+			// A record that does not explain the refusal saw the key
+			// working, a minute ago at most: its own record may say more
+			// now, if it can be asked.
+			if explainsRefusal(m.record, a.clock.now()) || !a.management.Allow() {
+				return m, nil
 			}
+			return a.askByHash(lifetime, ctx, key, seen)
+		}
+	}
+	if !a.management.Allow() {
+		return a.listed(lifetime, ctx, key, seen, errNoBudget)
+	}
+	return a.askByHash(lifetime, ctx, key, seen)
+}
+
+// askByHash asks GET /keys/{hash} (its budget taken), then a listing
+// when the answer proves nothing.
+func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
+	asked := a.clock.now()
+	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
+	if rec != nil {
+		a.hashProven.Store(true)
+		a.reach.found(rec)
+		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
+	}
+	if res.err == nil && res.status == http.StatusNotFound {
+		if m, ok := a.absentByHash(ctx, key, asked); ok {
 			return m, nil
 		}
-		lastErr = res.err
-	} else {
-		lastErr = errNoBudget
 	}
+	return a.listed(lifetime, ctx, key, seen, res.err)
+}
+
+// workspaceName names a workspace for people: from the last listing, or
+// the workspaces last read, or read now if the management budget allows.
+func (a *account) workspaceName(ctx context.Context, id string) string {
+	if l := a.lastListing(); l != nil {
+		return l.workspaceName(id)
+	}
+	wss, err := a.workspaces(ctx, time.Time{})
+	if err != nil {
+		return id
+	}
+	return (&keyListing{workspaces: wss}).workspaceName(id)
+}
+
+// workspaces are the account's workspaces, as read after since, or read
+// now if the management budget allows.
+func (a *account) workspaces(ctx context.Context, since time.Time) ([]workspace, error) {
+	r := &a.reach
+	r.mu.Lock()
+	cur := r.current
+	r.mu.Unlock()
+	if cur.value != nil && cur.at.After(since) {
+		return cur.value, nil
+	}
+	if !a.management.Allow() {
+		return nil, errNoBudget
+	}
+	wss, err := readWorkspaces(ctx, a.client, a.managementKey)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.current = cached[[]workspace]{a.clock.now(), wss}
+	r.mu.Unlock()
+	return wss, nil
+}
+
+// listed is what a listing says of key; lastErr is why nothing cheaper
+// answered.
+func (a *account) listed(lifetime, ctx context.Context, key string, seen time.Time, lastErr error) (match, error) {
 	l, err := a.currentListing(lifetime, ctx, seen)
 	if err != nil {
 		return match{}, errors.Join(lastErr, err)
@@ -231,6 +300,152 @@ func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen tim
 	m := l.findRecord(key, a.hashProven.Load())
 	a.proveHash(m)
 	return m, nil
+}
+
+// explainsRefusal reports whether a record says its key is refused:
+// disabled, or expired.
+func explainsRefusal(r *keyRecord, now time.Time) bool {
+	return r.Disabled || r.ExpiresAt != nil && !now.Before(*r.ExpiresAt)
+}
+
+// completeRecord replaces a record from a listing's index (no name, no
+// limits) by the key's own record from GET /keys/{hash}, when the
+// management budget allows; otherwise m is returned as it is.
+func (a *account) completeRecord(ctx context.Context, key string, m match) match {
+	if m.record == nil || !m.partial || !a.management.Allow() {
+		return m
+	}
+	if rec, _ := recordByHash(ctx, a.client, a.managementKey, key); rec != nil {
+		a.reach.found(rec)
+		m.record, m.partial = rec, false
+	}
+	return m
+}
+
+// hashReach is what GET /keys/{hash} was seen to find in this account:
+// records of which workspaces, and whether disabled ones. The lookup takes
+// no workspace_id, and management keys act across workspaces, but nothing
+// documents that it finds a key of every workspace, nor disabled keys; so
+// its 404 answers only for the workspaces it was seen to reach, and only
+// once it was seen to find a disabled key.
+type hashReach struct {
+	mu         sync.Mutex
+	workspaces map[string]bool
+	disabled   bool
+	// current is the account's workspaces as read last (for absentByHash
+	// and workspace names).
+	current cached[[]workspace]
+}
+
+// found records that GET /keys/{hash} found rec.
+func (r *hashReach) found(rec *keyRecord) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec.WorkspaceID != "" && len(r.workspaces) < maxWorkspaces {
+		if r.workspaces == nil {
+			r.workspaces = make(map[string]bool)
+		}
+		r.workspaces[rec.WorkspaceID] = true
+	}
+	r.disabled = r.disabled || rec.Disabled
+}
+
+// smallWorkspacePages bounds the listing of one workspace that GET
+// /keys/{hash} has not been seen to reach (an empty one, or one created
+// since the last listing), read to complete a 404's evidence.
+const smallWorkspacePages = 5
+
+// absentByHash says what a 404 of GET /keys/{hash} for key, just
+// answered, proves: with the hash scheme proven and the lookup seen to
+// find a disabled key, the key is absent from every workspace the lookup
+// was seen to reach; each other workspace of the account (as read at most
+// workspacesFresh ago) is listed now, if it is small, and must not have
+// the key either. ok is false when that evidence cannot be had.
+func (a *account) absentByHash(ctx context.Context, key string, asked time.Time) (m match, ok bool) {
+	if !a.hashProven.Load() {
+		return match{}, false
+	}
+	r := &a.reach
+	r.mu.Lock()
+	ready := r.disabled
+	r.mu.Unlock()
+	if !ready {
+		return match{}, false
+	}
+	wss, err := a.workspaces(ctx, a.clock.now().Add(-workspacesFresh))
+	if err != nil {
+		return match{}, false
+	}
+	m = match{absent: true, listStarted: asked}
+	for i, ws := range wss {
+		r.mu.Lock()
+		reached := r.workspaces[ws.ID]
+		r.mu.Unlock()
+		if reached {
+			continue
+		}
+		if !a.management.Allow() {
+			return match{}, false
+		}
+		listed, since := newIndexBuilder(len(wss)), a.clock.now()
+		budget := smallWorkspacePages
+		var mu sync.Mutex
+		if err := readWorkspaceKeys(ctx, a.client, a.managementKey, ws.ID, i, listed, make(chan struct{}, 1), &mu, &budget); err != nil {
+			return match{}, false
+		}
+		l := listed.listing(wss, since, true)
+		if found := l.findRecord(key, true); !found.absent {
+			return found, found.record != nil
+		}
+		m.listStarted = minTime(m.listStarted, since)
+	}
+	return m, true
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// proveReach asks GET /keys/{hash}, as far as the management budget
+// allows now, for one record of each workspace the lookup has not been
+// seen to reach and for a disabled record, taken from a complete listing
+// just read; after that a 404 answers for the account without another
+// listing.
+func (a *account) proveReach(ctx context.Context, l *keyListing) {
+	if !a.hashProven.Load() {
+		return
+	}
+	r := &a.reach
+	r.mu.Lock()
+	probes := make(map[uint16]*indexEntry)
+	var disabled *indexEntry
+	for i := range l.entries {
+		e := &l.entries[i]
+		if e.flags&entryHashed == 0 {
+			continue
+		}
+		if !r.disabled && disabled == nil && e.flags&entryDisabled != 0 {
+			disabled = e
+		}
+		if id := l.workspaces[e.workspace].ID; id != "" && !r.workspaces[id] && probes[e.workspace] == nil {
+			probes[e.workspace] = e
+		}
+	}
+	r.mu.Unlock()
+	if disabled != nil {
+		probes[disabled.workspace] = disabled
+	}
+	for _, e := range probes {
+		if !a.management.Allow() {
+			return
+		}
+		if rec, _ := recordWithHash(ctx, a.client, a.managementKey, hex.EncodeToString(e.hash[:])); rec != nil {
+			r.found(rec)
+		}
+	}
 }
 
 // proveHash records that a record was matched by hash.
@@ -280,7 +495,7 @@ func (a *account) currentListing(lifetime, ctx context.Context, since time.Time)
 	f := a.listFlight
 	switch {
 	case f != nil && !f.started.Before(since):
-	case f == nil && now.Sub(a.lastListingStart()) >= listingRetry:
+	case f == nil && !now.Before(a.listNext):
 		f = a.startListing(lifetime)
 	case fresh != nil:
 		a.listMu.Unlock()
@@ -293,17 +508,8 @@ func (a *account) currentListing(lifetime, ctx context.Context, since time.Time)
 	return f.wait(ctx)
 }
 
-// lastListingStart is when the last listing started (zero: never); listMu
-// is held.
-func (a *account) lastListingStart() time.Time {
-	if a.listFlight != nil {
-		return a.listFlight.started
-	}
-	return a.listStartedAt
-}
-
-// refreshListing reads the listing now, for the key watch, whatever the
-// age of the cached one, joining a listing in flight.
+// refreshListing reads the listing now, whatever the age of the cached
+// one, joining a listing in flight.
 func (a *account) refreshListing(lifetime context.Context) (*keyListing, error) {
 	a.listMu.Lock()
 	f := a.listFlight
@@ -314,21 +520,29 @@ func (a *account) refreshListing(lifetime context.Context) (*keyListing, error) 
 	return f.wait(lifetime)
 }
 
-// startListing starts reading the listing; a.listMu is held.
+// startListing starts reading the listing; a.listMu is held. Once read,
+// the listing proves the hash scheme if it has the management key's own
+// record, and serves to prove what GET /keys/{hash} reaches.
 func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
 	f := newFlight[*keyListing](a.clock.now())
-	a.listFlight, a.listStartedAt = f, f.started
+	a.listFlight, a.listNext = f, f.started.Add(listingRetry)
 	go func() {
 		ctx, cancel := context.WithTimeout(lifetime, listingTimeout)
 		defer cancel()
 		l, err := readListing(ctx, a.client, a.managementKey)
+		if err == nil {
+			if _, ok := l.byHash(sha256.Sum256([]byte(a.managementKey))); ok {
+				a.hashProven.Store(true)
+			}
+			a.proveReach(ctx, l)
+		}
 		a.listMu.Lock()
 		if err == nil {
 			l.startedAt, l.readAt = f.started, a.clock.now()
 			a.listing = l
-			if _, ok := l.byHash[recordHash(a.managementKey)]; ok {
-				a.hashProven.Store(true)
-			}
+		}
+		if now := a.clock.now(); now.Sub(f.started) > listingRetry {
+			a.listNext = now.Add(now.Sub(f.started))
 		}
 		a.listFlight = nil
 		a.listMu.Unlock()

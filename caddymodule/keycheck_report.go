@@ -152,6 +152,8 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 		go func() {
 			defer wg.Done()
 			m, recErr = c.acct.recordsFor(c.life, ctx, token, seen)
+			// A listing's index keeps no name: the key's own record has it.
+			m = c.acct.completeRecord(ctx, token, m)
 		}()
 	}
 	wg.Wait()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,16 +17,16 @@ import (
 )
 
 func listingOf(complete bool, recs ...keyRecord) *keyListing {
-	l := &keyListing{complete: complete, records: recs, byHash: map[string]*keyRecord{}, byLabel: map[string][]*keyRecord{},
-		workspaces: []workspace{{ID: "w1", Name: "Default"}, {ID: "w2", Name: "Research"}}}
-	for i := range l.records {
-		r := &l.records[i]
-		if r.Hash != "" {
-			l.byHash[r.Hash] = r
+	wss := []workspace{{ID: "w1", Name: "Default"}, {ID: "w2", Name: "Research"}}
+	b := newIndexBuilder(len(wss))
+	for _, r := range recs {
+		ws := 0
+		if r.WorkspaceID == "w2" {
+			ws = 1
 		}
-		l.byLabel[r.Label] = append(l.byLabel[r.Label], r)
+		b.records(ws, []keyRecord{r})
 	}
-	return l
+	return b.listing(wss, time.Now(), complete)
 }
 
 // The identity rules: a record describes a key when matched by hash; a
@@ -67,9 +68,10 @@ func TestFindRecord(t *testing.T) {
 			}
 		})
 	}
+	// The index keeps what explains a key, not the whole record.
 	m := listingOf(true, own).findRecord(goodKey, false)
-	if m.workspace != "Research" || m.record.Name != "ci" {
-		t.Errorf("workspace %q name %q", m.workspace, m.record.Name)
+	if m.workspace != "Research" || !m.record.Disabled || m.record.Hash != own.Hash || !m.partial {
+		t.Errorf("workspace %q, record %+v, partial %v", m.workspace, m.record, m.partial)
 	}
 	// A label match says so, and never says more than the records.
 	m = listingOf(true, own).findRecord(twin, false)
@@ -182,11 +184,13 @@ func TestReadListing(t *testing.T) {
 		f.add("b", 250)
 		f.add("c", 99)
 		l, err := readFake(t, f)
-		if err != nil || !l.complete || len(l.records) != 349 || len(l.byHash) != 349 {
-			t.Fatalf("complete %v, %d records, %v", l != nil && l.complete, len(l.records), err)
+		if err != nil || !l.complete || l.size() != 349 {
+			t.Fatalf("complete %v, %d records, %v", l != nil && l.complete, l.size(), err)
 		}
-		if got := l.records[0].WorkspaceID; got == "" {
-			t.Error("records lack their workspace")
+		for i := range l.entries {
+			if l.recordOf(&l.entries[i]).WorkspaceID == "" {
+				t.Fatal("records lack their workspace")
+			}
 		}
 	})
 	t.Run("exactly a page, and one more", func(t *testing.T) {
@@ -194,7 +198,7 @@ func TestReadListing(t *testing.T) {
 			f := newFakeAccount("a")
 			f.add("a", n)
 			l, err := readFake(t, f)
-			if err != nil || !l.complete || len(l.byHash) != n {
+			if err != nil || !l.complete || l.size() != n {
 				t.Errorf("%d keys: %v %v", n, l != nil && l.complete, err)
 			}
 		}
@@ -234,7 +238,7 @@ func TestReadListing(t *testing.T) {
 				once.Do(func() { f.add("a", 1) })
 			}
 		}
-		if l, err := readFake(t, f); err != nil || !l.complete || len(l.byHash) != 301 {
+		if l, err := readFake(t, f); err != nil || !l.complete || l.size() != 301 {
 			t.Errorf("complete %v, %v", l != nil && l.complete, err)
 		}
 	})
@@ -243,8 +247,8 @@ func TestReadListing(t *testing.T) {
 		f.failWS = true
 		f.add("", 5)
 		l, err := readFake(t, f)
-		if err != nil || l.complete || len(l.records) != 5 {
-			t.Errorf("complete %v, %d records, %v", l != nil && l.complete, len(l.records), err)
+		if err != nil || l.complete || l.size() != 5 {
+			t.Errorf("complete %v, %d records, %v", l != nil && l.complete, l.size(), err)
 		}
 	})
 	t.Run("pages read in parallel, bounded", func(t *testing.T) {
@@ -254,11 +258,50 @@ func TestReadListing(t *testing.T) {
 		// Two workspaces, each listed from two pages at once: four.
 		f.holdUntil, f.held = 4, make(chan struct{})
 		l, err := readFake(t, f)
-		if err != nil || !l.complete || len(l.byHash) != 6000 {
+		if err != nil || !l.complete || l.size() != 6000 {
 			t.Fatalf("%v %v", l != nil && l.complete, err)
 		}
 		if f.maxInFlight > listConcurrency {
 			t.Errorf("%d requests in flight at most, want at most %d", f.maxInFlight, listConcurrency)
 		}
 	})
+}
+
+// BenchmarkListingMemory indexes listings of 100,000 and 1,000,000
+// records, page by page as a listing is read, and reports what the index
+// keeps per key (Go heap after GC); the records themselves are dropped
+// page by page.
+func BenchmarkListingMemory(b *testing.B) {
+	for _, n := range []int{100_000, 1_000_000} {
+		b.Run(strconv.Itoa(n), func(b *testing.B) {
+			exp := time.Now().Add(time.Hour)
+			wss := []workspace{{ID: "w1"}, {ID: "w2"}}
+			for i := 0; i < b.N; i++ {
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				ib := newIndexBuilder(len(wss))
+				page := make([]keyRecord, openrouter.KeysPageSize)
+				for j := 0; j < n; j += openrouter.KeysPageSize {
+					for p := range page {
+						key := fmt.Sprintf("sk-or-v1-%064x", j+p)
+						page[p] = keyRecord{Hash: recordHash(key), Label: openrouter.Label(key), Name: "user",
+							Disabled: p%10 == 0, WorkspaceID: "w1"}
+						if p%3 == 0 {
+							page[p].ExpiresAt = &exp
+						}
+					}
+					ib.records((j/openrouter.KeysPageSize)%len(wss), page)
+				}
+				l := ib.listing(wss, time.Now(), true)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				if l.size() != n {
+					b.Fatalf("%d entries for %d records", l.size(), n)
+				}
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n), "B/key")
+				runtime.KeepAlive(l)
+			}
+		})
+	}
 }

@@ -93,6 +93,7 @@ type Server struct {
 	faultsChanged chan struct{}
 	listFailsPage int
 	onListPage    func(workspaceID string, offset int)
+	synth         *synthetic // nil unless Synthesize
 	failNext      map[string]int
 	counts        map[string]int
 	accounts      map[string]*account // by user id; the emulator's own is userID
@@ -238,6 +239,9 @@ func (s *Server) authenticate(r *http.Request) (*Key, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := s.bySecret[token]
+	if k == nil {
+		k = s.syntheticBySecret(token)
+	}
 	if k == nil || k.Deleted || k.Disabled || k.expired(time.Now()) {
 		return nil, openrouter.MessageUserNotFound
 	}

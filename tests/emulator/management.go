@@ -158,6 +158,9 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
 		}
 		page = append(page, s.record(k))
 	}
+	if len(page) < PageSize { // the synthetic keys are older
+		page = s.syntheticPage(page, ws, max(0, offset-visible(ws.keys, includeDisabled)), includeDisabled)
+	}
 	hook, id := s.onListPage, ws.ID
 	s.mu.Unlock()
 	if hook != nil {
@@ -171,6 +174,9 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
 	s.mu.Lock()
 	var rec openrouter.KeyRecord
 	k := s.byHash[hash]
+	if k == nil {
+		k = s.syntheticByHash(hash)
+	}
 	found := k != nil && !k.Deleted && k.AccountID == ""
 	if found {
 		rec = s.record(k)
