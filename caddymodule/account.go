@@ -247,7 +247,7 @@ func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time
 		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
 	}
 	if res.err == nil && res.status == http.StatusNotFound {
-		if m, ok := a.absentByHash(ctx, key, asked); ok {
+		if m, ok := a.absentByHash(ctx, key, asked, seen); ok {
 			return m, nil
 		}
 	}
@@ -260,7 +260,7 @@ func (a *account) workspaceName(ctx context.Context, id string) string {
 	if l := a.lastListing(); l != nil {
 		return l.workspaceName(id)
 	}
-	wss, err := a.workspaces(ctx, time.Time{})
+	wss, _, err := a.workspaces(ctx, time.Time{})
 	if err != nil {
 		return id
 	}
@@ -269,25 +269,28 @@ func (a *account) workspaceName(ctx context.Context, id string) string {
 
 // workspaces are the account's workspaces, as read after since, or read
 // now if the management budget allows.
-func (a *account) workspaces(ctx context.Context, since time.Time) ([]workspace, error) {
+func (a *account) workspaces(ctx context.Context, since time.Time) ([]workspace, time.Time, error) {
 	r := &a.reach
 	r.mu.Lock()
 	cur := r.current
 	r.mu.Unlock()
 	if cur.value != nil && cur.at.After(since) {
-		return cur.value, nil
+		return cur.value, cur.at, nil
 	}
 	if !a.management.Allow() {
-		return nil, errNoBudget
+		return nil, time.Time{}, errNoBudget
 	}
+	// The list's time is when it began to be read: a workspace created
+	// while it was read may be missing from it.
+	started := a.clock.now()
 	wss, err := readWorkspaces(ctx, a.client, a.managementKey)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
 	r.mu.Lock()
-	r.current = cached[[]workspace]{a.clock.now(), wss}
+	r.current = cached[[]workspace]{started, wss}
 	r.mu.Unlock()
-	return wss, nil
+	return wss, started, nil
 }
 
 // listed is what a listing says of key; lastErr is why nothing cheaper
@@ -360,8 +363,11 @@ const smallWorkspacePages = 5
 // find a disabled key, the key is absent from every workspace the lookup
 // was seen to reach; each other workspace of the account (as read at most
 // workspacesFresh ago) is listed now, if it is small, and must not have
-// the key either. ok is false when that evidence cannot be had.
-func (a *account) absentByHash(ctx context.Context, key string, asked time.Time) (m match, ok bool) {
+// the key either. ok is false when that evidence cannot be had. The
+// workspaces are read after seen, when the key was first seen: a key
+// existed then, and so did its workspace, so a list read before it could
+// miss the workspace of a key created since.
+func (a *account) absentByHash(ctx context.Context, key string, asked, seen time.Time) (m match, ok bool) {
 	if !a.hashProven.Load() {
 		return match{}, false
 	}
@@ -372,11 +378,11 @@ func (a *account) absentByHash(ctx context.Context, key string, asked time.Time)
 	if !ready {
 		return match{}, false
 	}
-	wss, err := a.workspaces(ctx, a.clock.now().Add(-workspacesFresh))
+	wss, readAt, err := a.workspaces(ctx, maxTime(a.clock.now().Add(-workspacesFresh), seen))
 	if err != nil {
 		return match{}, false
 	}
-	m = match{absent: true, listStarted: asked}
+	m = match{absent: true, listStarted: minTime(asked, readAt)}
 	for i, ws := range wss {
 		r.mu.Lock()
 		reached := r.workspaces[ws.ID]
@@ -404,6 +410,13 @@ func (a *account) absentByHash(ctx context.Context, key string, asked time.Time)
 
 func minTime(a, b time.Time) time.Time {
 	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
 		return b
 	}
 	return a

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
@@ -82,7 +83,7 @@ func TestAbsenceByHashLookupNeedsTheScheme(t *testing.T) {
 	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}}
 	newHandler(t, &h, api)
 	h.acct.reach.found(&keyRecord{WorkspaceID: emu.DefaultWorkspace(), Disabled: true})
-	if m, ok := h.acct.absentByHash(context.Background(), goodKey, h.acct.reach.current.at); ok || m.absent {
+	if m, ok := h.acct.absentByHash(context.Background(), goodKey, h.acct.reach.current.at, time.Time{}); ok || m.absent {
 		t.Error("a 404 proved absence without the hash scheme")
 	}
 }
