@@ -252,7 +252,9 @@ func (c *testClock) pendingTimers() int {
 
 // awaitTimer returns when a timer of the clock is set and not yet fired
 // (at once if one is): a loop timed by the clock, such as the key watch's,
-// has done its work and waits for the next round.
+// has done its work and waits for the next round. A loop that waits on
+// another clock leaves it waiting until the test binary's -timeout, whose
+// goroutine dump names this function.
 func (c *testClock) awaitTimer() {
 	for {
 		c.mu.Lock()

@@ -1,14 +1,21 @@
 package caddymodule
 
+// watch_test.go tests the key watch as a handler runs it: the series it
+// exports, and its reads timed by the account's clock, which the tests
+// step instead of waiting.
+
 import (
+	"context"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
@@ -117,5 +124,95 @@ func TestWatchExportsEveryKey(t *testing.T) {
 	clk.awaitTimer()
 	if _, ok := series(t, reg)["caddy_openrouter_keys_key_disabled{sk-or-v1-ccc...ddd,notebook,Research}"]; ok {
 		t.Error("the deleted key's series is still exported")
+	}
+}
+
+// TestWatchReadsAtItsInterval: the watch reads the account at once, then
+// an interval after each read began, and not before; a failed read is
+// retried after watchRetry, and a read that took longer than the interval
+// is followed by the next at once.
+func TestWatchReadsAtItsInterval(t *testing.T) {
+	f := newFakeAccount("a")
+	f.add("a", 3)
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	acct := newAccount(upstreamSettings{base: srv.URL + "/api/v1", managementKey: "mk", managementRate: 1000})
+	defer func() { _ = acct.Destruct() }()
+	clk := newTestClock(time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC))
+	setClock(acct, clk)
+	interval := 5 * time.Minute
+	w := newKeyWatch(&knowledge{acct: acct, usage: newUsageLog()}, interval, 10, zap.NewNop())
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+	readAt := func() time.Time {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.snapshot == nil {
+			return time.Time{}
+		}
+		return w.snapshot.ReadAt
+	}
+	requests := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.requests
+	}
+
+	clk.awaitTimer()
+	start, perRead := clk.now(), requests()
+	if !readAt().Equal(start) {
+		t.Fatalf("read at %v, want at once (%v)", readAt(), start)
+	}
+	clk.advance(interval - time.Nanosecond)
+	if clk.pendingTimers() != 1 {
+		t.Fatal("read again before the interval passed")
+	}
+	clk.advance(time.Nanosecond)
+	clk.awaitTimer()
+	if !readAt().Equal(start.Add(interval)) {
+		t.Errorf("second read at %v, want %v", readAt(), start.Add(interval))
+	}
+
+	// A page that is not OpenRouter's JSON fails the read; it is retried
+	// after watchRetry, sooner than the interval.
+	f.mu.Lock()
+	kept := f.keys["a"]
+	f.keys["a"] = nil // served as null
+	f.mu.Unlock()
+	clk.advance(interval)
+	clk.awaitTimer()
+	failedAt := clk.now()
+	if readAt().Equal(failedAt) {
+		t.Fatal("a failed read was published")
+	}
+	f.mu.Lock()
+	f.keys["a"] = kept
+	f.mu.Unlock()
+	clk.advance(watchRetry - time.Nanosecond)
+	if clk.pendingTimers() != 1 {
+		t.Fatal("retried before watchRetry passed")
+	}
+	clk.advance(time.Nanosecond)
+	clk.awaitTimer()
+	if !readAt().Equal(failedAt.Add(watchRetry)) {
+		t.Errorf("retried read at %v, want %v", readAt(), failedAt.Add(watchRetry))
+	}
+
+	// A read during which twice the interval passes: the next follows at
+	// once, and the one after it an interval later.
+	var once sync.Once
+	f.mu.Lock()
+	f.afterPage = func(string, int) { once.Do(func() { clk.advance(2 * interval) }) }
+	f.mu.Unlock()
+	before := requests()
+	clk.advance(interval)
+	clk.awaitTimer()
+	if n := requests() - before; n != 2*perRead {
+		t.Errorf("%d requests after a long read, want two reads of %d", n, perRead)
+	}
+	if want := failedAt.Add(watchRetry + 3*interval); !readAt().Equal(want) {
+		t.Errorf("read at %v, want %v", readAt(), want)
 	}
 }
