@@ -412,8 +412,9 @@ func (f *flight[T]) wait(ctx context.Context) (T, error) {
 // another. It is read on every request, so it is one atomic load.
 type clock struct {
 	set atomic.Pointer[func() time.Time]
-	// timer times the key watch's waits between reads, from the same
-	// source as now, so that a test moving the time steps the watch.
+	// timer times the key watch's waits between reads and a limit
+	// failure's wait for evidence, from the same source as now, so that a
+	// test moving the time steps them.
 	timer atomic.Pointer[func(time.Duration) <-chan time.Time]
 }
 
