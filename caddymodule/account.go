@@ -635,10 +635,14 @@ func (f *flight[T]) wait(ctx context.Context) (T, error) {
 	}
 }
 
-// clock tells the time: the system's, unless a test set another. It is
-// read on every request, so it is one atomic load.
+// clock tells the time and times waits: the system's, unless a test set
+// another. It is read on every request, so it is one atomic load.
 type clock struct {
 	set atomic.Pointer[func() time.Time]
+	// timer times the key watch's waits between reads and a limit
+	// failure's wait for evidence, from the same source as now, so that a
+	// test moving the time steps them.
+	timer atomic.Pointer[func(time.Duration) <-chan time.Time]
 }
 
 func (c *clock) now() time.Time {
@@ -646,4 +650,12 @@ func (c *clock) now() time.Time {
 		return (*f)()
 	}
 	return time.Now()
+}
+
+// after is a channel that receives the time once d has passed.
+func (c *clock) after(d time.Duration) <-chan time.Time {
+	if f := c.timer.Load(); f != nil {
+		return (*f)(d)
+	}
+	return time.After(d)
 }

@@ -105,8 +105,8 @@ func (k *knowledge) limitEvidence(ctx context.Context, c credential, fp fingerpr
 	if !wantKey && !wantBalance && !wantBudgets {
 		return ev
 	}
-	ctx, cancel := context.WithTimeout(ctx, k.limits.timeout)
-	defer cancel()
+	// The deadline is timed by the account's clock, which tests step.
+	deadline := k.acct.clock.after(k.limits.timeout)
 	var (
 		keyDone     <-chan keyAnswer
 		balanceDone <-chan singleflight.Result
@@ -133,6 +133,8 @@ func (k *knowledge) limitEvidence(ctx context.Context, c credential, fp fingerpr
 	for keyDone != nil || balanceDone != nil || budgetsDone != nil {
 		select {
 		case <-ctx.Done():
+			return ev
+		case <-deadline:
 			return ev
 		case a := <-keyDone:
 			keyDone = nil

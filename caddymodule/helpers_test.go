@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -179,16 +180,6 @@ func jwtWith(payload string) string {
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// waitFor polls cond until it holds or 5s pass.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // userNotFound is OpenRouter's misleading 401 body, byte for byte.
 const userNotFound = `{"error":{"message":"User not found.","code":401}}`
 
@@ -200,12 +191,21 @@ func trackedClients(l *clientLimiter) int {
 }
 
 // testClock is a clock a test sets and advances; it never moves by itself.
+// Its timers fire when it is advanced to them.
 type testClock struct {
-	mu sync.Mutex
-	t  time.Time
+	mu     sync.Mutex
+	t      time.Time
+	timers []testTimer // set and not yet fired
+	// timerSet is closed, and replaced, when a timer is set.
+	timerSet chan struct{}
 }
 
-func newTestClock(t time.Time) *testClock { return &testClock{t: t} }
+type testTimer struct {
+	at   time.Time
+	fire chan time.Time
+}
+
+func newTestClock(t time.Time) *testClock { return &testClock{t: t, timerSet: make(chan struct{})} }
 
 func (c *testClock) now() time.Time {
 	c.mu.Lock()
@@ -213,17 +213,96 @@ func (c *testClock) now() time.Time {
 	return c.t
 }
 
+// advance moves the clock on by d and fires the timers due by then.
 func (c *testClock) advance(d time.Duration) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-	c.mu.Unlock()
+	c.timers = slices.DeleteFunc(c.timers, func(tm testTimer) bool {
+		if tm.at.After(c.t) {
+			return false
+		}
+		tm.fire <- c.t
+		return true
+	})
+}
+
+// after is a timer of the clock: it fires when the clock is advanced by d,
+// at once when d is not positive.
+func (c *testClock) after(d time.Duration) <-chan time.Time {
+	fire := make(chan time.Time, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if d <= 0 {
+		fire <- c.t
+		return fire
+	}
+	c.timers = append(c.timers, testTimer{c.t.Add(d), fire})
+	close(c.timerSet)
+	c.timerSet = make(chan struct{})
+	return fire
+}
+
+// pendingTimers is how many timers of the clock are set and not fired.
+func (c *testClock) pendingTimers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.timers)
+}
+
+// awaitTimer returns when a timer of the clock is set and not yet fired
+// (at once if one is): a loop timed by the clock, such as the key watch's,
+// has done its work and waits for the next round. A loop that waits on
+// another clock leaves it waiting until the test binary's -timeout, whose
+// goroutine dump names this function.
+func (c *testClock) awaitTimer() {
+	for {
+		c.mu.Lock()
+		pending, set := len(c.timers), c.timerSet
+		c.mu.Unlock()
+		if pending > 0 {
+			return
+		}
+		<-set
+	}
 }
 
 // useClock makes h's account, and so its gateways, key watch and key
 // check, read the time from c.
-func useClock(h *Handler, c *testClock) {
-	f := c.now
-	h.acct.clock.set.Store(&f)
+func useClock(h *Handler, c *testClock) { setClock(h.acct, c) }
+
+func setClock(a *account, c *testClock) {
+	now, after := c.now, c.after
+	a.clock.set.Store(&now)
+	a.clock.timer.Store(&after)
+}
+
+// provisionOnClock provisions h with c as its account's clock from the
+// start, so that the loops Provision starts (the key watch's) are timed by
+// c, and returns the Caddy context h was provisioned in. The account that
+// handlers of h's upstream and management key share is made, and c set on
+// it, before h joins it.
+func provisionOnClock(t *testing.T, h *Handler, c *testClock) caddy.Context {
+	t.Helper()
+	acct, release, err := accountOf(h.UpstreamOptions.settings())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(release) // last: after h's Cleanup, registered below
+	setClock(acct, c)
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel)
+	if err := h.Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Cleanup() })
+	if err := h.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if h.acct != acct {
+		t.Fatal("the handler did not join the account made for it")
+	}
+	return ctx
 }
 
 // expiringAt is a GET /key answer of a key that expires at exp.

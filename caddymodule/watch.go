@@ -178,23 +178,25 @@ func newKeyWatch(k *knowledge, interval time.Duration, maxKeys int, logger *zap.
 		pace: rate.NewLimiter(shared.Limit()/2, max(1, shared.Burst()/2))}
 }
 
+// run reads the account at once, then an interval after each read began.
+// Its waits are timed by the account's clock, which tests step.
 func (w *keyWatch) run(ctx context.Context) {
-	timer := time.NewTimer(0)
-	defer timer.Stop()
+	clock := &w.k.acct.clock
+	next := clock.after(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-timer.C:
+		case <-next:
 			begin := w.now()
 			if err := w.tick(ctx); err != nil && ctx.Err() == nil {
 				w.logger.Warn("key watch: the account's keys could not be read; the read resumes where it stopped", zap.Error(err))
-				timer.Reset(min(w.interval, watchRetry))
+				next = clock.after(min(w.interval, watchRetry))
 				continue
 			}
 			// A read longer than the interval is followed by the next at
 			// once.
-			timer.Reset(max(0, w.interval-w.now().Sub(begin)))
+			next = clock.after(max(0, w.interval-w.now().Sub(begin)))
 		}
 	}
 }
