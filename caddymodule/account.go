@@ -521,18 +521,6 @@ func (a *account) currentListing(lifetime, ctx context.Context, since time.Time)
 	return f.wait(ctx)
 }
 
-// refreshListing reads the listing now, whatever the age of the cached
-// one, joining a listing in flight.
-func (a *account) refreshListing(lifetime context.Context) (*keyListing, error) {
-	a.listMu.Lock()
-	f := a.listFlight
-	if f == nil {
-		f = a.startListing(lifetime)
-	}
-	a.listMu.Unlock()
-	return f.wait(lifetime)
-}
-
 // startListing starts reading the listing; a.listMu is held. Once read,
 // the listing proves the hash scheme if it has the management key's own
 // record, and serves to prove what GET /keys/{hash} reaches.

@@ -43,7 +43,7 @@ func TestAbsenceByHashLookup(t *testing.T) {
 		t.Errorf("before any proof: %d pages listed, want the whole account", n)
 	}
 	emu.NewKey(emulator.KeyOptions{Disabled: true, Workspace: research})
-	if _, err := h.acct.refreshListing(context.Background()); err != nil {
+	if _, err := refreshListing(context.Background(), h.acct); err != nil {
 		t.Fatal(err)
 	}
 	// The listing is no longer fresh (it would answer for keys created

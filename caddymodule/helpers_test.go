@@ -307,3 +307,15 @@ func provisionOnClock(t *testing.T, h *Handler, c *testClock) caddy.Context {
 
 // expiringAt is a GET /key answer of a key that expires at exp.
 func expiringAt(exp time.Time) *keyMetadata { return &keyMetadata{ExpiresAt: &exp} }
+
+// refreshListing reads the account's listing now, whatever the age of the
+// cached one, joining a listing in flight.
+func refreshListing(lifetime context.Context, a *account) (*keyListing, error) {
+	a.listMu.Lock()
+	f := a.listFlight
+	if f == nil {
+		f = a.startListing(lifetime)
+	}
+	a.listMu.Unlock()
+	return f.wait(lifetime)
+}

@@ -194,7 +194,7 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 		return true
 	})
 	clk.advance(time.Second)
-	if _, err := h.acct.refreshListing(context.Background()); err != nil {
+	if _, err := refreshListing(context.Background(), h.acct); err != nil {
 		t.Fatal(err)
 	}
 	before := emu.Count("")
@@ -231,7 +231,7 @@ func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
 			newHandler(t, &h, api)
 			clk := newTestClock(time.Now())
 			useClock(&h, clk)
-			if _, err := h.acct.refreshListing(context.Background()); err != nil {
+			if _, err := refreshListing(context.Background(), h.acct); err != nil {
 				t.Fatal(err)
 			}
 			clk.advance(c.after)
