@@ -1,21 +1,3 @@
-// Package caddymodule is the openrouter_keys Caddy module: a gateway in
-// front of reverse_proxy to OpenRouter that turns OpenRouter's misleading
-// 401 "User not found." into an accurate answer (key expired, disabled,
-// not found, malformed, a management key used for inference, ...) with a
-// machine-readable reason, and a key check page that tells a person what
-// is wrong with a key.
-//
-// A request's way through the files: handler.go (ServeHTTP) reads the
-// credential (credential.go) and what is known of it (knowledge.go, over
-// cache.go and state.go), answers known-dead keys itself (answerAtEdge,
-// under state.go's edge rule), and passes the rest on through the
-// 401-holding writer (response.go); a held 401 is decoded and parsed
-// (package errbody, in internal/errbody), given its reason by the reason
-// table (reasons.go) with evidence from OpenRouter (lookup.go, records.go,
-// account.go) and other replicas (storage.go) where the table needs it,
-// and rewritten (rewrite.go puts the entry's sentence and members in,
-// errbody edits the body in the upstream's envelope, envelope.go picks the
-// envelope of an edge answer) or counted as unexplained (drift.go).
 package caddymodule
 
 import (
