@@ -1,5 +1,9 @@
 package caddymodule
 
+// handler.go owns the openrouter_keys handler: its options and their
+// defaults, Provision, Validate and Cleanup, and ServeHTTP: the edge
+// answer, passing the request on, and explaining a held failure.
+
 import (
 	"errors"
 	"fmt"
