@@ -8,13 +8,11 @@ package caddymodule
 import (
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
 
@@ -33,17 +31,9 @@ const (
 // failure with what it means and the evidence gathered within the
 // failure's deadline; any other passes unchanged, counted by class.
 func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp fingerprint, start time.Time) error {
-	encodings := hw.Header().Values("Content-Encoding")
-	if len(encodings) > 1 {
-		return h.leave(hw, classEncoding, "")
-	}
-	body, err := errbody.Decode(hw.buf.Bytes(), strings.Join(encodings, ""))
-	if err != nil {
-		return h.leave(hw, classEncoding, "")
-	}
-	eb, ok := errbody.Parse(body)
-	if !ok {
-		return h.leave(hw, classNotJSON, "")
+	eb, body, class := h.parseHeld(hw)
+	if eb == nil {
+		return h.leave(hw, class, "")
 	}
 	f := openrouter.Recognise(hw.heldStatus, body, hw.Header())
 	switch f.Kind {
@@ -72,7 +62,7 @@ func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp
 		return h.leave(hw, classUneditable, "")
 	}
 	setLimitHeaders(hw.Header(), v)
-	err = hw.sendRewritten(out, string(v.reason))
+	err := hw.sendRewritten(out, string(v.reason))
 	gatewayMetrics.rewrites.WithLabelValues(v.entry().metric).Inc()
 	if ce := h.logger.Check(zapcore.InfoLevel, "explained key or account failure"); ce != nil {
 		ce.Write(zap.Int("status", hw.heldStatus), zap.String("reason", string(v.reason)),

@@ -386,7 +386,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 // the lookup timeout) what it means; otherwise it releases the 401
 // unchanged and counts why.
 func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fingerprint, start time.Time) error {
-	eb, class := h.parseHeld(hw)
+	eb, _, class := h.parseHeld(hw)
 	if eb == nil {
 		return h.leave(hw, class, "")
 	}
@@ -417,21 +417,22 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 	return err
 }
 
-// parseHeld decodes and parses the held body, or says why it cannot.
-func (h *Handler) parseHeld(hw *heldWriter) (*errbody.Body, string) {
+// parseHeld decodes and parses the held body (returning the decoded bytes
+// too), or says why it cannot.
+func (h *Handler) parseHeld(hw *heldWriter) (*errbody.Body, []byte, string) {
 	encodings := hw.Header().Values("Content-Encoding")
 	if len(encodings) > 1 {
-		return nil, classEncoding
+		return nil, nil, classEncoding
 	}
 	body, err := errbody.Decode(hw.buf.Bytes(), strings.Join(encodings, ""))
 	if err != nil {
-		return nil, classEncoding
+		return nil, nil, classEncoding
 	}
 	eb, ok := errbody.Parse(body)
 	if !ok {
-		return nil, classNotJSON
+		return nil, nil, classNotJSON
 	}
-	return eb, ""
+	return eb, body, ""
 }
 
 // acceptedBy reports whether the body shows that OpenRouter authenticated
