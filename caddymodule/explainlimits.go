@@ -7,7 +7,6 @@ package caddymodule
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -71,11 +70,11 @@ func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp
 	return err
 }
 
-// answerLimitAtEdge answers a key whose cap is known spent without calling
-// the upstream: OpenRouter's key-limit 403 in the endpoint's envelope,
-// explained as the upstream's would have been, with figures from the
-// key's fresh GET /key when there is one.
-func (h *Handler) answerLimitAtEdge(w http.ResponseWriter, r *http.Request, v verdict, fp fingerprint) error {
+// limitEdgeBody is the edge's answer to a key whose cap is known spent:
+// OpenRouter's key-limit 403 in the family's envelope, explained as the
+// upstream's would have been, with figures from the key's fresh GET /key
+// when there is one.
+func (h *Handler) limitEdgeBody(family openrouter.Family, v verdict, fp fingerprint) []byte {
 	now := h.knowledge.now()
 	if md := h.knowledge.limits.known(fp, now); md != nil {
 		f := openrouter.Failure{Kind: openrouter.KindKeyCapSpent, Window: v.limit.window}
@@ -83,20 +82,7 @@ func (h *Handler) answerLimitAtEdge(w http.ResponseWriter, r *http.Request, v ve
 		keyCapFacts(v.limit, &f, md, now)
 		v.limit.resetsAt, v.limit.neverResets = resetsAt, never
 	}
-	out := keyLimitEdgeBody(h.acct.envelopes.forFamily(openrouter.FamilyOf(r.URL.Path)), v)
-	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("Content-Length", strconv.Itoa(len(out)))
-	hdr.Set("X-OpenRouter-Key-Status", string(v.reason))
-	hdr.Set("X-OpenRouter-Keys-Answer", "edge")
-	setLimitHeaders(hdr, v)
-	w.WriteHeader(http.StatusForbidden)
-	_, err := w.Write(out)
-	gatewayMetrics.edgeAnswers.WithLabelValues(v.entry().metric).Inc()
-	if ce := h.logger.Check(zapcore.DebugLevel, "answered at the edge"); ce != nil {
-		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fp.short()))
-	}
-	return err
+	return keyLimitEdgeBody(h.acct.envelopes.forFamily(family), v)
 }
 
 // spendsCredits reports whether a request can be refused for a spent cap:

@@ -460,23 +460,31 @@ func fingerprintForLog(c credential, fp fingerprint) string {
 
 // answerAtEdge answers a request without calling the upstream, with the
 // body the rewrite would have produced, in the envelope the upstream uses
-// on that endpoint.
+// on that endpoint: a dead key's 401, or a capped key's 403
+// (explainlimits.go).
 func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict, fp fingerprint) error {
+	family := openrouter.FamilyOf(r.URL.Path)
+	status, out := http.StatusUnauthorized, []byte(nil)
 	if v.limit != nil {
-		return h.answerLimitAtEdge(w, r, v, fp)
+		status, out = http.StatusForbidden, h.limitEdgeBody(family, v, fp)
+	} else {
+		out = edgeBody(h.acct.envelopes.forFamily(family), v)
 	}
-	out := edgeBody(h.acct.envelopes.forFamily(openrouter.FamilyOf(r.URL.Path)), v)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Content-Length", strconv.Itoa(len(out)))
 	hdr.Set("X-OpenRouter-Key-Status", string(v.reason))
 	hdr.Set("X-OpenRouter-Keys-Answer", "edge")
-	w.WriteHeader(http.StatusUnauthorized)
+	if v.limit != nil {
+		setLimitHeaders(hdr, v)
+	}
+	w.WriteHeader(status)
 	_, err := w.Write(out)
 	gatewayMetrics.edgeAnswers.WithLabelValues(v.entry().metric).Inc()
 	if ce := h.logger.Check(zapcore.DebugLevel, "answered at the edge"); ce != nil {
+		// Only keys have a fingerprint; a malformed or foreign token has none.
 		short := "-"
-		if v.reason == reasonExpired || v.reason == reasonDisabled {
+		if v.entry().edge != edgeToken {
 			short = fp.short()
 		}
 		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", short))
