@@ -526,8 +526,10 @@ func TestFreeDailyCostsOneUpstreamRequest(t *testing.T) {
 // /messages and /responses (both envelopes) carry the same reason, scope,
 // figures and headers inside their own envelope.
 func TestLimitFailuresInEveryEnvelope(t *testing.T) {
-	for _, env := range []openrouter.Envelope{openrouter.EnvelopeResponsesDocs, openrouter.EnvelopeOpenAI} {
-		t.Run(fmt.Sprint(env), func(t *testing.T) { limitEnvelopes(t, env) })
+	for name, env := range map[string]openrouter.Envelope{
+		"responses docs envelope": openrouter.EnvelopeResponsesDocs, "responses spec envelope": openrouter.EnvelopeOpenAI,
+	} {
+		t.Run(name, func(t *testing.T) { limitEnvelopes(t, env) })
 	}
 }
 
