@@ -270,12 +270,22 @@ func keyFacts(k *keyReport, now time.Time) []fact {
 		if k.LimitRemaining != nil {
 			facts = append(facts, fact{Name: "Limit left", Value: money(*k.LimitRemaining)})
 		}
+		switch {
+		case k.ResetsAt != nil:
+			facts = append(facts, fact{Name: "Limit resets", When: whenOf(*k.ResetsAt, now)})
+		case k.NeverResets:
+			facts = append(facts, fact{Name: "Limit resets", Value: "never (a total limit)"})
+		}
 	case complete:
 		facts = append(facts, fact{Name: "Spending limit", Value: "no limit"})
 	}
 	if u := k.Usage; u != nil {
 		facts = append(facts, fact{Name: "Usage", Value: fmt.Sprintf("%s in total: %s today, %s this week, %s this month",
 			money(u.Total), money(u.Daily), money(u.Weekly), money(u.Monthly))})
+	}
+	if f := k.FreeModelRequests; f != nil {
+		facts = append(facts, fact{Name: "Free-model requests", Value: fmt.Sprintf("%d of %d left today (%d used), for the whole account; back at 00:00 UTC (%s)",
+			f.Remaining, f.Limit, f.Used, relativeTime(f.ResetsAt, now))})
 	}
 	switch {
 	case k.ExpiresAt != nil:

@@ -11,6 +11,7 @@ package caddymodule
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -21,8 +22,9 @@ import (
 // report is the key check's answer. Field names are the API's; a part that
 // is unavailable is null, and its *_unavailable sibling says why.
 type report struct {
-	// Status is "valid", one of the gateway's reasons, or "unknown" when
-	// OpenRouter refuses the key and nothing more is known.
+	// Status is "valid", one of the gateway's reasons (key_limit_reached
+	// for a key that works but whose own limit is spent), or "unknown"
+	// when OpenRouter refuses the key and nothing more is known.
 	Status string `json:"status"`
 	// Headline is the status in words, for people.
 	Headline string `json:"headline"`
@@ -47,17 +49,26 @@ type report struct {
 type keyReport struct {
 	Label string `json:"label"`
 	// Workspace and Name come from the key's own record (matched by hash).
-	Workspace        string           `json:"workspace,omitempty"`
-	Name             string           `json:"name,omitempty"`
-	IsManagementKey  *bool            `json:"is_management_key"`
-	IsFreeTier       *bool            `json:"is_free_tier"`
-	Limit            *float64         `json:"limit"`
-	LimitRemaining   *float64         `json:"limit_remaining"`
-	LimitReset       *string          `json:"limit_reset"`
-	Usage            *usageReport     `json:"usage"`
-	ExpiresAt        *time.Time       `json:"expires_at"`
-	ExpiresInSeconds *int64           `json:"expires_in_seconds"`
-	RateLimit        *rateLimitReport `json:"rate_limit"`
+	Workspace       string   `json:"workspace,omitempty"`
+	Name            string   `json:"name,omitempty"`
+	IsManagementKey *bool    `json:"is_management_key"`
+	IsFreeTier      *bool    `json:"is_free_tier"`
+	Limit           *float64 `json:"limit"`
+	LimitRemaining  *float64 `json:"limit_remaining"`
+	LimitReset      *string  `json:"limit_reset"`
+	// ResetsAt is when the limit's window ends and the limit comes back
+	// (limit_reset by OpenRouter's UTC calendar); null without a limit and
+	// for a total limit, which never resets (NeverResets).
+	ResetsAt    *time.Time   `json:"resets_at"`
+	NeverResets bool         `json:"never_resets,omitempty"`
+	Usage       *usageReport `json:"usage"`
+	// FreeModelRequests is the account's allowance of requests to ":free"
+	// models today, shared by all of them; null when OpenRouter does not
+	// say it.
+	FreeModelRequests *freeModelRequestsReport `json:"free_model_requests"`
+	ExpiresAt         *time.Time               `json:"expires_at"`
+	ExpiresInSeconds  *int64                   `json:"expires_in_seconds"`
+	RateLimit         *rateLimitReport         `json:"rate_limit"`
 	// LastUsedAt is when a gateway with watch_keys last saw the key used.
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
@@ -68,6 +79,15 @@ type usageReport struct {
 	Daily   float64 `json:"daily"`
 	Weekly  float64 `json:"weekly"`
 	Monthly float64 `json:"monthly"`
+}
+
+// freeModelRequestsReport is GET /key's free_model_daily_requests and
+// when the day's allowance comes back (00:00 UTC).
+type freeModelRequestsReport struct {
+	Limit     int       `json:"limit"`
+	Remaining int       `json:"remaining"`
+	Used      int       `json:"used"`
+	ResetsAt  time.Time `json:"resets_at"`
 }
 
 // rateLimitReport is the key's request rate limit as OpenRouter reports it
@@ -90,11 +110,17 @@ type modelsReport struct {
 	Sample []string `json:"sample"`
 }
 
-// The statuses that are not reasons.
+// The statuses that are not reasons, and the key check's word for a key
+// whose own limit is spent (the gateway's reason for its 403).
 const (
-	statusValid   = "valid"
-	statusUnknown = "unknown"
+	statusValid           = "valid"
+	statusUnknown         = "unknown"
+	statusKeyLimitReached = "key_limit_reached"
 )
+
+// warnWithin is how soon an expiry or a limit running out makes the
+// headline of a key that works say so.
+const warnWithin = 7 * 24 * time.Hour
 
 // checker builds reports for one account.
 type checker struct {
@@ -162,11 +188,14 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	case md != nil:
 		rep.Key = keyReportOf(token, md, m, now)
 		rep.Key.LastUsedAt = c.lastUsed(m)
-		if md.Management() {
+		switch {
+		case md.Management():
 			rep.setVerdict(verdict{reason: reasonManagementKey})
 			rep.Message = "The key works, but it is a management key: it manages keys and credits and cannot be used for inference."
-		} else {
-			rep.Status, rep.Headline, rep.Message = statusValid, "Key works", "The key is valid: OpenRouter accepts it."
+		case rep.Key.limitSpent():
+			rep.setLimitReached(now)
+		default:
+			rep.setWorks(now)
 		}
 	case keyRes.err == nil && keyRes.status == http.StatusUnauthorized:
 		c.explainRefused(rep, cred, refusedEvidence{m, recErr, learned, seen}, now)
@@ -286,6 +315,100 @@ func (r *report) setVerdict(v verdict) {
 	}
 }
 
+// limitSpent reports whether the key has a limit with nothing left.
+func (k *keyReport) limitSpent() bool {
+	return k.Limit != nil && k.LimitRemaining != nil && *k.LimitRemaining <= 0
+}
+
+// windowWords is the limit's window as a sentence names it: "daily",
+// ..., "total".
+func (k *keyReport) windowWords() string {
+	return openrouter.WindowOfLimitReset(k.LimitReset).String()
+}
+
+// setLimitReached says that the key works but its own limit is spent:
+// how much of what, and when it comes back.
+func (r *report) setLimitReached(now time.Time) {
+	k := r.Key
+	r.Status, r.Headline = statusKeyLimitReached, "Key limit reached"
+	r.Message = "The key works, but its own " + k.windowWords() + " spending limit is used up: " +
+		money(*k.Limit-*k.LimitRemaining) + " spent of " + money(*k.Limit) + ". " + k.resetSentence(now) +
+		" Requests with it fail with 403 until then, whatever the account's credits."
+}
+
+// resetSentence says when the key's limit comes back.
+func (k *keyReport) resetSentence(now time.Time) string {
+	if k.NeverResets {
+		return "It is a total limit, which never resets."
+	}
+	if k.ResetsAt != nil {
+		return "It resets at " + k.ResetsAt.Format(time.RFC3339) + " (" + relativeTime(*k.ResetsAt, now) + ")."
+	}
+	return ""
+}
+
+// setWorks says that the key works, and in its headline whether it
+// expires or its limit runs out within warnWithin, whichever comes first.
+func (r *report) setWorks(now time.Time) {
+	r.Status, r.Headline, r.Message = statusValid, "Key works", "The key is valid: OpenRouter accepts it."
+	k := r.Key
+	var exp time.Time
+	if k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < warnWithin {
+		exp = *k.ExpiresAt
+	}
+	out, pace, ok := k.runsOut(now)
+	switch {
+	case ok && (exp.IsZero() || out.Before(exp)):
+		r.Headline = "Key works, but its limit runs out " + relativeTime(out, now)
+		r.Message += " At " + pace + ", its " + k.windowWords() + " limit (" + money(*k.LimitRemaining) + " left of " +
+			money(*k.Limit) + ") runs out " + relativeTime(out, now) + ", before it resets."
+	case !exp.IsZero():
+		r.Headline = "Key works, but expires " + relativeTime(exp, now)
+	}
+}
+
+// runsOut is when the key's limit would be used up at the pace the key
+// spent in the window that holds now (a total limit: this week), if that
+// is within warnWithin and before the limit resets. A window begun less
+// than an hour ago says nothing of a pace.
+func (k *keyReport) runsOut(now time.Time) (at time.Time, pace string, ok bool) {
+	if k.Limit == nil || k.LimitRemaining == nil || *k.LimitRemaining <= 0 || k.Usage == nil {
+		return time.Time{}, "", false
+	}
+	window := openrouter.WindowOfLimitReset(k.LimitReset)
+	spent, pace, began := k.Usage.Weekly, "this week's pace", openrouter.WindowWeekly
+	switch window {
+	case openrouter.WindowDaily:
+		spent, pace, began = k.Usage.Daily, "today's pace", openrouter.WindowDaily
+	case openrouter.WindowMonthly:
+		spent, pace, began = k.Usage.Monthly, "this month's pace", openrouter.WindowMonthly
+	}
+	start := windowStart(began, now)
+	elapsed := now.Sub(start)
+	if spent <= 0 || elapsed < time.Hour {
+		return time.Time{}, "", false
+	}
+	left := time.Duration(*k.LimitRemaining / spent * float64(elapsed))
+	at = now.Add(left).Truncate(time.Minute)
+	if left >= warnWithin || (k.ResetsAt != nil && !at.Before(*k.ResetsAt)) {
+		return time.Time{}, "", false
+	}
+	return at, pace, true
+}
+
+// windowStart is when the calendar window that holds now began.
+func windowStart(w openrouter.Window, now time.Time) time.Time {
+	now = now.UTC()
+	y, m, d := now.Date()
+	switch w {
+	case openrouter.WindowDaily:
+		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
+	case openrouter.WindowMonthly:
+		return time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
+	}
+	return time.Date(y, m, d-(int(now.Weekday())+6)%7, 0, 0, 0, 0, time.UTC)
+}
+
 func (r *report) setUnknown(msg string) {
 	r.Status, r.Headline, r.Message = statusUnknown, "Key refused", msg
 }
@@ -342,6 +465,17 @@ func keyReportOf(token string, md *keyMetadata, m match, now time.Time) *keyRepo
 	if md.RateLimit != nil {
 		kr.RateLimit = &rateLimitReport{Requests: md.RateLimit.Requests, Interval: md.RateLimit.Interval}
 	}
+	if md.Limit != nil {
+		w := openrouter.WindowOfLimitReset(md.LimitReset)
+		if at, ok := w.ResetsAt(now); ok {
+			kr.ResetsAt = &at
+		}
+		kr.NeverResets = w == openrouter.WindowTotal
+	}
+	if f := md.FreeModelDailyRequests; f != nil {
+		reset, _ := openrouter.WindowDaily.ResetsAt(now)
+		kr.FreeModelRequests = &freeModelRequestsReport{Limit: f.Limit, Remaining: f.Remaining, Used: f.Used, ResetsAt: reset}
+	}
 	return kr
 }
 
@@ -354,15 +488,24 @@ func adviceFor(rep *report, now time.Time) []string {
 		label += " " + rep.Key.Label
 	}
 	switch rep.Status {
+	case statusKeyLimitReached:
+		k := rep.Key
+		wait := "or use another key: a total limit never resets."
+		if k.ResetsAt != nil {
+			wait = "or wait until it resets " + relativeTime(*k.ResetsAt, now) + "."
+		}
+		advice = append(advice, "Raise the key's limit at https://openrouter.ai/settings/keys, "+wait+
+			" Adding credits to the account does not help, nor does a retry: the limit is the key's own.")
+		advice = appendAccountAdvice(advice, rep, now)
 	case statusValid:
-		if k := rep.Key; k != nil && k.LimitRemaining != nil && *k.LimitRemaining <= 0 {
-			advice = append(advice, "The key's spending limit is used up, so its requests fail with 403: raise the limit at https://openrouter.ai/settings/keys, or wait until it resets.")
-		}
-		if c := rep.Credits; c != nil && c.Remaining <= 0 {
-			advice = append(advice, "The account has no credits left, so requests to paid models fail with 402: add credits at https://openrouter.ai/settings/credits.")
-		}
-		if k := rep.Key; k != nil && k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < 7*24*time.Hour {
-			advice = append(advice, "The key expires "+relativeTime(*k.ExpiresAt, now)+": create a new key at https://openrouter.ai/settings/keys and switch to it before then. An expiry cannot be extended.")
+		advice = appendAccountAdvice(advice, rep, now)
+		if k := rep.Key; k != nil {
+			if at, pace, ok := k.runsOut(now); ok {
+				advice = append(advice, "At "+pace+" the key's limit runs out "+relativeTime(at, now)+", before it resets: raise it at https://openrouter.ai/settings/keys if the key must keep working.")
+			}
+			if k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < warnWithin {
+				advice = append(advice, "The key expires "+relativeTime(*k.ExpiresAt, now)+": create a new key at https://openrouter.ai/settings/keys and switch to it before then. An expiry cannot be extended.")
+			}
 		}
 	case statusUnknown:
 		advice = append(advice, "Find "+label+" in the list at https://openrouter.ai/settings/keys: it shows whether the key expired or was disabled; a key that is not listed was deleted.")
@@ -373,6 +516,24 @@ func adviceFor(rep *report, now time.Time) []string {
 	}
 	if rep.MatchedBy == "label" {
 		advice = append(advice, "This result comes from the key's label, which several keys can share: find the key by its name at https://openrouter.ai/settings/keys to be sure.")
+	}
+	return advice
+}
+
+// appendAccountAdvice adds what the account's figures call for, for a key
+// that works: no credits left, no free-model requests left today.
+func appendAccountAdvice(advice []string, rep *report, now time.Time) []string {
+	if c := rep.Credits; c != nil && c.Remaining <= 0 {
+		advice = append(advice, "The account has no credits left, so requests to paid models fail with 402: add credits at https://openrouter.ai/settings/credits.")
+	}
+	if k := rep.Key; k != nil && k.FreeModelRequests != nil && k.FreeModelRequests.Remaining <= 0 {
+		f := k.FreeModelRequests
+		s := fmt.Sprintf("The account's %d free-model requests for today are used up, so requests to \":free\" models fail with 429 until they come back %s (00:00 UTC); another \":free\" model does not help, they share the allowance.",
+			f.Limit, relativeTime(f.ResetsAt, now))
+		if f.Limit < openrouter.FreeDailyHighBalance {
+			s += fmt.Sprintf(" An account that bought %d credits in all gets %d a day.", openrouter.FreeDailyUnlockCredits, openrouter.FreeDailyHighBalance)
+		}
+		advice = append(advice, s)
 	}
 	return advice
 }

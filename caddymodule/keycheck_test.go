@@ -440,12 +440,15 @@ func fullReport(now time.Time) *report {
 	limit, left, reset := 10.0, 0.0012, "monthly"
 	mgmt, free := false, true
 	exp, used := now.Add(20*24*time.Hour+time.Minute), now.Add(-2*24*time.Hour)
+	y, m, d := now.UTC().Date()
+	monthEnd, dayEnd := time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC), time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC)
 	in := int64(exp.Sub(now) / time.Second)
 	rep := &report{Status: "valid", Headline: "Key works", Message: "The key is valid: OpenRouter accepts it.",
 		Key: &keyReport{Label: "sk-or-v1-012...def", Workspace: "Production", Name: "CI <bot>", IsManagementKey: &mgmt, IsFreeTier: &free,
-			Limit: &limit, LimitRemaining: &left, LimitReset: &reset,
-			Usage:     &usageReport{Total: 9.9988, Daily: 0, Weekly: 1.5, Monthly: 9.9988},
-			ExpiresAt: &exp, ExpiresInSeconds: &in, RateLimit: &rateLimitReport{Requests: -1, Interval: "10s"}, LastUsedAt: &used},
+			Limit: &limit, LimitRemaining: &left, LimitReset: &reset, ResetsAt: &monthEnd,
+			FreeModelRequests: &freeModelRequestsReport{Limit: 1000, Remaining: 988, Used: 12, ResetsAt: dayEnd},
+			Usage:             &usageReport{Total: 9.9988, Daily: 0, Weekly: 1.5, Monthly: 9.9988},
+			ExpiresAt:         &exp, ExpiresInSeconds: &in, RateLimit: &rateLimitReport{Requests: -1, Interval: "10s"}, LastUsedAt: &used},
 		Credits: &creditsReport{TotalCredits: 25, TotalUsage: 11.5, Remaining: 13.5},
 		Models:  &modelsReport{Count: 337, Sample: []string{"openai/gpt-4o", "anthropic/claude-3.5-sonnet"}},
 	}
@@ -461,24 +464,28 @@ func TestKeyCheckViewInWords(t *testing.T) {
 		got[f.Name] = f.text()
 	}
 	for name, want := range map[string]string{
-		"Key":            "sk-or-v1-012...def",
-		"Name":           "CI <bot>",
-		"Workspace":      "Production",
-		"Type":           "API key, free tier",
-		"Spending limit": "$10.00, resets monthly",
-		"Limit left":     "$0.0012",
-		"Usage":          "$9.9988 in total: $0.00 today, $1.50 this week, $9.9988 this month",
-		"Expires":        "2026-12-13 14:01 UTC (in 20 days)",
-		"Rate limit":     "unlimited",
-		"Last used":      "2026-11-21 14:00 UTC (2 days ago)",
-		"Credits":        "$13.50 left of $25.00 ($11.50 used)",
-		"Models":         "337 available, such as openai/gpt-4o, anthropic/claude-3.5-sonnet",
+		"Key":                 "sk-or-v1-012...def",
+		"Name":                "CI <bot>",
+		"Workspace":           "Production",
+		"Type":                "API key, free tier",
+		"Spending limit":      "$10.00, resets monthly",
+		"Limit left":          "$0.0012",
+		"Limit resets":        "2026-12-01 00:00 UTC (in 7 days)",
+		"Free-model requests": "988 of 1000 left today (12 used), for the whole account; back at 00:00 UTC (in 10 hours)",
+		"Usage":               "$9.9988 in total: $0.00 today, $1.50 this week, $9.9988 this month",
+		"Expires":             "2026-12-13 14:01 UTC (in 20 days)",
+		"Rate limit":          "unlimited",
+		"Last used":           "2026-11-21 14:00 UTC (2 days ago)",
+		"Credits":             "$13.50 left of $25.00 ($11.50 used)",
+		"Models":              "337 available, such as openai/gpt-4o, anthropic/claude-3.5-sonnet",
 	} {
 		if got[name] != want {
 			t.Errorf("%s: %q, want %q", name, got[name], want)
 		}
 	}
-	if v.Headline != "Key works" || v.Tone != "ok" || len(v.Advice) != 0 {
+	// $0.0012 left of a monthly limit spent at $10 in 22 days and 14
+	// hours runs out within minutes: the one piece of advice.
+	if v.Headline != "Key works" || v.Tone != "ok" || len(v.Advice) != 1 || !strings.Contains(v.Advice[0], "runs out in 3 minutes") {
 		t.Errorf("headline %q, tone %q, advice %q", v.Headline, v.Tone, v.Advice)
 	}
 	// No limit, no expiry: said, not left out; booleans that are false
@@ -534,11 +541,11 @@ func TestKeyCheckPageAndCLISayTheSame(t *testing.T) {
 	if !strings.Contains(cli.String(), "Key works (valid)\nThe key is valid") || !strings.Contains(html, `<span id="headline">Key works</span>`) {
 		t.Errorf("headline: page or CLI\n%s", cli.String())
 	}
-	if len(v.Advice) != 1 || !strings.Contains(v.Advice[0], "expires in 3 days") {
+	if len(v.Advice) != 2 || !strings.Contains(v.Advice[1], "expires in 3 days") {
 		t.Fatalf("advice: %q", v.Advice)
 	}
-	for _, a := range v.Advice {
-		if !strings.Contains(html, "<li>"+esc(a)+"</li>") || !strings.Contains(cli.String(), "1. "+a) {
+	for i, a := range v.Advice {
+		if !strings.Contains(html, "<li>"+esc(a)+"</li>") || !strings.Contains(cli.String(), fmt.Sprintf("%d. %s", i+1, a)) {
 			t.Errorf("advice %q: not on both", a)
 		}
 	}
@@ -683,5 +690,118 @@ func TestKeyCheckWeighsEveryGateway(t *testing.T) {
 		if rep, _ := checkKey(t, kc, key); rep.Status != statusUnknown {
 			t.Fatalf("check %d: %q, though the gateways disagree", i, rep.Status)
 		}
+	}
+}
+
+// A key whose own limit is spent is its own status, in words for people,
+// with its reset by the UTC calendar; any key shows its limit's reset and
+// the account's free-model requests left today; a key that works but
+// expires or runs out within a week says so in its headline. The clock is
+// fixed across a week's and a year's end, for the emulator and the check.
+func TestKeyCheckLimits(t *testing.T) {
+	sunday := time.Date(2026, 12, 6, 22, 30, 0, 0, time.UTC) // a week ends at midnight
+	newYearsEve := time.Date(2026, 12, 31, 23, 0, 0, 0, time.UTC)
+	monday := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	limit := func(v float64) *float64 { return &v }
+	for _, c := range []struct {
+		name     string
+		now      time.Time
+		key      emulator.KeyOptions
+		account  *emulator.AccountOptions
+		status   string
+		headline string
+		message  []string
+		resetsAt time.Time // zero: none
+		never    bool
+		advice   []string // each in some piece of advice
+	}{
+		{
+			name: "daily limit spent", now: sunday, key: emulator.KeyOptions{Limit: limit(5), LimitReset: "daily", Usage: 5},
+			status: "key_limit_reached", headline: "Key limit reached",
+			message:  []string{"daily spending limit is used up: $5.00 spent of $5.00", "It resets at 2026-12-07T00:00:00Z (in 2 hours)", "whatever the account's credits"},
+			resetsAt: monday, advice: []string{"Raise the key's limit", "or wait until it resets in 2 hours", "Adding credits to the account does not help"},
+		},
+		{
+			name: "weekly limit spent", now: sunday, key: emulator.KeyOptions{Limit: limit(20), LimitReset: "weekly", Usage: 20.5},
+			status: "key_limit_reached", headline: "Key limit reached",
+			message: []string{"weekly spending limit is used up: $20.50 spent of $20.00", "It resets at 2026-12-07T00:00:00Z"}, resetsAt: monday,
+		},
+		{
+			name: "monthly limit spent at the year's end", now: newYearsEve, key: emulator.KeyOptions{Limit: limit(100), LimitReset: "monthly", Usage: 100},
+			status: "key_limit_reached", headline: "Key limit reached",
+			message:  []string{"monthly spending limit", "It resets at 2027-01-01T00:00:00Z (in 1 hour)"},
+			resetsAt: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
+		},
+		{
+			name: "total limit spent", now: sunday, key: emulator.KeyOptions{Limit: limit(2), Usage: 2},
+			status: "key_limit_reached", headline: "Key limit reached", never: true,
+			message: []string{"total spending limit is used up: $2.00 spent of $2.00", "never resets"}, advice: []string{"or use another key: a total limit never resets"},
+		},
+		{
+			name: "limit with room", now: sunday, key: emulator.KeyOptions{Limit: limit(10), LimitReset: "daily", Usage: 1},
+			status: "valid", headline: "Key works", resetsAt: monday,
+		},
+		{
+			// 9 of 10 spent in the 5 days and 22.5 hours since the 1st:
+			// the last 1 goes in about 16 hours, long before January.
+			name: "monthly limit running out", now: sunday, key: emulator.KeyOptions{Limit: limit(10), LimitReset: "monthly", Usage: 9},
+			status: "valid", headline: "Key works, but its limit runs out in 16 hours",
+			message:  []string{"At this month's pace, its monthly limit ($1.00 left of $10.00) runs out in 16 hours, before it resets."},
+			resetsAt: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC), advice: []string{"At this month's pace the key's limit runs out in 16 hours"},
+		},
+		{
+			name: "expires in two days", now: sunday, key: emulator.KeyOptions{ExpiresAt: func() *time.Time { t := sunday.Add(48 * time.Hour); return &t }()},
+			status: "valid", headline: "Key works, but expires in 2 days", advice: []string{"The key expires in 2 days"},
+		},
+		{
+			name: "free-model requests used up", now: sunday, account: &emulator.AccountOptions{Credits: 5, Usage: 1, FreeRequestsUsed: 50},
+			status: "valid", headline: "Key works",
+			advice: []string{`free-model requests for today are used up, so requests to ":free" models fail with 429 until they come back in 2 hours`, "bought 10 credits in all gets 1000 a day"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			emu, api := startEmulator(t)
+			emu.Clock = func() time.Time { return c.now }
+			if c.account != nil {
+				c.key.Account = emu.NewAccount(*c.account)
+			}
+			key := emu.NewKey(c.key)
+			kc := newKeyCheck(t, api, "")
+			rep, err := kc.checker.check(context.Background(), key, c.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Status != c.status || rep.Headline != c.headline {
+				t.Errorf("status %q, headline %q; want %q, %q", rep.Status, rep.Headline, c.status, c.headline)
+			}
+			for _, s := range c.message {
+				if !strings.Contains(rep.Message, s) {
+					t.Errorf("message %q does not say %q", rep.Message, s)
+				}
+			}
+			for _, s := range c.advice {
+				if !strings.Contains(strings.Join(rep.Advice, "\n"), s) {
+					t.Errorf("advice %q does not say %q", rep.Advice, s)
+				}
+			}
+			k := rep.Key
+			if (k.ResetsAt == nil) != c.resetsAt.IsZero() || (k.ResetsAt != nil && !k.ResetsAt.Equal(c.resetsAt)) || k.NeverResets != c.never {
+				t.Errorf("resets_at %v, never_resets %v; want %v, %v", k.ResetsAt, k.NeverResets, c.resetsAt, c.never)
+			}
+			free := k.FreeModelRequests
+			wantUsed := 0
+			if c.account != nil {
+				wantUsed = c.account.FreeRequestsUsed
+			}
+			dayEnd := c.now.Truncate(24 * time.Hour).Add(24 * time.Hour)
+			if free == nil || free.Used != wantUsed || free.Remaining != max(free.Limit-wantUsed, 0) || !free.ResetsAt.Equal(dayEnd) {
+				t.Errorf("free-model requests %+v; want %d used, back at %v", free, wantUsed, dayEnd)
+			}
+			// The JSON says the same.
+			b, _ := json.Marshal(rep)
+			if !strings.Contains(string(b), `"free_model_requests":{"limit":`) || !strings.Contains(string(b), `"resets_at":`) {
+				t.Errorf("JSON: %s", b)
+			}
+		})
 	}
 }
