@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -405,4 +406,61 @@ func TestKeyCheckPageInBrowser(t *testing.T) {
 		t.Errorf("malformed key: %+v", s)
 	}
 	screenshot("malformed")
+}
+
+// A key whose daily limit is spent is "Key limit reached" on the page and
+// in JSON, with what it spent of what and when it resets, after the
+// gateway met its 403 as well as before; its record hash, which that 403
+// carries, is nowhere in the check's answers.
+func TestKeyCheckCappedKeyThroughCaddy(t *testing.T) {
+	e := start(t, options{management: true})
+	limit := 5.0
+	capped := e.emu.NewKey(emulator.KeyOptions{Limit: &limit, LimitReset: "daily", Usage: 5})
+	free := e.emu.NewKey(emulator.KeyOptions{Account: e.emu.NewAccount(emulator.AccountOptions{Credits: 5, FreeRequestsUsed: 50})})
+	remember(capped, free)
+	check := func(key, accept string) (int, []byte) {
+		b, _ := json.Marshal(map[string]string{"key": key})
+		form := []string{"Accept", accept}
+		if accept == "text/html" { // as the page's form posts it
+			b = []byte("key=" + url.QueryEscape(key))
+			form = append(form, "Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, body := raw(t, "POST", keycheckURL, "", string(b), form...)
+		if bytes.Contains(body, []byte(recordHashOf(key))) {
+			t.Errorf("the key check's answer has the key's record hash")
+		}
+		return resp.StatusCode, body
+	}
+	midnight := time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	for _, after403 := range []bool{false, true} {
+		if after403 {
+			limitChat(t, capped, "openai/gpt-4o", 0)
+		}
+		status, body := check(capped, "application/json")
+		var rep struct {
+			checkReport
+			Key struct {
+				ResetsAt *time.Time `json:"resets_at"`
+			} `json:"key"`
+		}
+		if err := json.Unmarshal(body, &rep); err != nil || status != 200 || rep.Status != "key_limit_reached" || rep.Headline != "Key limit reached" ||
+			!strings.Contains(rep.Message, "$5.00 spent of $5.00") || rep.Key.ResetsAt == nil || !rep.Key.ResetsAt.Equal(midnight) || len(rep.Advice) == 0 {
+			t.Errorf("after the gateway's 403 %v: %d %s", after403, status, body)
+		}
+		status, body = check(capped, "text/html")
+		if status != 200 || !bytes.Contains(body, []byte(`<span id="headline">Key limit reached</span>`)) || !bytes.Contains(body, []byte("Limit resets")) {
+			t.Errorf("page, after the gateway's 403 %v: %d %s", after403, status, body)
+		}
+	}
+	status, body := check(free, "application/json")
+	var rep struct {
+		checkReport
+		Key struct {
+			Free *struct{ Limit, Remaining, Used int } `json:"free_model_requests"`
+		} `json:"key"`
+	}
+	if err := json.Unmarshal(body, &rep); err != nil || status != 200 || rep.Status != "valid" || rep.Key.Free == nil ||
+		rep.Key.Free.Remaining != 0 || rep.Key.Free.Limit != 50 || !strings.Contains(strings.Join(rep.Advice, " "), "free-model requests for today are used up") {
+		t.Errorf("free-model allowance used up: %d %s", status, body)
+	}
 }
