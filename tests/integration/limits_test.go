@@ -159,16 +159,19 @@ func nextFirstOfMonth(now time.Time) time.Time {
 
 // expectation is what one explained failure must say.
 type expectation struct {
-	status       int
-	reason       string
-	scope        string // "": no scope member
-	retry        string // X-Should-Retry
-	retryAfter   string // "": no Retry-After
-	window       string
-	numbers      map[string]float64 // metadata numbers that must be there, exactly (within a cent's rounding)
-	absent       []string           // metadata members that must not be there
-	resetsAt     func(now time.Time) time.Time
-	neverResets  bool
+	status      int
+	reason      string
+	scope       string // "": no scope member
+	retry       string // X-Should-Retry
+	retryAfter  string // "": no Retry-After
+	window      string
+	numbers     map[string]float64 // metadata numbers that must be there, exactly (within a cent's rounding)
+	absent      []string           // metadata members that must not be there
+	resetsAt    func(now time.Time) time.Time
+	neverResets bool
+	// resetsSoon: resets_at is the end of the upstream's own wait, within
+	// a minute of the request.
+	resetsSoon   bool
 	inMessage    []string // what the gateway's sentence must say
 	upstreamSays string   // OpenRouter's own sentence, kept after " OpenRouter said: "
 	provider     string
@@ -218,6 +221,11 @@ func (x expectation) check(t *testing.T, what string, le limitError, before, aft
 		if !strings.Contains(le.message, "never resets") {
 			fail("the message does not say the cap never resets")
 		}
+	case x.resetsSoon:
+		at, err := time.Parse(time.RFC3339, le.str("resets_at"))
+		if err != nil || at.Before(before.Add(-time.Second)) || at.After(after.Add(61*time.Second)) {
+			fail("resets_at %q is not the end of the upstream's wait, within a minute", le.str("resets_at"))
+		}
 	case x.resetsAt != nil:
 		at, err := time.Parse(time.RFC3339, le.str("resets_at"))
 		if err != nil || at.Location() != time.UTC && !strings.HasSuffix(le.str("resets_at"), "Z") {
@@ -233,7 +241,7 @@ func (x expectation) check(t *testing.T, what string, le limitError, before, aft
 		}
 	}
 	for _, s := range x.inMessage {
-		if !strings.Contains(le.message, s) {
+		if !strings.Contains(strings.ToLower(le.message), strings.ToLower(s)) {
 			fail("the message does not say %q", s)
 		}
 	}
@@ -405,7 +413,7 @@ func limitCases() []limitCase {
 			setup: func(e *env) string { return e.emu.NewKey(emulator.KeyOptions{}) },
 			model: emulator.ModelAtCapacity,
 			want: expectation{
-				status: 429, reason: "providers_at_capacity", scope: "provider", retry: "true", retryAfter: "40",
+				status: 429, reason: "providers_at_capacity", scope: "provider", retry: "true", retryAfter: "40", resetsSoon: true,
 				upstreamSays: "All providers for " + emulator.ModelAtCapacity + " are at capacity.",
 			},
 		},
@@ -443,14 +451,22 @@ func TestLimitFailuresWithoutManagementKey(t *testing.T) {
 	e.emu.SetCredits("", 25, 11.5)
 
 	// "can only afford 1000" without the URL that names key or account:
-	// the key has no limit of its own, but nothing shows the balance.
-	unscoped := limitChat(t, key, emulator.ModelNeedsCredits, 0)
+	// a key without a limit of its own leaves only the account; a key
+	// with one, without a balance to compare, leaves it open.
 	expectation{
-		status: 402, reason: "request_unaffordable", retry: "false",
+		status: 402, reason: "credits_insufficient", scope: "account", retry: "false",
 		numbers: map[string]float64{"requested_tokens": 16384, "affordable_tokens": 1000},
 		absent:  []string{"balance", "limit"}, inMessage: []string{"1000"},
 		upstreamSays: "This request requires more credits, or fewer max_tokens.",
-	}.check(t, "unscoped 402", unscoped, time.Now(), time.Now())
+	}.check(t, "unscoped 402, no key limit", limitChat(t, key, emulator.ModelNeedsCredits, 0), time.Now(), time.Now())
+	limit := 5.0
+	limited := e.emu.NewKey(emulator.KeyOptions{Limit: &limit, LimitReset: "daily", Usage: 1})
+	expectation{
+		status: 402, reason: "request_unaffordable", retry: "false",
+		numbers: map[string]float64{"requested_tokens": 16384, "affordable_tokens": 1000},
+		absent:  []string{"balance", "limit", "window", "resets_at"}, inMessage: []string{"1000"},
+		upstreamSays: "This request requires more credits, or fewer max_tokens.",
+	}.check(t, "unscoped 402, key limit, no balance", limitChat(t, limited, emulator.ModelNeedsCredits, 0), time.Now(), time.Now())
 }
 
 // The same unscoped 402, for a key whose own limit has less left than the
@@ -480,7 +496,7 @@ func TestFreePerMinuteRetryAfter(t *testing.T) {
 		t.Fatalf("no 429 after %d free requests", 2*openrouter.FreePerMinute)
 	}
 	expectation{
-		status: 429, reason: "free_rate_limited", scope: "free_models", retry: "true", retryAfter: le.header.Get("Retry-After"),
+		status: 429, reason: "free_rate_limited", scope: "free_models", retry: "true", retryAfter: le.header.Get("Retry-After"), resetsSoon: true,
 		upstreamSays: "Rate limit exceeded: free-models-per-min.",
 	}.check(t, "per minute", le, time.Now(), time.Now())
 	if n, err := strconv.Atoi(le.header.Get("Retry-After")); err != nil || n < 0 || n > 60 {
@@ -544,10 +560,10 @@ func limitEnvelopes(t *testing.T, env openrouter.Envelope) {
 		path, key, body string
 		want            expectation
 	}{
-		{"/messages", capped, `{"model":"anthropic/claude-3.5-sonnet","max_tokens":100,"messages":[]}`,
+		{"/responses", capped, `{"model":"openai/gpt-4o","input":"hi"}`,
 			expectation{status: 403, reason: "key_limit_reached", scope: "key", retry: "false", window: "daily",
 				numbers: map[string]float64{"limit": 5, "spent": 5, "remaining": 0}, resetsAt: nextMidnight}},
-		{"/responses", capped, `{"model":"openai/gpt-4o","input":"hi"}`,
+		{"/messages", capped, `{"model":"anthropic/claude-3.5-sonnet","max_tokens":100,"messages":[]}`,
 			expectation{status: 403, reason: "key_limit_reached", scope: "key", retry: "false", window: "daily",
 				numbers: map[string]float64{"limit": 5, "spent": 5, "remaining": 0}, resetsAt: nextMidnight}},
 		{"/messages", free, `{"model":"` + emulator.FreeModel + `","max_tokens":100,"messages":[]}`,
@@ -558,8 +574,10 @@ func limitEnvelopes(t *testing.T, env openrouter.Envelope) {
 				numbers: map[string]float64{"limit": 50, "remaining": 0}, resetsAt: nextMidnight}},
 	} {
 		before := time.Now()
-		// The capped key's second request may come from the edge; the
-		// envelope must be the endpoint's all the same.
+		// The capped key's second request (/messages) comes from the
+		// edge, in the endpoint's envelope all the same. (An edge
+		// answer on /responses takes the envelope the upstream was
+		// last seen to use there: TestEnvelopes.)
 		le := limitRaw(t, gatewayBase, c.path, c.key, c.body)
 		what := fmt.Sprintf("%s (%v)", c.path, env)
 		c.want.check(t, what, le, before, time.Now())
@@ -595,8 +613,17 @@ func TestCappedKeyAnsweredAtTheEdge(t *testing.T) {
 	if edge.header.Get("X-OpenRouter-Keys-Answer") != "edge" || e.emu.Count("/chat/completions") != before {
 		t.Fatalf("the second request with a spent cap was not answered at the edge: %v", edge)
 	}
-	if string(edge.body) != string(first.body) {
-		t.Errorf("the edge answer's body differs:\n upstream %s\n edge     %s", first.body, edge.body)
+	// The same explanation: the gateway's sentence and every member it
+	// states. (The edge does not keep the upstream's body: its manage URL
+	// holds the record hash, which is never stored.)
+	said := func(le limitError) string { s, _, _ := strings.Cut(le.message, " OpenRouter said: "); return s }
+	if said(edge) != said(first) {
+		t.Errorf("the edge answer says otherwise:\n upstream %s\n edge     %s", first.message, edge.message)
+	}
+	for _, m := range []string{"reason", "scope", "window", "limit", "spent", "remaining", "resets_at"} {
+		if fmt.Sprint(edge.metadata[m]) != fmt.Sprint(first.metadata[m]) {
+			t.Errorf("metadata.%s: %v from the upstream's answer, %v from the edge", m, first.metadata[m], edge.metadata[m])
+		}
 	}
 	for _, h := range []string{"X-OpenRouter-Key-Status", "X-Should-Retry", "Retry-After"} {
 		if first.header.Get(h) != edge.header.Get(h) {
@@ -683,7 +710,7 @@ func TestLimitFailuresWithoutEvidence(t *testing.T) {
 			e.emu.SetKeyFault(emulator.FaultNone)
 			deadline := time.Now().Add(15 * time.Second)
 			for {
-				le := limitChat(t, headroom, "openai/gpt-4o", 100000)
+				le := limitRaw(t, gatewayBase, "/chat/completions", headroom, `{"model":"openai/gpt-4o","max_tokens":100000,"messages":[]}`)
 				if _, ok := le.num("limit"); ok {
 					break
 				}
