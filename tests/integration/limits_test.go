@@ -853,3 +853,19 @@ func TestLimitFailuresInEveryWording(t *testing.T) {
 		})
 	}
 }
+
+// The management key's balance is its own account's: a key of another
+// account (its record is not in the management key's account) whose
+// credits are spent is told the account's credits fall short, and no
+// balance, which would be another account's.
+func TestBalanceOfAnotherAccountIsNeverNamed(t *testing.T) {
+	e := start(t, options{management: true})
+	broke := e.emu.NewKey(emulator.KeyOptions{Account: e.emu.NewAccount(emulator.AccountOptions{Credits: 5, Usage: 5})})
+	expectation{
+		status: 402, reason: "credits_insufficient", scope: "account", retry: "false",
+		absent: []string{"balance"}, upstreamSays: "Insufficient credits.",
+	}.check(t, "another account's key", limitChat(t, broke, "openai/gpt-4o", 0), time.Now(), time.Now())
+	if le := limitChat(t, broke, "openai/gpt-4o", 0); strings.Contains(le.message, "13.50") {
+		t.Errorf("the message names the management key's balance: %q", le.message)
+	}
+}
