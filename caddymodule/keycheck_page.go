@@ -284,7 +284,7 @@ func keyFacts(k *keyReport, now time.Time) []fact {
 			money(u.Total), money(u.Daily), money(u.Weekly), money(u.Monthly))})
 	}
 	if f := k.FreeModelRequests; f != nil {
-		facts = append(facts, fact{Name: "Free-model requests", Value: fmt.Sprintf("%d of %d left today (%d used), for the whole account; back at 00:00 UTC (%s)",
+		facts = append(facts, fact{Name: "Free models", Value: fmt.Sprintf("%d of %d requests left today (%d used), for the whole account; back at 00:00 UTC (%s)",
 			f.Remaining, f.Limit, f.Used, relativeTime(f.ResetsAt, now))})
 	}
 	switch {

@@ -464,20 +464,20 @@ func TestKeyCheckViewInWords(t *testing.T) {
 		got[f.Name] = f.text()
 	}
 	for name, want := range map[string]string{
-		"Key":                 "sk-or-v1-012...def",
-		"Name":                "CI <bot>",
-		"Workspace":           "Production",
-		"Type":                "API key, free tier",
-		"Spending limit":      "$10.00, resets monthly",
-		"Limit left":          "$0.0012",
-		"Limit resets":        "2026-12-01 00:00 UTC (in 7 days)",
-		"Free-model requests": "988 of 1000 left today (12 used), for the whole account; back at 00:00 UTC (in 10 hours)",
-		"Usage":               "$9.9988 in total: $0.00 today, $1.50 this week, $9.9988 this month",
-		"Expires":             "2026-12-13 14:01 UTC (in 20 days)",
-		"Rate limit":          "unlimited",
-		"Last used":           "2026-11-21 14:00 UTC (2 days ago)",
-		"Credits":             "$13.50 left of $25.00 ($11.50 used)",
-		"Models":              "337 available, such as openai/gpt-4o, anthropic/claude-3.5-sonnet",
+		"Key":            "sk-or-v1-012...def",
+		"Name":           "CI <bot>",
+		"Workspace":      "Production",
+		"Type":           "API key, free tier",
+		"Spending limit": "$10.00, resets monthly",
+		"Limit left":     "$0.0012",
+		"Limit resets":   "2026-12-01 00:00 UTC (in 7 days)",
+		"Free models":    "988 of 1000 requests left today (12 used), for the whole account; back at 00:00 UTC (in 10 hours)",
+		"Usage":          "$9.9988 in total: $0.00 today, $1.50 this week, $9.9988 this month",
+		"Expires":        "2026-12-13 14:01 UTC (in 20 days)",
+		"Rate limit":     "unlimited",
+		"Last used":      "2026-11-21 14:00 UTC (2 days ago)",
+		"Credits":        "$13.50 left of $25.00 ($11.50 used)",
+		"Models":         "337 available, such as openai/gpt-4o, anthropic/claude-3.5-sonnet",
 	} {
 		if got[name] != want {
 			t.Errorf("%s: %q, want %q", name, got[name], want)

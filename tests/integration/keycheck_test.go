@@ -448,7 +448,7 @@ func TestKeyCheckCappedKeyThroughCaddy(t *testing.T) {
 			t.Errorf("after the gateway's 403 %v: %d %s", after403, status, body)
 		}
 		status, body = check(capped, "text/html")
-		if status != 200 || !bytes.Contains(body, []byte(`<span id="headline">Key limit reached</span>`)) || !bytes.Contains(body, []byte("Limit resets")) {
+		if status != 200 || !bytes.Contains(body, []byte(`<span id="headline">Key limit reached</span>`)) || !bytes.Contains(body, []byte("Limit resets")) || !bytes.Contains(body, []byte("Free models")) {
 			t.Errorf("page, after the gateway's 403 %v: %d %s", after403, status, body)
 		}
 	}
