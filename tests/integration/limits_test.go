@@ -761,8 +761,8 @@ func TestExplainLimitsOffIsPlainReverseProxy(t *testing.T) {
 	for _, c := range cases {
 		for _, enc := range []string{"", "gzip", "br"} {
 			for i := 0; i < 2; i++ { // twice: no edge answer either
-				gw := fetchOwn(t, rt, c.key, gatewayBase+c.path, c.body, "Accept-Encoding", enc)
-				pl := fetchOwn(t, rt, c.key, plainBase+c.path, c.body, "Accept-Encoding", enc)
+				gw := fetchOwn(t, rt, "POST", c.key, gatewayBase+c.path, c.body, "Accept-Encoding", enc)
+				pl := fetchOwn(t, rt, "POST", c.key, plainBase+c.path, c.body, "Accept-Encoding", enc)
 				if gw.status != c.status {
 					t.Errorf("%s (%q): status %d, want %d", c.name, enc, gw.status, c.status)
 				}
@@ -776,9 +776,9 @@ func TestExplainLimitsOffIsPlainReverseProxy(t *testing.T) {
 
 // fetchOwn is fetch for a request with key whose answer may carry the
 // key's own record hash.
-func fetchOwn(t *testing.T, rt http.RoundTripper, key, url, body string, header ...string) wire {
+func fetchOwn(t *testing.T, rt http.RoundTripper, method, key, url, body string, header ...string) wire {
 	t.Helper()
-	resp, err := rt.RoundTrip(newRequest(t, "POST", url, key, body, header...))
+	resp, err := rt.RoundTrip(newRequest(t, method, url, key, body, header...))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -798,8 +798,8 @@ func TestLimitsLeaveOthersAlone(t *testing.T) {
 	before := metric(t, counted)
 	body := `{"model":"` + emulator.ModelModerated + `","messages":[]}`
 	rt := &http.Transport{DisableCompression: true}
-	gw := fetchOwn(t, rt, key, gatewayBase+"/chat/completions", body)
-	pl := fetchOwn(t, rt, key, plainBase+"/chat/completions", body)
+	gw := fetchOwn(t, rt, "POST", key, gatewayBase+"/chat/completions", body)
+	pl := fetchOwn(t, rt, "POST", key, plainBase+"/chat/completions", body)
 	if d := sameWire(gw, pl); d != "" || gw.status != 403 {
 		t.Errorf("moderation 403 changed: %s", d)
 	}
@@ -808,8 +808,8 @@ func TestLimitsLeaveOthersAlone(t *testing.T) {
 	}
 
 	stream := `{"model":"` + emulator.ModelInBandError + `","stream":true,"messages":[]}`
-	gw = fetchOwn(t, rt, key, gatewayBase+"/chat/completions", stream)
-	pl = fetchOwn(t, rt, key, plainBase+"/chat/completions", stream)
+	gw = fetchOwn(t, rt, "POST", key, gatewayBase+"/chat/completions", stream)
+	pl = fetchOwn(t, rt, "POST", key, plainBase+"/chat/completions", stream)
 	if d := sameWire(gw, pl); d != "" || gw.status != 200 || !strings.Contains(string(gw.body), `"finish_reason":"error"`) {
 		t.Errorf("an error inside a stream changed: %s", d)
 	}
@@ -867,5 +867,28 @@ func TestBalanceOfAnotherAccountIsNeverNamed(t *testing.T) {
 	}.check(t, "another account's key", limitChat(t, broke, "openai/gpt-4o", 0), time.Now(), time.Now())
 	if le := limitChat(t, broke, "openai/gpt-4o", 0); strings.Contains(le.message, "13.50") {
 		t.Errorf("the message names the management key's balance: %q", le.message)
+	}
+}
+
+// A capped key still works where no limit applies: its own GET /key and
+// the model list go upstream and answer as they do without the gateway,
+// also while its inference is answered at the edge.
+func TestCappedKeyStillReadsWhatNeedsNoCredit(t *testing.T) {
+	e := start(t, options{})
+	limit := 5.0
+	capped := e.emu.NewKey(emulator.KeyOptions{Limit: &limit, LimitReset: "daily", Usage: 5})
+	if le := limitChat(t, capped, "openai/gpt-4o", 0); le.reason() != "key_limit_reached" {
+		t.Fatalf("first: %v", le)
+	}
+	if le := limitChat(t, capped, "openai/gpt-4o", 0); le.header.Get("X-OpenRouter-Keys-Answer") != "edge" {
+		t.Fatalf("not at the edge: %v", le)
+	}
+	rt := &http.Transport{DisableCompression: true}
+	for _, path := range []string{"/key", "/models"} {
+		gw := fetchOwn(t, rt, "GET", capped, gatewayBase+path, "")
+		pl := fetchOwn(t, rt, "GET", capped, plainBase+path, "")
+		if d := sameWire(gw, pl); d != "" || gw.status != 200 {
+			t.Errorf("GET %s with a capped key: %d, differs from plain reverse_proxy: %s", path, gw.status, d)
+		}
 	}
 }
