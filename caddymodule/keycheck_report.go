@@ -110,12 +110,10 @@ type modelsReport struct {
 	Sample []string `json:"sample"`
 }
 
-// The statuses that are not reasons, and the key check's word for a key
-// whose own limit is spent (the gateway's reason for its 403).
+// The statuses that are not reasons.
 const (
-	statusValid           = "valid"
-	statusUnknown         = "unknown"
-	statusKeyLimitReached = "key_limit_reached"
+	statusValid   = "valid"
+	statusUnknown = "unknown"
 )
 
 // warnWithin is how soon an expiry or a limit running out makes the
@@ -330,10 +328,14 @@ func (k *keyReport) windowWords() string {
 // how much of what, and when it comes back.
 func (r *report) setLimitReached(now time.Time) {
 	k := r.Key
-	r.Status, r.Headline = statusKeyLimitReached, "Key limit reached"
+	r.Status, r.Headline = string(reasonKeyLimitReached), limitEntryOf(reasonKeyLimitReached).headline
+	until := "until then"
+	if k.ResetsAt == nil {
+		until = "until the limit is raised"
+	}
 	r.Message = "The key works, but its own " + k.windowWords() + " spending limit is used up: " +
 		money(*k.Limit-*k.LimitRemaining) + " spent of " + money(*k.Limit) + ". " + k.resetSentence(now) +
-		" Requests with it fail with 403 until then, whatever the account's credits."
+		" Requests with it fail with 403 " + until + ", whatever the account's credits."
 }
 
 // resetSentence says when the key's limit comes back.
@@ -488,7 +490,7 @@ func adviceFor(rep *report, now time.Time) []string {
 		label += " " + rep.Key.Label
 	}
 	switch rep.Status {
-	case statusKeyLimitReached:
+	case string(reasonKeyLimitReached):
 		k := rep.Key
 		wait := "or use another key: a total limit never resets."
 		if k.ResetsAt != nil {
