@@ -328,7 +328,7 @@ func (k *keyReport) windowWords() string {
 // how much of what, and when it comes back.
 func (r *report) setLimitReached(now time.Time) {
 	k := r.Key
-	r.Status, r.Headline = string(reasonKeyLimitReached), limitEntryOf(reasonKeyLimitReached).headline
+	r.Status, r.Headline = string(reasonKeyLimitReached), entryOf(reasonKeyLimitReached).headline
 	until := "until then"
 	if k.ResetsAt == nil {
 		until = "until the limit is raised"
