@@ -658,9 +658,15 @@ func TestCappedKeyEdgeIsBounded(t *testing.T) {
 	e := start(t, options{module: "edge_capped_for 1s"})
 	limit := 5.0
 	key := e.emu.NewKey(emulator.KeyOptions{Limit: &limit, LimitReset: "daily", Usage: 5})
+	const answered = `caddy_openrouter_keys_lookups_total{endpoint="key",outcome="ok"}`
+	before := metric(t, answered)
 	if le := limitChat(t, key, "openai/gpt-4o", 0); le.reason() != "key_limit_reached" {
 		t.Fatalf("first: %v", le)
 	}
+	// The limit is raised once the gateway's GET /key at the failure has
+	// been answered: a later one would show the key working again.
+	waitFor(t, "the failure's GET /key", func() bool { return metric(t, answered) > before })
+	time.Sleep(50 * time.Millisecond)
 	e.emu.SetUsage(key, 0) // as if the limit had been raised
 	if le := limitChat(t, key, "openai/gpt-4o", 0); le.header.Get("X-OpenRouter-Keys-Answer") != "edge" {
 		t.Errorf("within edge_capped_for: %v", le)
