@@ -10,6 +10,7 @@ package caddymodule
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"time"
@@ -93,7 +94,9 @@ func (k *knowledge) limitEvidence(ctx context.Context, c credential, fp fingerpr
 	var ev limitEvidence
 	wantKey, wantBalance, wantBudgets := needs(kind)
 	if !c.isKey() {
-		wantKey, wantBudgets = false, false
+		// Only a key can be matched to its record, which the balance and
+		// the budgets need.
+		wantKey, wantBalance, wantBudgets = false, false, false
 	}
 	if wantKey {
 		ev.key = k.limits.known(fp, now)
@@ -116,10 +119,11 @@ func (k *knowledge) limitEvidence(ctx context.Context, c credential, fp fingerpr
 		keyDone = k.limitKeyLookup(c.token, fp)
 	}
 	if wantBalance {
-		balanceDone = k.limits.management.DoChan("credits", func() (any, error) {
+		key := c.token
+		balanceDone = k.limits.management.DoChan("credits\x00"+string(fp[:]), func() (any, error) {
 			lctx, lcancel := context.WithTimeout(k.life, k.timeout)
 			defer lcancel()
-			return k.acct.accountCredits(lctx)
+			return k.acct.keyBalance(lctx, key)
 		})
 	}
 	if wantBudgets {
@@ -198,31 +202,59 @@ func (c *metadataClient) workspaceBudgets(ctx context.Context, managementKey, wo
 	return budgets, res
 }
 
-// keyBudgets finds the budgets of key's workspace: the key's record (from
-// a fresh listing, else by hash within the management budget), then its
-// workspace's budgets. Empty, not nil, when the workspace has none.
-func (a *account) keyBudgets(ctx context.Context, key string) ([]workspaceBudget, error) {
-	var workspaceID string
+// ownRecord is key's own record (matched by hash) in the management key's
+// account: from a fresh listing, else GET /keys/{hash} within the
+// management budget. nil, with the lookup's error if any, when the account
+// has no such record.
+func (a *account) ownRecord(ctx context.Context, key string) (*keyRecord, error) {
 	if l := a.freshListing(); l != nil {
 		if m := l.findRecord(key, true); m.record != nil {
-			workspaceID = m.record.WorkspaceID
+			return m.record, nil
 		}
 	}
-	if workspaceID == "" {
-		if !a.management.Allow() {
-			return nil, errNoBudget
-		}
-		rec, res := recordByHash(ctx, a.client, a.managementKey, key)
-		if rec == nil {
-			return nil, res.err
-		}
-		a.hashProven.Store(true)
-		workspaceID = rec.WorkspaceID
-	}
-	if workspaceID == "" || !a.management.Allow() {
+	if !a.management.Allow() {
 		return nil, errNoBudget
 	}
-	b, res := a.client.workspaceBudgets(ctx, a.managementKey, workspaceID)
+	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
+	if rec != nil {
+		a.hashProven.Store(true)
+	}
+	return rec, res.err
+}
+
+// errNotInAccount means the key's own record is not in the management
+// key's account: nothing of that account may be said to its client.
+var errNotInAccount = errors.New("the key is not one of the management key's account")
+
+// keyBalance is the account's balance, for a key whose own record is in
+// the management key's account: another account's key is never told this
+// account's balance.
+func (a *account) keyBalance(ctx context.Context, key string) (*openrouter.Credits, error) {
+	rec, err := a.ownRecord(ctx, key)
+	if rec == nil {
+		if err == nil {
+			err = errNotInAccount
+		}
+		return nil, err
+	}
+	return a.accountCredits(ctx)
+}
+
+// keyBudgets finds the budgets of key's workspace: the key's own record,
+// then its workspace's budgets. Empty, not nil, when the workspace has
+// none.
+func (a *account) keyBudgets(ctx context.Context, key string) ([]workspaceBudget, error) {
+	rec, err := a.ownRecord(ctx, key)
+	if rec == nil {
+		if err == nil {
+			err = errNotInAccount
+		}
+		return nil, err
+	}
+	if rec.WorkspaceID == "" || !a.management.Allow() {
+		return nil, errNoBudget
+	}
+	b, res := a.client.workspaceBudgets(ctx, a.managementKey, rec.WorkspaceID)
 	if res.err != nil {
 		return nil, res.err
 	}

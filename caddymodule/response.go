@@ -135,16 +135,23 @@ func (hw *heldWriter) send(body []byte) error {
 			delete(h, k)
 		}
 	}
+	// A body of unknown length (no Content-Length: the upstream's was
+	// chunked) is flushed as reverse_proxy flushes it, so that it goes out
+	// chunked as without this module, not with a length net/http computes.
+	unknownLength := len(h["Content-Length"]) == 0
 	hw.ResponseWriter.WriteHeader(hw.heldStatus)
 	var err error
 	if len(body) > 0 {
 		_, err = hw.ResponseWriter.Write(body)
 	}
 	hw.buf.Reset()
-	if len(hw.trailers) > 0 {
+	if len(hw.trailers) > 0 || unknownLength {
 		// As reverse_proxy does: a flush before the handler returns keeps
-		// net/http from computing a length, which would drop the trailers.
+		// net/http from computing a length, which would also drop the
+		// trailers.
 		_ = http.NewResponseController(hw.ResponseWriter).Flush()
+	}
+	if len(hw.trailers) > 0 {
 		for k, v := range values {
 			if v != nil {
 				h[k] = v
