@@ -32,6 +32,9 @@ type SyntheticAccount struct {
 	// ExpiredEvery: key i expired an hour before Synthesize when
 	// i%ExpiredEvery is ExpiredEvery/2; 0: none did.
 	ExpiredEvery int
+	// ExpiringEvery: key i that has not expired expires 10 days after
+	// Synthesize when i%ExpiringEvery is 0; 0: none does.
+	ExpiringEvery int
 }
 
 // Disabled reports whether key i is disabled.
@@ -43,6 +46,14 @@ func (a SyntheticAccount) Disabled(i int) bool {
 func (a SyntheticAccount) Expired(i int) bool {
 	return a.ExpiredEvery > 0 && i%a.ExpiredEvery == a.ExpiredEvery/2
 }
+
+// Expiring reports whether key i expires 10 days after Synthesize.
+func (a SyntheticAccount) Expiring(i int) bool {
+	return a.ExpiringEvery > 0 && i%a.ExpiringEvery == 0 && !a.Expired(i)
+}
+
+// ExpiringIn is how long after Synthesize an Expiring key expires.
+const ExpiringIn = 10 * 24 * time.Hour
 
 // Key is key i: 48 hex digits derived from the seed and i, then i. Tests
 // that send it use Server.SyntheticKey, which remembers it.
@@ -148,8 +159,12 @@ func (sy *synthetic) key(s *Server, i int) *Key {
 		Disabled: sy.Disabled(i), Deleted: sy.isDeleted(i),
 		CreatedAt: sy.made.Add(time.Duration(i) * time.Millisecond).Truncate(time.Second),
 	}
-	if sy.Expired(i) {
+	switch {
+	case sy.Expired(i):
 		t := sy.made.Truncate(time.Second)
+		k.ExpiresAt = &t
+	case sy.Expiring(i):
+		t := sy.made.Add(time.Hour + ExpiringIn).Truncate(time.Second)
 		k.ExpiresAt = &t
 	}
 	return k

@@ -3,6 +3,7 @@ package emulator
 import (
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
 )
@@ -12,7 +13,7 @@ import (
 // most recent first; GET /keys/{hash} and GET /key answer per key, by
 // formula for disabled and expired ones.
 func TestSyntheticAccount(t *testing.T) {
-	a := SyntheticAccount{Keys: 1000, Seed: "test", DisabledEvery: 7, ExpiredEvery: 11}
+	a := SyntheticAccount{Keys: 1000, Seed: "test", DisabledEvery: 7, ExpiredEvery: 11, ExpiringEvery: 13}
 	s, base := start(t)
 	management := s.NewKey(KeyOptions{Management: true})
 	second := s.NewWorkspace("Team B")
@@ -62,7 +63,7 @@ func TestSyntheticAccount(t *testing.T) {
 		i      int
 		status int // of GET /key
 		found  bool
-	}{{1, 200, true}, {6, 401, true}, {5, 401, true}, {500, 401, false}, {999, 401, false}} {
+	}{{1, 200, true}, {6, 401, true}, {5, 401, true}, {26, 200, true}, {500, 401, false}, {999, 401, false}} {
 		key := s.SyntheticKey(c.i)
 		if got := call(t, "GET", base+"/key", key, ""); got.status != c.status {
 			t.Errorf("key %d: GET /key %d, want %d", c.i, got.status, c.status)
@@ -74,8 +75,12 @@ func TestSyntheticAccount(t *testing.T) {
 		if c.found {
 			var rec openrouter.KeyRecord
 			got.data(t, &rec)
-			if rec.Disabled != a.Disabled(c.i) || (rec.ExpiresAt != nil) != a.Expired(c.i) || rec.Name != "user "+strconv.Itoa(c.i) {
+			if rec.Disabled != a.Disabled(c.i) || (rec.ExpiresAt != nil) != (a.Expired(c.i) || a.Expiring(c.i)) || rec.Name != "user "+strconv.Itoa(c.i) {
 				t.Errorf("key %d: record %+v", c.i, rec)
+			}
+			// An expiring key (26) expires 10 days from now.
+			if a.Expiring(c.i) && (rec.ExpiresAt == nil || time.Until(*rec.ExpiresAt) < ExpiringIn-time.Minute || time.Until(*rec.ExpiresAt) > ExpiringIn) {
+				t.Errorf("key %d: expires at %v, want in %v", c.i, rec.ExpiresAt, ExpiringIn)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -203,3 +204,161 @@ func heapAfterGC() int64 {
 }
 
 func mb(b int64) float64 { return float64(b) / (1 << 20) }
+
+// TestWatchAtScale: watch_keys (watch_max_keys at its default) in front of
+// an account of 20,000 keys (OPENROUTER_KEYS_ACCOUNT; a million is the
+// figure the README gives), with management_rate 20000 so that a full read
+// is quick here (at the default 5 a second a million keys take over an
+// hour to read: pages of 100, the watch pacing itself at half the rate).
+// One key in use expires within 24 h among keys disabled, expired and
+// expiring in 10 days (unused). It reports the gateway's heap beside an
+// idle gateway's, /metrics' size and scrape time and a full read's
+// duration; the key in use has its own series, /metrics stays under 5 MB,
+// the account-wide counts and the dropped count are the account's, and a
+// real Prometheus with monitoring/alerts.yml fires the 24 h alert for the
+// key.
+func TestWatchAtScale(t *testing.T) {
+	n := envInt("OPENROUTER_KEYS_ACCOUNT", 20000)
+	const maxKeys = 1000 // watch_max_keys' default
+	const workspaces = 4
+	account := emulator.SyntheticAccount{Keys: n, Seed: "watch at scale", DisabledEvery: 7, ExpiredEvery: 11, ExpiringEvery: 13}
+	soon := &watchedKey{workspace: "Team B", name: "soon", expires: new(time.Time), used: true}
+	*soon.expires = time.Now().UTC().Add(5 * time.Hour).Truncate(time.Second)
+	created := time.Now()
+	// The account's budget is the lowest of its handlers': the key check's
+	// too.
+	e := start(t, options{management: true, module: "management_rate 20000", keycheck: "management_rate 20000", emulator: func(s *emulator.Server) {
+		team := s.NewWorkspace("Team B")
+		for i := 2; i < workspaces; i++ {
+			s.NewWorkspace("Team " + string(rune('A'+i)))
+		}
+		s.Synthesize(account)
+		soon.secret = s.NewKey(emulator.KeyOptions{Name: soon.name, Workspace: team, ExpiresAt: soon.expires})
+	}})
+	t.Logf("%d keys in %d workspaces computed in %v", n, workspaces, time.Since(created).Round(time.Millisecond))
+	idle := heapAfterGC()
+
+	// The watch starts with the reload; the key is used after it, and the
+	// figures are those of the first read that began after the use.
+	e.reload("watch_keys 1s")
+	if _, err := chat(gatewayBase, soon.secret); err != nil {
+		t.Fatal(err)
+	}
+	used := time.Now()
+	const success, duration = "caddy_openrouter_keys_watch_last_success_timestamp_seconds", "caddy_openrouter_keys_watch_duration_seconds"
+	var watch map[string]float64
+	if !poll(time.Minute+time.Duration(n/2)*time.Millisecond, func() bool {
+		watch = samples(t, scrape(t), "caddy_openrouter_keys_watch_")
+		return watch[success]-watch[duration] > float64(used.Unix())
+	}) {
+		log, _ := os.ReadFile(logPath)
+		var lines []string
+		for _, l := range strings.Split(string(log), "\n") {
+			if strings.Contains(l, "watch") {
+				lines = append(lines, l)
+			}
+		}
+		t.Fatalf("no read of the account begun after the use (at %d): %v\ncaddy's log on the watch:\n%s", used.Unix(), watch, strings.Join(lines[max(0, len(lines)-10):], "\n"))
+	}
+	busy := heapAfterGC()
+
+	var all string
+	var scrapes []time.Duration
+	for range 5 {
+		begin := time.Now()
+		all = scrape(t)
+		scrapes = append(scrapes, time.Since(begin))
+	}
+	t.Logf("%d keys, watch_max_keys %d: a full read took %.1f s; /metrics %d bytes (%.2f MB), scraped in %v (median of 5, a read running)",
+		n, maxKeys, watch[duration], len(all), float64(len(all))/(1<<20), percentile(scrapes, 0.5).Round(time.Millisecond))
+	t.Logf("gateway heap after GC: idle %.1f MB, watching %.1f MB: +%.1f MB", mb(idle), mb(busy), mb(busy-idle))
+	if busy-idle > 300<<20 {
+		t.Errorf("the watching gateway holds %.0f MB more than an idle one", mb(busy-idle))
+	}
+	if len(all) >= 5<<20 {
+		t.Errorf("/metrics is %d bytes; want under 5 MB", len(all))
+	}
+	noKeyMaterial(t, "/metrics", all, []string{soon.secret, e.mgmtKey, e.emu.SyntheticKey(0), e.emu.SyntheticKey(n - 1)})
+
+	// The key in use has its own series.
+	got := samples(t, all, "caddy_openrouter_keys_key_")
+	mine := map[string]float64{}
+	for s, v := range got {
+		if strings.Contains(s, `name="soon"`) {
+			mine[s] = v
+		}
+	}
+	sameSeries(t, "the key in use", mine, wantKeySeries(t, []*watchedKey{soon}, mine, used.Unix()-2, used.Unix()+1))
+
+	// The account's counts, from its formulas: the synthetic keys, the
+	// gateway's management key and soon.
+	var disabled, expired, expiring int
+	for i := range n {
+		switch {
+		case account.Expired(i):
+			expired++
+		case account.Disabled(i):
+			disabled++
+		case account.Expiring(i):
+			expiring++
+		}
+	}
+	total := n + 2
+	matter := expiring + 1 // soon: in use; the others expire within 14 days
+	exported := min(maxKeys, matter)
+	counts := func(metric string, labels ...string) string {
+		return "caddy_openrouter_keys_" + metric + "{" + strings.Join(labels, ",") + "}"
+	}
+	acct := samples(t, all, "caddy_openrouter_keys_account_keys")
+	sum := func(metric string, labels ...string) float64 {
+		var s float64
+		for series, v := range acct {
+			if !strings.HasPrefix(series, "caddy_openrouter_keys_"+metric+"{") {
+				continue
+			}
+			matches := true
+			for _, l := range labels {
+				matches = matches && strings.Contains(series, l)
+			}
+			if matches {
+				s += v
+			}
+		}
+		return s
+	}
+	for what, c := range map[string]struct{ got, want float64 }{
+		"keys read":                       {samples(t, all, "caddy_openrouter_keys_watch_keys ")["caddy_openrouter_keys_watch_keys"], float64(total)},
+		"keys exported":                   {samples(t, all, "caddy_openrouter_keys_watch_keys_exported")["caddy_openrouter_keys_watch_keys_exported"], float64(exported)},
+		"keys that matter without series": {samples(t, all, "caddy_openrouter_keys_watch_keys_dropped")["caddy_openrouter_keys_watch_keys_dropped"], float64(matter - exported)},
+		"active keys":                     {sum("account_keys", `state="active"`), float64(n - disabled - expired + 2)},
+		"disabled keys":                   {sum("account_keys", `state="disabled"`), float64(disabled)},
+		"expired keys":                    {sum("account_keys", `state="expired"`), float64(expired)},
+		"keys in use":                     {sum("account_keys", `used="1h"`), 1},
+		"keys in use, named":              {acct[counts("account_keys", `named="yes"`, `state="active"`, `used="1h"`)], 1},
+		"in use expiring within 24h":      {sum("account_keys_expiring", `used="1h"`, `within="24h"`), 1},
+		"unused expiring within 72h":      {sum("account_keys_expiring", `used="no"`, `within="72h"`), 0},
+		"unused expiring within 14d":      {sum("account_keys_expiring", `used="no"`, `within="14d"`), float64(expiring)},
+		"named, expiring within 14d":      {sum("account_keys_expiring", `named="yes"`, `within="14d"`), float64(exported)},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %v, want %v", what, c.got, c.want)
+		}
+	}
+
+	// A real Prometheus with monitoring/alerts.yml fires the 24 h alert
+	// for the key by name.
+	begin := time.Now()
+	byKey, promLog := startPrometheus(t)
+	const critical = "OpenRouterKeyExpiringSoon/critical"
+	var alerts map[string]map[string]string
+	if !poll(time.Minute, func() bool {
+		alerts = byKey()
+		return alerts[soon.name][critical] == "firing"
+	}) {
+		t.Fatalf("after a minute, the in-use key expiring in 5 h has no firing %s alert: %v\nprometheus:\n%s", critical, alerts[soon.name], promLog())
+	}
+	t.Logf("%s firing for the key in use %v after Prometheus started", critical, time.Since(begin).Round(100*time.Millisecond))
+	if a := alerts[""]; a["OpenRouterUnnamedKeysExpiringSoon/critical"] != "" {
+		t.Errorf("keys in use expiring without names: %v", a)
+	}
+}
