@@ -127,6 +127,11 @@ type account struct {
 	hashProven atomic.Bool
 	// reach is what GET /keys/{hash} was seen to find.
 	reach hashReach
+	// probeMu guards probe, the last probe of reach (probeReach), and
+	// probeNext, the earliest time another may start.
+	probeMu   sync.Mutex
+	probe     *flight[struct{}]
+	probeNext time.Time
 
 	// envelopes seen in the upstream's 401s, per endpoint family.
 	envelopes envelopes
@@ -244,12 +249,14 @@ func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time
 	if rec != nil {
 		a.hashProven.Store(true)
 		a.reach.found(rec)
+		a.probeReach(lifetime)
 		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
 	}
 	if res.err == nil && res.status == http.StatusNotFound {
 		if m, ok := a.absentByHash(ctx, key, asked, seen); ok {
 			return m, nil
 		}
+		a.probeReach(lifetime)
 	}
 	return a.listed(lifetime, ctx, key, seen, res.err)
 }
@@ -280,6 +287,13 @@ func (a *account) workspaces(ctx context.Context, since time.Time) ([]workspace,
 	if !a.management.Allow() {
 		return nil, time.Time{}, errNoBudget
 	}
+	return a.readWorkspaces(ctx)
+}
+
+// readWorkspaces reads the account's workspaces now, its management
+// budget taken, and keeps them for workspaces.
+func (a *account) readWorkspaces(ctx context.Context) ([]workspace, time.Time, error) {
+	r := &a.reach
 	// The list's time is when it began to be read: a workspace created
 	// while it was read may be missing from it.
 	started := a.clock.now()
@@ -459,6 +473,132 @@ func (a *account) proveReach(ctx context.Context, l *keyListing) {
 			r.found(rec)
 		}
 	}
+}
+
+// Bounds of a probe of reach (probeReach).
+const (
+	// probePages is how many pages of one workspace a probe reads at
+	// most, looking for a disabled record.
+	probePages = 3
+	// probeTimeout is a probe's own deadline.
+	probeTimeout = time.Minute
+)
+
+// complete reports whether GET /keys/{hash} was seen to find a disabled
+// record and records of every workspace as read last.
+func (r *hashReach) complete() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.disabled || r.current.value == nil {
+		return false
+	}
+	for _, ws := range r.current.value {
+		if !r.workspaces[ws.ID] {
+			return false
+		}
+	}
+	return true
+}
+
+// probeReach starts, in the background under lifetime, a probe of what
+// GET /keys/{hash} reaches, when the hash scheme is proven and the reach is
+// not: so that a 404 can prove a key absent without a listing of the whole
+// account. One probe runs at a time, at most one per listingRetry, and
+// each of its requests waits for the management budget; no request waits
+// for it.
+func (a *account) probeReach(lifetime context.Context) {
+	if !a.hashProven.Load() || a.reach.complete() {
+		return
+	}
+	a.probeMu.Lock()
+	defer a.probeMu.Unlock()
+	now := a.clock.now()
+	if now.Before(a.probeNext) {
+		return
+	}
+	if a.probe != nil {
+		select {
+		case <-a.probe.done:
+		default:
+			return
+		}
+	}
+	f := newFlight[struct{}](now)
+	a.probe, a.probeNext = f, now.Add(listingRetry)
+	go func() {
+		ctx, cancel := context.WithTimeout(lifetime, probeTimeout)
+		defer cancel()
+		f.finish(struct{}{}, a.probeWorkspaces(ctx))
+	}()
+}
+
+// probeWorkspaces reads the account's workspaces and, in each one the
+// lookup has not been seen to reach, the first page of keys, and asks GET
+// /keys/{hash} for one record of it; while no disabled record was seen
+// found, it reads up to probePages pages of each workspace for one and
+// asks for it too.
+func (a *account) probeWorkspaces(ctx context.Context) error {
+	if err := a.management.Wait(ctx); err != nil {
+		return err
+	}
+	wss, _, err := a.readWorkspaces(ctx)
+	if err != nil {
+		return err
+	}
+	r := &a.reach
+	for _, ws := range wss {
+		for page, offset := 0, 0; page < probePages; page++ {
+			r.mu.Lock()
+			reached, disabled := r.workspaces[ws.ID], r.disabled
+			r.mu.Unlock()
+			if reached && disabled {
+				break
+			}
+			if err := a.management.Wait(ctx); err != nil {
+				return err
+			}
+			recs, err := readKeysPage(ctx, a.client, a.managementKey, ws.ID, offset)
+			if err != nil {
+				return err
+			}
+			if err := a.askForReach(ctx, recs, !reached, !disabled); err != nil {
+				return err
+			}
+			if len(recs) < openrouter.KeysPageSize {
+				break
+			}
+			offset += len(recs)
+		}
+	}
+	return nil
+}
+
+// askForReach asks GET /keys/{hash} for the first hashed record of recs,
+// if any is wanted, and for the first disabled one, if wanted, recording
+// what it finds.
+func (a *account) askForReach(ctx context.Context, recs []keyRecord, anyWanted, disabledWanted bool) error {
+	for i := range recs {
+		rec := &recs[i]
+		wanted := anyWanted || disabledWanted && rec.Disabled
+		if !wanted || indexEntryOf(rec, 0).flags&entryHashed == 0 {
+			continue
+		}
+		if err := a.management.Wait(ctx); err != nil {
+			return err
+		}
+		// One request for each wanted record: a record deleted since the
+		// page was read leaves the want for the next probe.
+		got, _ := recordWithHash(ctx, a.client, a.managementKey, rec.Hash)
+		if got != nil {
+			a.reach.found(got)
+		}
+		anyWanted = false
+		disabledWanted = disabledWanted && !rec.Disabled
+		if !anyWanted && !disabledWanted {
+			return nil
+		}
+	}
+	return nil
 }
 
 // proveHash records that a record was matched by hash.

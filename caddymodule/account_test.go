@@ -73,6 +73,75 @@ func TestAbsenceByHashLookup(t *testing.T) {
 	}
 }
 
+// Once the hash scheme is proven, a probe in the background reads a few
+// pages and asks GET /keys/{hash} for a record of each workspace and for a
+// disabled one: a 404 then proves a deleted key absent at a cost far below
+// a listing's, and never before a disabled key was seen found.
+func TestReachProbedWithoutListing(t *testing.T) {
+	emu, api := startEmulator(t)
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	research := emu.NewWorkspace("Research")
+	// The only disabled key is the oldest of its workspace, past the
+	// pages a probe reads (most recent first).
+	emu.NewKey(emulator.KeyOptions{Disabled: true, Workspace: research})
+	emu.NewKeys(5000, emulator.KeyOptions{})
+	emu.NewKeys(5000, emulator.KeyOptions{Workspace: research})
+	listingPages := 2 * (5000/emulator.PageSize + 1)
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}", ManagementRate: 100}}
+	newHandler(t, &h, api)
+	c := newTestClock(time.Now())
+	useClock(&h, c)
+
+	// proveScheme has an expired key explained from its own record, which
+	// proves the hash scheme and starts a probe, and waits for the probe.
+	proveScheme := func() (pages int) {
+		t.Helper()
+		before := emu.Count("/keys")
+		k := emu.NewKey(emulator.KeyOptions{})
+		emu.ExpireIn(k, -time.Hour)
+		if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", k)); got != "key_expired" {
+			t.Fatalf("an expired key: reason %q", got)
+		}
+		h.acct.probeMu.Lock()
+		f := h.acct.probe
+		h.acct.probeMu.Unlock()
+		if f == nil {
+			t.Fatal("no probe started once the scheme was proven")
+		}
+		if _, err := f.wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return emu.Count("/keys") - before
+	}
+	deleted := func() string {
+		k := emu.NewKey(emulator.KeyOptions{})
+		emu.Delete(k)
+		return k
+	}
+
+	first := proveScheme()
+	if m, ok := h.acct.absentByHash(context.Background(), deleted(), c.now(), time.Time{}); ok || m.absent {
+		t.Error("a 404 proved absence before a disabled key was seen found")
+	}
+
+	emu.NewKey(emulator.KeyOptions{Disabled: true, Workspace: research})
+	c.advance(listingRetry)
+	second := proveScheme()
+	t.Logf("probes read %d and %d pages; a listing reads %d", first, second, listingPages)
+	// Each probe reads at most probePages pages of each workspace.
+	if first == 0 || first+second > 2*2*probePages || 8*(first+second) > listingPages {
+		t.Errorf("probes read %d and %d pages, want a few (a listing is %d)", first, second, listingPages)
+	}
+	before := emu.Count("/keys")
+	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted())); got != "key_not_found" {
+		t.Errorf("a deleted key after the probe: reason %q", got)
+	}
+	if n := emu.Count("/keys") - before; n != 0 {
+		t.Errorf("a deleted key after the probe: %d pages listed, want none", n)
+	}
+}
+
 // With record hashes that are not sha256(key), a 404 proves nothing.
 func TestAbsenceByHashLookupNeedsTheScheme(t *testing.T) {
 	emu, api := startEmulator(t)
