@@ -111,6 +111,11 @@ type account struct {
 	// key check read the time.
 	clock clock
 
+	// life ends when no handler uses the account (Destruct): work the
+	// account does for itself (the probe of reach) runs within it.
+	life    context.Context
+	endLife context.CancelFunc
+
 	client        *metadataClient
 	managementKey string
 	// management bounds management requests made one key at a time
@@ -165,7 +170,10 @@ type cached[T any] struct {
 }
 
 func newAccount(s upstreamSettings) *account {
+	life, endLife := context.WithCancel(context.Background())
 	return &account{
+		life:          life,
+		endLife:       endLife,
 		client:        newMetadataClient(s.base),
 		managementKey: s.managementKey,
 		management:    rate.NewLimiter(rate.Limit(s.managementRate), max(1, int(2*s.managementRate))),
@@ -176,6 +184,7 @@ func newAccount(s upstreamSettings) *account {
 
 // Destruct runs when no handler uses the account any more.
 func (a *account) Destruct() error {
+	a.endLife()
 	a.client.close()
 	return nil
 }
@@ -225,7 +234,7 @@ var errNoBudget = &lookupError{endpoint: "management", kind: failRefused}
 func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
 	if l := a.freshListing(); l != nil {
 		if m := l.findRecord(key, a.hashProven.Load()); m.record != nil {
-			a.hashProven.Store(true)
+			a.proveScheme()
 			// A record that does not explain the refusal saw the key
 			// working, a minute ago at most: its own record may say more
 			// now, if it can be asked.
@@ -247,16 +256,15 @@ func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time
 	asked := a.clock.now()
 	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
 	if rec != nil {
-		a.hashProven.Store(true)
 		a.reach.found(rec)
-		a.probeReach(lifetime)
+		a.proveScheme()
 		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
 	}
 	if res.err == nil && res.status == http.StatusNotFound {
 		if m, ok := a.absentByHash(ctx, key, asked, seen); ok {
 			return m, nil
 		}
-		a.probeReach(lifetime)
+		a.probeReach()
 	}
 	return a.listed(lifetime, ctx, key, seen, res.err)
 }
@@ -500,13 +508,13 @@ func (r *hashReach) complete() bool {
 	return true
 }
 
-// probeReach starts, in the background under lifetime, a probe of what
+// probeReach starts, in the background within the account's life, a probe of what
 // GET /keys/{hash} reaches, when the hash scheme is proven and the reach is
 // not: so that a 404 can prove a key absent without a listing of the whole
 // account. One probe runs at a time, at most one per listingRetry, and
 // each of its requests waits for the management budget; no request waits
 // for it.
-func (a *account) probeReach(lifetime context.Context) {
+func (a *account) probeReach() {
 	if !a.hashProven.Load() || a.reach.complete() {
 		return
 	}
@@ -526,7 +534,7 @@ func (a *account) probeReach(lifetime context.Context) {
 	f := newFlight[struct{}](now)
 	a.probe, a.probeNext = f, now.Add(listingRetry)
 	go func() {
-		ctx, cancel := context.WithTimeout(lifetime, probeTimeout)
+		ctx, cancel := context.WithTimeout(a.life, probeTimeout)
 		defer cancel()
 		f.finish(struct{}{}, a.probeWorkspaces(ctx))
 	}()
@@ -604,7 +612,16 @@ func (a *account) askForReach(ctx context.Context, recs []keyRecord, anyWanted, 
 // proveHash records that a record was matched by hash.
 func (a *account) proveHash(m match) {
 	if m.record != nil {
-		a.hashProven.Store(true)
+		a.proveScheme()
+	}
+}
+
+// proveScheme records that a record was matched by sha256(key): the
+// account's hashes are sha256(key). The first time, it starts a probe of
+// what GET /keys/{hash} reaches.
+func (a *account) proveScheme() {
+	if !a.hashProven.Swap(true) {
+		a.probeReach()
 	}
 }
 

@@ -76,7 +76,8 @@ func TestAbsenceByHashLookup(t *testing.T) {
 // Once the hash scheme is proven, a probe in the background reads a few
 // pages and asks GET /keys/{hash} for a record of each workspace and for a
 // disabled one: a 404 then proves a deleted key absent at a cost far below
-// a listing's, and never before a disabled key was seen found.
+// a listing's, and never before a disabled key was seen found. A 404 that
+// finds the proof incomplete starts the probe again.
 func TestReachProbedWithoutListing(t *testing.T) {
 	emu, api := startEmulator(t)
 	mk := emu.NewKey(emulator.KeyOptions{Management: true})
@@ -92,49 +93,65 @@ func TestReachProbedWithoutListing(t *testing.T) {
 	newHandler(t, &h, api)
 	c := newTestClock(time.Now())
 	useClock(&h, c)
+	// No listing may start: only the probe can make a 404 count.
+	h.acct.listMu.Lock()
+	h.acct.listNext = c.now().Add(time.Hour)
+	h.acct.listMu.Unlock()
 
-	// proveScheme has an expired key explained from its own record, which
-	// proves the hash scheme and starts a probe, and waits for the probe.
-	proveScheme := func() (pages int) {
+	explain := func(key string) string {
 		t.Helper()
-		before := emu.Count("/keys")
-		k := emu.NewKey(emulator.KeyOptions{})
-		emu.ExpireIn(k, -time.Hour)
-		if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", k)); got != "key_expired" {
-			t.Fatalf("an expired key: reason %q", got)
-		}
-		h.acct.probeMu.Lock()
-		f := h.acct.probe
-		h.acct.probeMu.Unlock()
-		if f == nil {
-			t.Fatal("no probe started once the scheme was proven")
-		}
-		if _, err := f.wait(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		return emu.Count("/keys") - before
+		return reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", key))
 	}
 	deleted := func() string {
 		k := emu.NewKey(emulator.KeyOptions{})
 		emu.Delete(k)
 		return k
 	}
+	// probed waits for the probe last started and counts the pages read
+	// since before.
+	probed := func(before int) int {
+		t.Helper()
+		h.acct.probeMu.Lock()
+		f := h.acct.probe
+		h.acct.probeMu.Unlock()
+		if f == nil {
+			t.Fatal("no probe started")
+		}
+		if _, err := f.wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return emu.Count("/keys") - before
+	}
 
-	first := proveScheme()
-	if m, ok := h.acct.absentByHash(context.Background(), deleted(), c.now(), time.Time{}); ok || m.absent {
+	// An expired key explained from its own record proves the hash
+	// scheme, which starts the probe.
+	before := emu.Count("/keys")
+	expired := emu.NewKey(emulator.KeyOptions{})
+	emu.ExpireIn(expired, -time.Hour)
+	if got := explain(expired); got != "key_expired" {
+		t.Fatalf("an expired key: reason %q", got)
+	}
+	first := probed(before)
+	if got := explain(deleted()); got == "key_not_found" {
 		t.Error("a 404 proved absence before a disabled key was seen found")
 	}
 
+	// A 404 that finds the proof incomplete starts another probe (once
+	// listingRetry has passed), which now finds a disabled key.
 	emu.NewKey(emulator.KeyOptions{Disabled: true, Workspace: research})
 	c.advance(listingRetry)
-	second := proveScheme()
+	before = emu.Count("/keys")
+	if got := explain(deleted()); got == "key_not_found" {
+		t.Error("a 404 proved absence before the probe found a disabled key")
+	}
+	second := probed(before)
 	t.Logf("probes read %d and %d pages; a listing reads %d", first, second, listingPages)
 	// Each probe reads at most probePages pages of each workspace.
 	if first == 0 || first+second > 2*2*probePages || 8*(first+second) > listingPages {
 		t.Errorf("probes read %d and %d pages, want a few (a listing is %d)", first, second, listingPages)
 	}
-	before := emu.Count("/keys")
-	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted())); got != "key_not_found" {
+	before = emu.Count("/keys")
+	if got := explain(deleted()); got != "key_not_found" {
 		t.Errorf("a deleted key after the probe: reason %q", got)
 	}
 	if n := emu.Count("/keys") - before; n != 0 {

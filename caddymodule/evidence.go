@@ -217,7 +217,7 @@ func (a *account) ownRecord(ctx context.Context, key string) (*keyRecord, error)
 	}
 	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
 	if rec != nil {
-		a.hashProven.Store(true)
+		a.proveScheme()
 	}
 	return rec, res.err
 }

@@ -361,7 +361,7 @@ func (k *knowledge) fromListing(c credential, fp fingerprint, st keyState, infer
 	}
 	m := l.findRecord(c.token, k.acct.hashProven.Load())
 	if m.record != nil {
-		k.acct.hashProven.Store(true)
+		k.acct.proveScheme()
 	}
 	v, _ := k.applyMatch(m, fp, inference)
 	return v
@@ -413,7 +413,7 @@ func (k *knowledge) loadSharedProof() {
 	ctx, cancel := context.WithTimeout(k.life, storageTimeout)
 	defer cancel()
 	if k.shared.hashProven(ctx) {
-		k.acct.hashProven.Store(true)
+		k.acct.proveScheme()
 	}
 }
 
