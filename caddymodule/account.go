@@ -546,7 +546,7 @@ func (a *account) probeReach() {
 // found, it reads up to probePages pages of each workspace for one and
 // asks for it too.
 func (a *account) probeWorkspaces(ctx context.Context) error {
-	if err := a.management.Wait(ctx); err != nil {
+	if err := a.probeWait(ctx); err != nil {
 		return err
 	}
 	wss, _, err := a.readWorkspaces(ctx)
@@ -562,7 +562,7 @@ func (a *account) probeWorkspaces(ctx context.Context) error {
 			if reached && disabled {
 				break
 			}
-			if err := a.management.Wait(ctx); err != nil {
+			if err := a.probeWait(ctx); err != nil {
 				return err
 			}
 			recs, err := readKeysPage(ctx, a.client, a.managementKey, ws.ID, offset)
@@ -581,6 +581,24 @@ func (a *account) probeWorkspaces(ctx context.Context) error {
 	return nil
 }
 
+// probeWait takes a request of the management budget for the probe once
+// the budget holds more than half its burst: the probe never leaves the
+// failures it serves without the budget they need.
+func (a *account) probeWait(ctx context.Context) error {
+	limit, burst := a.management.Limit(), float64(a.management.Burst())
+	if limit <= 0 {
+		return errNoBudget
+	}
+	for a.management.Tokens() < min(burst, burst/2+1) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(float64(time.Second) / float64(limit))):
+		}
+	}
+	return a.management.Wait(ctx)
+}
+
 // askForReach asks GET /keys/{hash} for the first hashed record of recs,
 // if any is wanted, and for the first disabled one, if wanted, recording
 // what it finds.
@@ -591,7 +609,7 @@ func (a *account) askForReach(ctx context.Context, recs []keyRecord, anyWanted, 
 		if !wanted || indexEntryOf(rec, 0).flags&entryHashed == 0 {
 			continue
 		}
-		if err := a.management.Wait(ctx); err != nil {
+		if err := a.probeWait(ctx); err != nil {
 			return err
 		}
 		// One request for each wanted record: a record deleted since the

@@ -16,14 +16,16 @@ import (
 
 // TestLargeAccount: an account of 20,000 keys (OPENROUTER_KEYS_ACCOUNT;
 // computed by the emulator, not held, so a million is possible) in 4
-// workspaces, behind a management API that takes 50 ms per page. The
-// first failure of a deleted key is answered within lookup_timeout,
-// explained or not; the listing goes on under its own deadline, and once it
-// is read a deleted, a disabled and an expired key are explained within
-// lookup_timeout, and with hashes proven to be sha256(key) a key deleted
-// after the listing is explained by GET /keys/{hash} alone. With record
-// hashes that are sha256(key) and with opaque ones (only labels match: the
-// verdict says so). It reports the gateway's heap beside an idle one's.
+// workspaces, behind a management API that takes 50 ms per page. With
+// record hashes that are sha256(key), a disabled key explained from its own
+// record proves the scheme and starts a probe of what GET /keys/{hash}
+// reaches (a few pages, never the whole account); once it ran, deleted keys,
+// the first included, are explained by the 404 within lookup_timeout and no
+// listing is read. With opaque hashes (only labels match: the verdict says
+// so), the first failure of a deleted key is answered within
+// lookup_timeout, unexplained; the listing goes on under its own deadline,
+// and once it is read a disabled and an expired key are explained within
+// lookup_timeout. It reports the gateway's heap beside an idle one's.
 func TestLargeAccount(t *testing.T) {
 	n := envInt("OPENROUTER_KEYS_ACCOUNT", 20000)
 	const lookupTimeout = time.Second
@@ -92,44 +94,94 @@ func TestLargeAccount(t *testing.T) {
 			listed := `caddy_openrouter_keys_lookups_total{endpoint="keys_list"`
 			pagesBefore := metricSum(t, listed)
 
-			// (a) The first failure starts the listing and waits for it at
-			// most lookup_timeout.
-			begin := time.Now()
-			resp, b := raw(t, "POST", gatewayBase+"/chat/completions", e.emu.SyntheticKey(deleted[0]), body)
-			took := time.Since(begin)
-			t.Logf("first failure of a deleted key: %v, %s %s", took.Round(time.Millisecond), resp.Header.Get("X-OpenRouter-Key-Status"), b)
-			if took > lookupTimeout+600*time.Millisecond {
-				t.Errorf("the first failure waited %v; lookup_timeout is %v", took, lookupTimeout)
-			}
-			if status := resp.Header.Get("X-OpenRouter-Key-Status"); resp.StatusCode != 401 || (status != "" && status != "key_not_found") ||
-				(status == "" && string(b) != `{"error":{"message":"User not found.","code":401}}`) {
-				t.Errorf("first failure of a deleted key: %d %q %s", resp.StatusCode, status, b)
-			}
+			if opaque {
+				// (a) The first failure starts the listing and waits for it at
+				// most lookup_timeout.
+				begin := time.Now()
+				resp, b := raw(t, "POST", gatewayBase+"/chat/completions", e.emu.SyntheticKey(deleted[0]), body)
+				took := time.Since(begin)
+				t.Logf("first failure of a deleted key: %v, %s %s", took.Round(time.Millisecond), resp.Header.Get("X-OpenRouter-Key-Status"), b)
+				if took > lookupTimeout+600*time.Millisecond {
+					t.Errorf("the first failure waited %v; lookup_timeout is %v", took, lookupTimeout)
+				}
+				if status := resp.Header.Get("X-OpenRouter-Key-Status"); resp.StatusCode != 401 || (status != "" && status != "key_not_found") ||
+					(status == "" && string(b) != `{"error":{"message":"User not found.","code":401}}`) {
+					t.Errorf("first failure of a deleted key: %d %q %s", resp.StatusCode, status, b)
+				}
 
-			// The listing goes on under its own deadline. Once it is read,
-			// the first key is explained from it without another lookup
-			// (it is within its explain backoff): that is the sign.
-			deadline := time.Now().Add(2*time.Minute + time.Duration(n/2)*time.Millisecond)
-			for {
-				resp, _ := raw(t, "POST", gatewayBase+"/chat/completions", e.emu.SyntheticKey(deleted[0]), body)
-				if resp.Header.Get("X-OpenRouter-Key-Status") == "key_not_found" {
-					break
+				// The listing goes on under its own deadline. Once it is read,
+				// the first key is explained from it without another lookup
+				// (it is within its explain backoff): that is the sign.
+				deadline := time.Now().Add(2*time.Minute + time.Duration(n/2)*time.Millisecond)
+				for {
+					resp, _ := raw(t, "POST", gatewayBase+"/chat/completions", e.emu.SyntheticKey(deleted[0]), body)
+					if resp.Header.Get("X-OpenRouter-Key-Status") == "key_not_found" {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the listing was not read after %v", time.Since(begin).Round(time.Second))
+					}
+					time.Sleep(200 * time.Millisecond)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("the listing was not read after %v", time.Since(begin).Round(time.Second))
+				pages := metricSum(t, listed) - pagesBefore
+				pagesMu.Lock()
+				listing := lastPage.Sub(firstPage)
+				pagesMu.Unlock()
+				t.Logf("listing of %d keys in %d workspaces: pages read in %v, explaining from it after %v; %v page requests (%d per page served, %v each, %d at a time)",
+					n, workspaces, listing.Round(time.Millisecond), time.Since(begin).Round(time.Millisecond), pages, emulator.PageSize, pageDelay, 8)
+				if minimum := float64(n / (emulator.PageSize - 1)); pages < minimum || pages > 1.5*minimum+float64(10*workspaces) {
+					t.Errorf("%v page requests for %d keys", pages, n)
 				}
-				time.Sleep(200 * time.Millisecond)
+			} else {
+				// (a) With sha256 hashes, a disabled key explained from its
+				// own record proves the hash scheme and starts a probe of
+				// what GET /keys/{hash} reaches: the first page of each
+				// workspace and one record of each asked by hash. Once it
+				// ran, a deleted key is explained by the 404 within
+				// lookup_timeout, and no listing is read.
+				begin := time.Now()
+				records := `caddy_openrouter_keys_lookups_total{endpoint="key_record"`
+				resp, b := raw(t, "POST", gatewayBase+"/chat/completions", e.emu.SyntheticKey(disabled), body)
+				if status := resp.Header.Get("X-OpenRouter-Key-Status"); status != "key_disabled" {
+					t.Fatalf("a disabled key before any listing: %d %q %s", resp.StatusCode, status, b)
+				}
+				// The probe is done when it has read a page of every
+				// workspace but the disabled key's (reached by its lookup)
+				// and asks GET /keys/{hash} no more.
+				last := -1.0
+				for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+					asked := metricSum(t, records)
+					if metricSum(t, listed)-pagesBefore >= workspaces-1 && asked == last {
+						break
+					}
+					last = asked
+					if time.Now().After(deadline) {
+						t.Fatalf("the probe read %v pages in a minute", metricSum(t, listed)-pagesBefore)
+					}
+				}
+				probePages, probeTook := metricSum(t, listed)-pagesBefore, time.Since(begin)
+				t.Logf("probe of reach: %v page requests, done within %v of the disabled key's refusal", probePages, probeTook.Round(10*time.Millisecond))
+				// The probe took from the management budget (10 requests,
+				// 5 a second), leaving half: let it fill again, as it does
+				// between failures, for the burst of lookups below.
+				time.Sleep(2 * time.Second)
+				if probePages > 3*workspaces {
+					t.Errorf("the probe read %v pages", probePages)
+				}
+				pagesBefore := metricSum(t, listed)
+				begin = time.Now()
+				resp, b = raw(t, "POST", gatewayBase+"/chat/completions", e.emu.SyntheticKey(deleted[0]), body)
+				took := time.Since(begin)
+				t.Logf("first failure of a deleted key, after the probe: %v, %s %s", took.Round(time.Millisecond), resp.Header.Get("X-OpenRouter-Key-Status"), b)
+				if status := resp.Header.Get("X-OpenRouter-Key-Status"); resp.StatusCode != 401 || status != "key_not_found" || took > lookupTimeout {
+					t.Errorf("first failure of a deleted key after the probe: %d %q after %v", resp.StatusCode, status, took)
+				}
+				if pages := metricSum(t, listed) - pagesBefore; pages != 0 {
+					t.Errorf("first failure of a deleted key after the probe: %v pages listed", pages)
+				}
 			}
-			pages := metricSum(t, listed) - pagesBefore
-			pagesMu.Lock()
-			listing := lastPage.Sub(firstPage)
-			pagesMu.Unlock()
-			t.Logf("listing of %d keys in %d workspaces: pages read in %v, explaining from it after %v; %v page requests (%d per page served, %v each, %d at a time)",
-				n, workspaces, listing.Round(time.Millisecond), time.Since(begin).Round(time.Millisecond), pages, emulator.PageSize, pageDelay, 8)
-			if minimum := float64(n / (emulator.PageSize - 1)); pages < minimum || pages > 1.5*minimum+float64(10*workspaces) {
-				t.Errorf("%v page requests for %d keys", pages, n)
-			}
-			// Deleted after the listing: only the hash lookup can tell.
+			// Deleted after the listing or the probe: only the hash lookup
+			// can tell.
 			e.emu.DeleteSynthetic(deleted[2])
 
 			// (b) Now the listing, or the hash lookup, explains within
@@ -148,10 +200,10 @@ func TestLargeAccount(t *testing.T) {
 				key    int
 				reason string
 			}{
-				{"a deleted key first seen after the listing started", deleted[1], notFoundByHash},
+				{"a deleted key first seen after the listing or the probe", deleted[1], notFoundByHash},
 				{"a disabled key of the last workspace", disabled, "key_disabled"},
 				{"an expired key", expired, "key_expired"},
-				{"a key deleted after the listing", deleted[2], notFoundByHash},
+				{"a key deleted after the listing or the probe", deleted[2], notFoundByHash},
 			} {
 				pagesBefore := metricSum(t, listed)
 				begin := time.Now()
