@@ -713,13 +713,19 @@ type wire struct {
 // the error that cuts it short.
 func fetch(t *testing.T, rt http.RoundTripper, method, url, key, body string, header ...string) wire {
 	t.Helper()
+	return fetchRecorded(t, rt, recordResponse, method, url, key, body, header...)
+}
+
+// fetchRecorded is fetch with the body handed to record, for the sweep.
+func fetchRecorded(t *testing.T, rt http.RoundTripper, record func([]byte), method, url, key, body string, header ...string) wire {
+	t.Helper()
 	resp, err := rt.RoundTrip(newRequest(t, method, url, key, body, header...))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	recordResponse(b)
+	record(b)
 	return wire{proto: resp.Proto, status: resp.StatusCode, header: comparableHeader(resp.Header), body: b, trailer: resp.Trailer, err: err}
 }
 

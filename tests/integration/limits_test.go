@@ -784,14 +784,7 @@ func TestExplainLimitsOffIsPlainReverseProxy(t *testing.T) {
 // key's own record hash.
 func fetchOwn(t *testing.T, rt http.RoundTripper, method, key, url, body string, header ...string) wire {
 	t.Helper()
-	resp, err := rt.RoundTrip(newRequest(t, method, url, key, body, header...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	recordOwnResponse(key, b)
-	return wire{proto: resp.Proto, status: resp.StatusCode, header: comparableHeader(resp.Header), body: b, trailer: resp.Trailer, err: err}
+	return fetchRecorded(t, rt, func(b []byte) { recordOwnResponse(key, b) }, method, url, key, body, header...)
 }
 
 // Errors that are not about the key pass unchanged and are counted by
