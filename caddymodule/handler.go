@@ -104,7 +104,8 @@ type Handler struct {
 
 	// How long a key the management API reported disabled is answered at
 	// the edge; after that it goes upstream again, since a disabled key can
-	// be re-enabled. Default: 30s.
+	// be re-enabled. Counted in whole seconds from when it was seen
+	// disabled, so it may end up to a second early. Default: 30s.
 	EdgeDisabledFor caddy.Duration `json:"edge_disabled_for,omitempty"`
 
 	// Warn about keys that expire within this window: successful responses
@@ -154,7 +155,8 @@ type Handler struct {
 	// nothing left, or OpenRouter answered its key-limit 403) is answered
 	// at the edge with the same 403, never past the cap's reset: a limit
 	// can be raised at any time. Follows edge_answers: never with "off".
-	// Default: 30s.
+	// Counted in whole seconds from when the cap was seen spent, so it may
+	// end up to a second early. Default: 30s.
 	EdgeCappedFor caddy.Duration `json:"edge_capped_for,omitempty"`
 
 	explainLimits bool

@@ -113,7 +113,8 @@ func (s keyState) has(f stateFlags) bool { return s.flags&f != 0 }
 
 func (s keyState) expiry() time.Time { return s.expiresAt.time() }
 
-// within reports whether a fact learned at at still counts at now.
+// within reports whether a fact learned at at still counts at now. at is
+// rounded down to the second, so d lasts between d-1s and d of real time.
 func within(at stamp, now time.Time, d time.Duration) bool {
 	return at != 0 && now.Sub(at.time()) < d
 }

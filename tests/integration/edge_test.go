@@ -55,8 +55,11 @@ func TestKeyWithinSkewGoesUpstream(t *testing.T) {
 	}
 }
 
+// The window counts from the second the key was seen disabled (whole
+// seconds), so 2s lasts at least 1s: the second request, sent at once, is
+// within it however slow the machine.
 func TestDisabledKeyIsAnsweredAtTheEdgeBriefly(t *testing.T) {
-	e := start(t, options{management: true, module: "edge_disabled_for 1s"})
+	e := start(t, options{management: true, module: "edge_disabled_for 2s"})
 	key := e.emu.NewKey(emulator.KeyOptions{Disabled: true})
 	count := func() int { return e.emu.Count("/chat/completions") }
 
@@ -64,18 +67,20 @@ func TestDisabledKeyIsAnsweredAtTheEdgeBriefly(t *testing.T) {
 	if ke := asKeyError(t, err); ke.reason != "key_disabled" || ke.edge || count() != 1 {
 		t.Fatalf("first: %+v, upstream saw %d", ke, count())
 	}
+	windowEnds := time.Now().Add(2 * time.Second) // at the latest
 	_, err = chat(gatewayBase, key)
 	if ke := asKeyError(t, err); ke.reason != "key_disabled" || !ke.edge || count() != 1 {
 		t.Fatalf("within the window: %+v, upstream saw %d", ke, count())
 	}
-	time.Sleep(1100 * time.Millisecond)
+	sleepUntil(windowEnds)
 	_, err = chat(gatewayBase, key)
 	if ke := asKeyError(t, err); ke.reason != "key_disabled" || ke.edge || count() != 2 {
 		t.Fatalf("after the window: %+v, upstream saw %d", ke, count())
 	}
 	// Re-enabled, it works again as soon as the window has passed.
+	windowEnds = time.Now().Add(2 * time.Second)
 	e.emu.SetDisabled(key, false)
-	time.Sleep(1100 * time.Millisecond)
+	sleepUntil(windowEnds)
 	if _, err := chat(gatewayBase, key); err != nil {
 		t.Fatalf("re-enabled key: %v", err)
 	}

@@ -104,7 +104,7 @@ func TestKeyCheckRateLimitThroughCaddy(t *testing.T) {
 	emu := emulator.New()
 	upstream := newUpstream(t, emu)
 	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`{
+	loadConfig(t, tester, fmt.Sprintf(`{
 	admin localhost:2999
 	http_port %[1]d
 	https_port 9443
@@ -129,7 +129,7 @@ http://localhost:%[1]d, http://localhost:%[2]d {
 		}
 	}
 }
-`, gatewayPort, plainPort, logPath, upstream), "caddyfile")
+`, gatewayPort, plainPort, logPath, upstream))
 
 	direct := fmt.Sprintf("http://localhost:%d/keycheck", gatewayPort)
 	behindProxy := fmt.Sprintf("http://localhost:%d/keycheck", plainPort)

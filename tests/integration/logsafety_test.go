@@ -158,7 +158,7 @@ func startLogsafety(t *testing.T, dir, filter string) *logsafetyEnv {
 	up := httptest.NewServer(rec)
 	t.Cleanup(up.Close)
 	t.Cleanup(func() { remember(emu.Secrets()...) })
-	caddytest.NewTester(t).InitServer(logsafetyConfig(dir, strings.TrimPrefix(up.URL, "http://"), filter), "caddyfile")
+	loadConfig(t, caddytest.NewTester(t), logsafetyConfig(dir, strings.TrimPrefix(up.URL, "http://"), filter))
 	return &logsafetyEnv{emu: emu, recorder: rec, dir: dir}
 }
 
