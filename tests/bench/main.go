@@ -1,14 +1,16 @@
 // Command bench compares plain Caddy reverse_proxy with openrouter_keys in
 // front of it, end to end: one emulator (with a fixed response delay), two
 // Caddy processes from the same binary with the same settings but for the
-// module, a vegeta load alternating between them round by round, and the
-// time to the first streamed event. Run it from the repository root:
+// module, a vegeta load alternating between them round by round, the CPU
+// time each process spends per request while both are loaded at once, and
+// the time to the first streamed event. Run it from the repository root:
 //
 //	go run ./tests/bench
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -20,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -53,9 +56,10 @@ func main() {
 }
 
 type side struct {
-	name string
-	base string
-	cmd  *exec.Cmd
+	name  string
+	base  string
+	admin string // Caddy's admin endpoint: /metrics, /debug/pprof
+	cmd   *exec.Cmd
 }
 
 func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay time.Duration, streams, rate int) error {
@@ -124,6 +128,29 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 			return err
 		}
 	}
+	// The gateway learns each key once (its GET /key, within lookup_rate:
+	// 20 a second by default, so 50 s for 1,000 keys); measured while it
+	// is still learning, the rounds would count that one-time cost as a
+	// per-request one. Load it until every key has been looked up.
+	if !control {
+		began := time.Now()
+		for {
+			n, err := keyLookups(gateway)
+			if err != nil {
+				return err
+			}
+			if n >= float64(nkeys) {
+				break
+			}
+			if time.Since(began) > 5*time.Minute {
+				return fmt.Errorf("the gateway looked up %.0f of %d keys in 5 minutes", n, nkeys)
+			}
+			if _, err := attack(gateway, time.Second); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("the gateway learned all %d keys in %v\n", nkeys, time.Since(began).Round(time.Second))
+	}
 
 	load := "as fast as they can"
 	if rate > 0 {
@@ -140,7 +167,7 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 		got := map[string]*vegeta.Metrics{}
 		for _, s := range order {
 			if r == 1 && s == gateway && profileTo != "" {
-				go saveProfile(duration)
+				go saveProfile(s, duration)
 			}
 			m, err := attack(s, duration)
 			if err != nil {
@@ -157,6 +184,46 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	}
 	fmt.Printf("\nmedian of the rounds' ratios gateway/plain: throughput %.3f (target >= 0.97), p50 %.3f, p99 %.3f (target <= 1.05)\n",
 		median(rpsRatios), median(p50Ratios), median(p99Ratios))
+
+	// Throughput swings between rounds with what else the machine does;
+	// the CPU time a process spends per request does much less, above all
+	// when both sides are loaded at the same moment and share whatever
+	// else is going on.
+	fmt.Printf("\nboth loaded at once, CPU time per request of each Caddy process (/proc, user+system):\n")
+	fmt.Printf("%-6s %14s %14s %8s\n", "round", "plain µs/req", "gateway µs/req", "ratio")
+	var cpuRatios []float64
+	for r := 1; r <= rounds; r++ {
+		var perReq [2]float64 // plain, gateway
+		errs := make(chan error, 2)
+		for i, s := range []*side{plain, gateway} {
+			go func() {
+				before, err := cpuTime(s.cmd.Process.Pid)
+				if err != nil {
+					errs <- err
+					return
+				}
+				m, err := attack(s, duration)
+				if err != nil {
+					errs <- err
+					return
+				}
+				after, err := cpuTime(s.cmd.Process.Pid)
+				if err == nil {
+					perReq[i] = float64(after-before) / float64(time.Microsecond) / float64(m.Requests)
+				}
+				errs <- err
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+		p, g := perReq[0], perReq[1]
+		cpuRatios = append(cpuRatios, g/p)
+		fmt.Printf("%-6d %14.1f %14.1f %8.3f\n", r, p, g, g/p)
+	}
+	fmt.Printf("\nmedian CPU time per request gateway/plain: %.3f (target <= 1.03)\n", median(cpuRatios))
 
 	// Time to the first streamed event, alternating request by request.
 	var firstPlain, firstGateway []time.Duration
@@ -179,17 +246,48 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	return nil
 }
 
+// cpuTime is the user and system CPU time process pid has used, from
+// /proc/<pid>/stat (Linux), in units of USER_HZ taken as 100 per second,
+// which is what Linux reports to user space on every architecture Go
+// supports there.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("CPU time per request needs Linux's /proc: %w", err)
+	}
+	// The command name (field 2) may hold spaces; the fields after its
+	// closing parenthesis start at field 3 (state): utime is field 14,
+	// stime field 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	fields := strings.Fields(string(b[i+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unreadable /proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * (time.Second / 100), nil
+}
+
 func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	admin := "admin off"
-	if name == "gateway" && profileTo != "" {
-		admin = "admin localhost:2020"
+	adminPort, err := freePort()
+	if err != nil {
+		return nil, err
 	}
 	config := fmt.Sprintf(`{
-	%s
+	admin 127.0.0.1:%d
 	auto_https off
 	persist_config off
 }
@@ -198,7 +296,7 @@ func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
 	%s
 	reverse_proxy %s
 }
-`, admin, port, module, upstream)
+`, adminPort, port, module, upstream)
 	file := filepath.Join(dir, name+".Caddyfile")
 	if err := os.WriteFile(file, []byte(config), 0o600); err != nil {
 		return nil, err
@@ -218,7 +316,7 @@ func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &side{name: name, base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), cmd: cmd}
+	s := &side{name: name, base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), cmd: cmd}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
@@ -284,8 +382,27 @@ func medianDur(xs []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func saveProfile(d time.Duration) {
-	resp, err := http.Get(fmt.Sprintf("http://localhost:2020/debug/pprof/profile?seconds=%d", int(d.Seconds())))
+// keyLookups is how many GET /key lookups the side's module has had
+// answered, from Caddy's /metrics.
+func keyLookups(s *side) (float64, error) {
+	resp, err := http.Get(s.admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	const series = `caddy_openrouter_keys_lookups_total{endpoint="key",outcome="ok"} `
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, sc.Err()
+}
+
+func saveProfile(s *side, d time.Duration) {
+	resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", s.admin, int(d.Seconds())))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "profile:", err)
 		return
