@@ -6,8 +6,9 @@
 // down, which may happen after the admin API has answered the load. Until
 // then the kernel hands new connections to either socket; one that lands
 // on the old socket is served by the old config, or, if its shutdown has
-// begun meanwhile, closed unanswered (the client sees EOF). CI saw the
-// latter. So a load waits until every port of the suite has one listening
+// begun meanwhile, closed unanswered (the client sees EOF). CI once saw a
+// request right after a load end in EOF; this is the mechanism found for
+// it. So a load waits until every port of the suite has one listening
 // socket again.
 package integration
 
