@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 func TestCredentialOf(t *testing.T) {

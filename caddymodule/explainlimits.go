@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // Classes of 402, 403 and 429 left unchanged, beside the 401 classes that

@@ -14,7 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 

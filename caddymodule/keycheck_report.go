@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // report is the key check's answer. Field names are the API's; a part that

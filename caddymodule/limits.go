@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // The reasons of 402, 403 and 429 failures.

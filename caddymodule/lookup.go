@@ -16,7 +16,7 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // Limits on what the metadata endpoints may send back.

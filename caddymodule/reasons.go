@@ -13,8 +13,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // reason is the machine-readable cause of a key failure, sent as

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 )
 
 // heldWriter passes every response straight through to the client except a

@@ -7,7 +7,7 @@ package caddymodule
 import (
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 )
 
 // rewrite renders the body with the verdict: the message replaced (kept

@@ -13,7 +13,7 @@ import (
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/internal/errbody"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 )
 
 // encode encodes b as enc ("raw-deflate": deflate without zlib's wrapper);

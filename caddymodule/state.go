@@ -9,7 +9,7 @@ import (
 	"math"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // stateFlags say which lasting facts about a key are known.

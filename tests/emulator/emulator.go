@@ -15,7 +15,7 @@
 // a listing that shifts while it is read, 401s with trailers or cut short).
 //
 // The wire facts (key shape, labels, endpoint families, error envelopes)
-// come from package caddymodule/openrouter, shared with the gateway.
+// come from package internal/openrouter, shared with the gateway.
 package emulator
 
 import (
@@ -26,7 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // PageSize is OpenRouter's page size for GET /keys.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // ModelIDs are the models the emulator lists.

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // RateLimitPlacement is where 429s carry their X-RateLimit-* figures.

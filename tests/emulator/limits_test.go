@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // failure is what the shared recogniser reads of a reply, as the gateway

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 type workspaceRecord struct {

@@ -5,7 +5,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // SetListFailsOnPage makes GET /keys fail with 500 on the given page

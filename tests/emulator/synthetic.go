@@ -17,7 +17,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // SyntheticAccount describes keys the emulator computes from their index.

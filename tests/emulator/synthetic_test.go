@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // A synthetic account is served as an account of created keys would be:

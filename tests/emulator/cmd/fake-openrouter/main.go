@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 

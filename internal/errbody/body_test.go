@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // An edit replaces the message and sets members in "metadata", in every

@@ -13,7 +13,7 @@ import (
 	"bytes"
 	"strconv"
 
-	"github.com/openrouter-keys/caddy-openrouter-keys/caddymodule/openrouter"
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // Body is a parsed error body. The message sits either in an "error"
