@@ -35,30 +35,8 @@ func parseKeyCheckCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler
 	return kc, err
 }
 
-// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
-//
-//	openrouter_keys [<matcher>] {
-//	    upstream          <OpenRouter API base URL, default https://openrouter.ai/api/v1>
-//	    management_key    <key, usually {env.OPENROUTER_MANAGEMENT_KEY}; optional>
-//	    lookup_timeout    <longest a failing request waits for evidence, default 5s>
-//	    management_rate   <management requests per second, default 5>
-//	    cache_size        <max keys remembered, default 100000>
-//	    cache_ttl         <how long facts that can change are trusted, default 10m>
-//	    lookup_rate       <GET /key lookups per second, default 20>
-//	    edge_answers      on|off|malformed
-//	    expiry_skew       <past expiry before answering at the edge, default 30s>
-//	    edge_disabled_for <how long a disabled key is answered at the edge, default 30s>
-//	    warn_before       <announce keys expiring within this window; off by default>
-//	    shared_storage    # share what is learned through Caddy's storage
-//	    watch_keys        [<interval, default 10m>]   # export every key's health; needs management_key
-//	    watch_max_keys    <most keys exported one by one, default 1000>
-//	    explain_limits    on|off   (default on: explain 402, 403 and 429 key and account failures)
-//	    limit_lookup_timeout <longest a 402, 403 or 429 waits for evidence, default 250ms>
-//	    edge_capped_for   <how long a key whose cap is spent is answered at the edge, default 30s>
-//	}
-//
-// Every subdirective is optional; `openrouter_keys` alone works with the
-// defaults.
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. The syntax
+// is documented once, in docs/configuration.md (a test keeps the two equal).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
@@ -116,15 +94,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// UnmarshalCaddyfile sets up the key check from Caddyfile tokens. Syntax:
-//
-//	openrouter_keycheck [<matcher>] {
-//	    upstream        <OpenRouter API base URL, default https://openrouter.ai/api/v1>
-//	    management_key  <key, usually {env.OPENROUTER_MANAGEMENT_KEY}; optional>
-//	    lookup_timeout  <the whole check answers within it, default 5s>
-//	    management_rate <management requests per second, default 5>
-//	    rate_limit      <requests> <window>   (per client, default 30 1m)
-//	}
+// UnmarshalCaddyfile sets up the key check from Caddyfile tokens. The
+// syntax is documented once, in docs/configuration.md.
 func (kc *KeyCheck) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
 	if d.NextArg() {
