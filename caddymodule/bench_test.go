@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -40,12 +38,6 @@ func (d *discardWriter) reset() {
 	}
 }
 
-func randomKey() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return "sk-or-v1-" + hex.EncodeToString(b[:])
-}
-
 func benchHandler(b *testing.B, h *Handler) (*emulator.Server, func()) {
 	emu := emulator.New()
 	srv := httptest.NewServer(emu)
@@ -57,12 +49,6 @@ func benchHandler(b *testing.B, h *Handler) (*emulator.Server, func()) {
 	h.logger = zap.NewNop()
 	h.knowledge.logger = h.logger
 	return emu, srv.Close
-}
-
-// learnNow makes the gateway ask GET /key about key and waits for the
-// answer to be stored.
-func learnNow(k *knowledge, key string) {
-	<-k.keyFlight(key, fingerprintOf(key), nil).done
 }
 
 // knownExpiredKey is a key the handler knows expired an hour ago.
@@ -77,13 +63,6 @@ func knownExpiredKey(h *Handler) string {
 }
 
 var okBody = []byte(`{"id":"gen-1","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"Hello"}}]}`)
-
-var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	_, err := w.Write(okBody)
-	return err
-})
 
 // run measures next alone ("baseline") and behind the module ("gateway"),
 // with a fresh request per iteration taken from reqs.

@@ -175,3 +175,15 @@ func FuzzCredentialOf(f *testing.F) {
 		}
 	})
 }
+
+// A fingerprint covers all of its input: two management keys that agree
+// on their first 73 bytes have different fingerprints.
+func TestFingerprintCoversAnyLength(t *testing.T) {
+	long := goodKey + "-and-more"
+	if fingerprintOf(long) == fingerprintOf(goodKey) || fingerprintOf(long) == fingerprintOf(long+"!") {
+		t.Error("input past 73 bytes is ignored")
+	}
+	if fingerprintOf("") == fingerprintOf("x") {
+		t.Error("short inputs collide")
+	}
+}

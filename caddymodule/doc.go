@@ -17,8 +17,9 @@
 // through the holding writer (response.go); a held 401 (or, with
 // explain_limits, 402, 403 or 429) is decoded and parsed (package errbody,
 // in internal/errbody), given its reason by the reason table (reasons.go;
-// for 402, 403 and 429 through explainlimits.go, openrouter.Recognise and
-// limits.go) with evidence from OpenRouter (lookup.go, records.go,
+// for 402, 403 and 429 through explainlimits.go: the entry of the kind
+// openrouter.Recognise gives it, its figures gathered as limits.go says)
+// with evidence from OpenRouter (lookup.go, records.go,
 // account.go, evidence.go) and other replicas (storage.go, shared.go)
 // where the table needs it, and rewritten (rewrite.go puts the entry's
 // sentence and members in, errbody edits the body in the upstream's

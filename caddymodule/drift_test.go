@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap"
@@ -49,5 +50,19 @@ func TestRedactTokens(t *testing.T) {
 		if got := redactTokens(in); got != want {
 			t.Errorf("redactTokens(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The logged unrecognised message is cut at a character boundary.
+func TestUnrecognisedMessageCutAtACharacter(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	msg := "a" + strings.Repeat("ü", 200) // two bytes each, from an odd offset
+	countUnexplained(zap.New(core), classUnrecognizedMessage, msg)
+	if logs.Len() != 1 {
+		t.Fatalf("logged %d", logs.Len())
+	}
+	text := logs.All()[0].ContextMap()["message"].(string)
+	if !utf8.ValidString(text) || len(text) > maxLoggedMessageLn+len("...") {
+		t.Errorf("logged %q", text)
 	}
 }

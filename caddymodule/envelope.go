@@ -1,8 +1,10 @@
 package caddymodule
 
 // envelope.go owns which error envelope an answer uses: the one the
-// upstream was last seen to use for a 401 on the same endpoint family, or,
-// before any was seen, the family's documented default.
+// upstream was last seen to use for a 401, or a key or account failure it
+// explained, on the same endpoint family, or, before any was seen, the
+// family's documented default. An envelope's error_type (the /responses
+// docs example) is internal/openrouter's, by status.
 
 import (
 	"sync/atomic"
@@ -12,13 +14,14 @@ import (
 )
 
 // envelopes remembers, per endpoint family, the envelope of the last 401
-// the upstream sent. The zero value knows nothing and answers defaults.
+// (or explained key or account failure) the upstream sent. The zero value
+// knows nothing and answers defaults.
 type envelopes struct {
 	// seen holds envelope+1 per family; 0 is "none seen".
 	seen [openrouter.Families]atomic.Uint32
 }
 
-// learn records the envelope of a 401 the upstream sent on family f.
+// learn records the envelope of a failure the upstream sent on family f.
 func (l *envelopes) learn(f openrouter.Family, e openrouter.Envelope) {
 	l.seen[f].Store(uint32(e) + 1)
 }

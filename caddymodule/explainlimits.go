@@ -53,6 +53,9 @@ func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp
 		return h.leave(hw, classUnrecognizedFailure, "")
 	}
 	v.limit.original = eb.Message()
+	// The upstream's envelope for this family, as an edge answer there
+	// (a capped key's) takes it.
+	h.acct.envelopes.learn(openrouter.FamilyOf(r.URL.Path), eb.Envelope())
 	if v.reason == reasonKeyLimitReached && c.isKey() {
 		h.knowledge.capReached(fp, v.limit, start)
 	}
@@ -62,7 +65,7 @@ func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp
 	}
 	setLimitHeaders(hw.Header(), v)
 	err := hw.sendRewritten(out, string(v.reason))
-	gatewayMetrics.rewrites.WithLabelValues(v.entry().metric).Inc()
+	gatewayMetrics.rewrites.WithLabelValues(string(v.reason)).Inc()
 	if ce := h.logger.Check(zapcore.InfoLevel, "explained key or account failure"); ce != nil {
 		ce.Write(zap.Int("status", hw.heldStatus), zap.String("reason", string(v.reason)),
 			zap.String("key_fingerprint", fingerprintForLog(c, fp)), zap.String("path", r.URL.Path))

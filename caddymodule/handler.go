@@ -412,7 +412,7 @@ func (h *Handler) explain(hw *heldWriter, r *http.Request, c credential, fp fing
 		return h.leave(hw, classUneditable, "")
 	}
 	err := hw.sendRewritten(out, string(v.reason))
-	gatewayMetrics.rewrites.WithLabelValues(v.entry().metric).Inc()
+	gatewayMetrics.rewrites.WithLabelValues(string(v.reason)).Inc()
 	if ce := h.logger.Check(zapcore.InfoLevel, "explained misleading 401"); ce != nil {
 		ce.Write(zap.String("reason", string(v.reason)), zap.String("key_fingerprint", fingerprintForLog(c, fp)), zap.String("path", r.URL.Path))
 	}
@@ -435,13 +435,6 @@ func (h *Handler) parseHeld(hw *heldWriter) (*errbody.Body, []byte, string) {
 		return nil, nil, classNotJSON
 	}
 	return eb, body, ""
-}
-
-// acceptedBy reports whether the body shows that OpenRouter authenticated
-// the key: a top-level user_id names the account the key belongs to.
-func acceptedBy(eb *errbody.Body) bool {
-	id, ok := eb.Top("user_id").Raw()
-	return ok && string(id) != "null"
 }
 
 // leave releases the held 401 unchanged and counts it as unexplained.
@@ -482,7 +475,7 @@ func (h *Handler) answerAtEdge(w http.ResponseWriter, r *http.Request, v verdict
 	}
 	w.WriteHeader(status)
 	_, err := w.Write(out)
-	gatewayMetrics.edgeAnswers.WithLabelValues(v.entry().metric).Inc()
+	gatewayMetrics.edgeAnswers.WithLabelValues(string(v.reason)).Inc()
 	if ce := h.logger.Check(zapcore.DebugLevel, "answered at the edge"); ce != nil {
 		// Only keys have a fingerprint; a malformed or foreign token has none.
 		short := "-"

@@ -1,29 +1,44 @@
 package caddymodule
 
 // helpers_test.go holds the helpers the package's tests share: handlers and
-// key checks provisioned against an emulator, requests served through
-// them, and the keys and bodies they use. A helper that cannot do its work
-// fails the test; none panics.
+// key checks provisioned against an emulator, upstream answers (the
+// emulator's, fixed bodies, OpenRouter's failures), a fake account's
+// listings, requests served through them, the keys, bodies, states and
+// clocks they use, and readers of what comes back (bodies, metrics). A
+// helper that cannot do its work fails the test; none panics.
 
 import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/andybalholm/brotli"
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/klauspost/compress/zstd"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -318,4 +333,241 @@ func refreshListing(lifetime context.Context, a *account) (*keyListing, error) {
 	}
 	a.listMu.Unlock()
 	return f.wait(lifetime)
+}
+
+// toEmulator is a next handler that sends the request to the emulator, as
+// reverse_proxy to OpenRouter would.
+func toEmulator(emu *emulator.Server) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		emu.ServeHTTP(w, r)
+		return nil
+	})
+}
+
+// failureAnswer is next answering with an OpenRouter failure body in
+// envelope e, its headers included, and counting its calls.
+func failureAnswer(fb openrouter.FailureBody, e openrouter.Envelope, calls *atomic.Int32) caddyhttp.Handler {
+	body := fb.Render(e)
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		if calls != nil {
+			calls.Add(1)
+		}
+		for k, v := range fb.Header {
+			w.Header()[k] = v
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(fb.Status)
+		_, err := w.Write(body)
+		return err
+	})
+}
+
+// errorOf is the object holding the message in any envelope.
+func errorOf(t *testing.T, body []byte) map[string]any {
+	t.Helper()
+	var top map[string]any
+	if err := json.Unmarshal(body, &top); err != nil {
+		t.Fatalf("body is not JSON: %v\n%s", err, body)
+	}
+	if e, ok := top["error"].(map[string]any); ok {
+		return e
+	}
+	return top
+}
+
+func metadataOf(t *testing.T, body []byte) map[string]any {
+	t.Helper()
+	md, _ := errorOf(t, body)["metadata"].(map[string]any)
+	return md
+}
+
+func f64(v float64) *float64 { return &v }
+
+// unscopedAfford is the 402 "can only afford" without the URL that tells
+// the key's cap from the account's balance.
+func unscopedAfford(requested, affordable int64) openrouter.FailureBody {
+	fb := openrouter.BalanceAfford(requested, affordable, openrouter.WordingNoSource)
+	fb.Message = fb.Message[:strings.Index(fb.Message, " To increase")]
+	return fb
+}
+
+// randomKey is a well-formed key that no account holds.
+func randomKey() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return "sk-or-v1-" + hex.EncodeToString(b[:])
+}
+
+// learnNow makes the gateway ask GET /key about key and waits for the
+// answer to be stored.
+func learnNow(k *knowledge, key string) {
+	<-k.keyFlight(key, fingerprintOf(key), nil).done
+}
+
+var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_, err := w.Write(okBody)
+	return err
+})
+
+// encode encodes b as enc ("raw-deflate": deflate without zlib's wrapper);
+// any other enc leaves b as it is.
+func encode(t testing.TB, enc string, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	switch enc {
+	case "gzip":
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "br":
+		w := brotli.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "zstd":
+		w, _ := zstd.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "deflate":
+		w := zlib.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+	case "raw-deflate":
+		w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
+		w.Write(b)
+		w.Close()
+	default:
+		return b
+	}
+	return buf.Bytes()
+}
+
+// stateOf is the state a key reaches through steps, the first of which
+// sees it at first.
+func stateOf(first time.Time, steps ...func(*keyState)) keyState {
+	st := newKeyState(first)
+	for _, step := range steps {
+		step(&st)
+	}
+	return st
+}
+
+// fakeAccount serves GET /workspaces and GET /keys as OpenRouter pages
+// them, with a hook between pages.
+type fakeAccount struct {
+	mu         sync.Mutex
+	workspaces []workspace
+	keys       map[string][]keyRecord // by workspace, most recent first
+	afterPage  func(ws string, offset int)
+	failWS     bool
+	requests   int
+	// holdUntil, when not zero, holds the first requests until that many
+	// are in flight at once, which proves they are sent in parallel.
+	holdUntil   int
+	held        chan struct{}
+	keysHeld    int
+	maxInFlight int
+	inFlight    int
+	made        int
+}
+
+func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	f.mu.Lock()
+	f.requests++
+	f.inFlight++
+	f.maxInFlight = max(f.maxInFlight, f.inFlight)
+	var hold chan struct{}
+	if f.holdUntil != 0 && r.URL.Path == "/api/v1/keys" {
+		hold = f.held
+		if f.keysHeld++; f.keysHeld == f.holdUntil {
+			close(f.held)
+			f.holdUntil = 0
+		}
+	}
+	f.mu.Unlock()
+	defer func() { f.mu.Lock(); f.inFlight--; f.mu.Unlock() }()
+	if hold != nil {
+		<-hold
+	}
+	q := r.URL.Query()
+	offset, _ := strconv.Atoi(q.Get("offset"))
+	var data any
+	switch r.URL.Path {
+	case "/api/v1/workspaces":
+		if f.failWS {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		limit, _ := strconv.Atoi(q.Get("limit"))
+		f.mu.Lock()
+		data = f.workspaces[min(offset, len(f.workspaces)):min(offset+limit, len(f.workspaces))]
+		f.mu.Unlock()
+	case "/api/v1/keys":
+		ws := q.Get("workspace_id")
+		f.mu.Lock()
+		all := f.keys[ws]
+		data = all[min(offset, len(all)):min(offset+openrouter.KeysPageSize, len(all))]
+		f.mu.Unlock()
+		defer func() {
+			if f.afterPage != nil {
+				f.afterPage(ws, offset)
+			}
+		}()
+	default:
+		w.WriteHeader(http.StatusNotFound)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"data": data})
+}
+
+func (f *fakeAccount) add(ws string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fresh := make([]keyRecord, n)
+	for i := range fresh {
+		f.made++
+		key := fmt.Sprintf("sk-or-v1-%064x", f.made)
+		fresh[n-1-i] = keyRecord{Hash: recordHash(key), Label: openrouter.Label(key), WorkspaceID: ws}
+	}
+	f.keys[ws] = append(fresh, f.keys[ws]...)
+}
+
+func newFakeAccount(workspaces ...string) *fakeAccount {
+	f := &fakeAccount{keys: map[string][]keyRecord{}}
+	for _, id := range workspaces {
+		f.workspaces = append(f.workspaces, workspace{ID: id, Name: "ws " + id})
+	}
+	return f
+}
+
+// series gathers the registry into "name{workspace,name,label}" -> value.
+func series(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetValue())
+			}
+			out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = value(m)
+		}
+	}
+	return out
+}
+
+// value is a gauge's or a counter's value.
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	}
+	return 0
 }

@@ -9,12 +9,13 @@ import (
 	"encoding/base64"
 	"fmt"
 	"html/template"
-	"math"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // The page is one self-contained document: its style and script are inline
@@ -238,6 +239,12 @@ func viewOf(r *report, now time.Time) *reportView {
 	return v
 }
 
+// requestRateText is what is known of a key's request rate: OpenRouter
+// sets no limit per key and governs capacity as a whole; :free models
+// are capped per account.
+var requestRateText = "no limit per key (OpenRouter governs capacity as a whole); :free models " +
+	strconv.Itoa(openrouter.FreePerMinute) + " requests a minute for the whole account"
+
 // keyFacts are the key's details in words. What OpenRouter reports for a
 // working key (Usage is set then) is complete: a missing limit or expiry
 // means there is none. For a refused key only what is known is shown.
@@ -293,58 +300,15 @@ func keyFacts(k *keyReport, now time.Time) []fact {
 	case complete:
 		facts = append(facts, fact{Name: "Expires", Value: "never"})
 	}
-	if rl := k.RateLimit; rl != nil {
-		facts = append(facts, fact{Name: "Rate limit", Value: rateText(rl)})
+	if complete {
+		// GET /key's rate_limit is legacy, always -1: OpenRouter has no
+		// per-key request limit. What limits a key's rate is known.
+		facts = append(facts, fact{Name: "Request rate", Value: requestRateText})
 	}
 	if k.LastUsedAt != nil {
 		facts = append(facts, fact{Name: "Last used", When: whenOf(*k.LastUsedAt, now)})
 	}
 	return facts
-}
-
-// money is an amount of credits (US dollars): two decimals, up to four
-// for amounts that two would round away.
-func money(v float64) string {
-	sign := ""
-	if v < 0 {
-		sign, v = "-", -v
-	}
-	s := strconv.FormatFloat(math.Round(v*1e4)/1e4, 'f', 4, 64)
-	for strings.HasSuffix(s, "0") && len(s)-strings.IndexByte(s, '.') > 3 {
-		s = s[:len(s)-1]
-	}
-	if s == "0.00" {
-		sign = ""
-	}
-	return sign + "$" + s
-}
-
-// rateText is a key's rate limit in words; -1 requests means none.
-func rateText(rl *rateLimitReport) string {
-	if rl.Requests < 0 {
-		return "unlimited"
-	}
-	return plural(rl.Requests, "request") + " per " + intervalText(rl.Interval)
-}
-
-// intervalText is OpenRouter's rate limit interval ("10s") in words.
-func intervalText(s string) string {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return s
-	}
-	for _, u := range []struct {
-		d    time.Duration
-		name string
-	}{{24 * time.Hour, "day"}, {time.Hour, "hour"}, {time.Minute, "minute"}, {time.Second, "second"}} {
-		if d%u.d == 0 {
-			if n := int(d / u.d); n > 1 {
-				return plural(n, u.name)
-			}
-			return u.name
-		}
-	}
-	return d.String()
 }
 
 // relativeTime is t as seen from now: "in 20 days", "2 hours ago".

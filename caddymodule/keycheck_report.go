@@ -11,8 +11,8 @@ package caddymodule
 
 import (
 	"context"
-	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -68,7 +68,6 @@ type keyReport struct {
 	FreeModelRequests *freeModelRequestsReport `json:"free_model_requests"`
 	ExpiresAt         *time.Time               `json:"expires_at"`
 	ExpiresInSeconds  *int64                   `json:"expires_in_seconds"`
-	RateLimit         *rateLimitReport         `json:"rate_limit"`
 	// LastUsedAt is when a gateway with watch_keys last saw the key used.
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
@@ -88,13 +87,6 @@ type freeModelRequestsReport struct {
 	Remaining int       `json:"remaining"`
 	Used      int       `json:"used"`
 	ResetsAt  time.Time `json:"resets_at"`
-}
-
-// rateLimitReport is the key's request rate limit as OpenRouter reports it
-// (-1 requests: unlimited).
-type rateLimitReport struct {
-	Requests int    `json:"requests"`
-	Interval string `json:"interval"`
 }
 
 // creditsReport is the account's balance.
@@ -189,11 +181,10 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 		switch {
 		case md.Management():
 			rep.setVerdict(verdict{reason: reasonManagementKey})
-			rep.Message = "The key works, but it is a management key: it manages keys and credits and cannot be used for inference."
 		case rep.Key.limitSpent():
-			rep.setLimitReached(now)
+			rep.setVerdict(keyVerdict(reasonKeyLimitReached, md, now))
 		default:
-			rep.setWorks(now)
+			rep.setWorks(md, now)
 		}
 	case keyRes.err == nil && keyRes.status == http.StatusUnauthorized:
 		c.explainRefused(rep, cred, refusedEvidence{m, recErr, learned, seen}, now)
@@ -324,34 +315,11 @@ func (k *keyReport) windowWords() string {
 	return openrouter.WindowOfLimitReset(k.LimitReset).String()
 }
 
-// setLimitReached says that the key works but its own limit is spent:
-// how much of what, and when it comes back.
-func (r *report) setLimitReached(now time.Time) {
-	k := r.Key
-	r.Status, r.Headline = string(reasonKeyLimitReached), entryOf(reasonKeyLimitReached).headline
-	until := "until then"
-	if k.ResetsAt == nil {
-		until = "until the limit is raised"
-	}
-	r.Message = "The key works, but its own " + k.windowWords() + " spending limit is used up: " +
-		money(*k.Limit-*k.LimitRemaining) + " spent of " + money(*k.Limit) + ". " + k.resetSentence(now) +
-		" Requests with it fail with 403 " + until + ", whatever the account's credits."
-}
-
-// resetSentence says when the key's limit comes back.
-func (k *keyReport) resetSentence(now time.Time) string {
-	if k.NeverResets {
-		return "It is a total limit, which never resets."
-	}
-	if k.ResetsAt != nil {
-		return "It resets at " + k.ResetsAt.Format(time.RFC3339) + " (" + relativeTime(*k.ResetsAt, now) + ")."
-	}
-	return ""
-}
-
-// setWorks says that the key works, and in its headline whether it
-// expires or its limit runs out within warnWithin, whichever comes first.
-func (r *report) setWorks(now time.Time) {
+// setWorks says that the key works, and in its headline whether the
+// account's free-model allowance is used up (in the words of
+// free_daily_limit_reached's entry), or else whether the key expires or
+// its limit runs out within warnWithin, whichever comes first.
+func (r *report) setWorks(md *keyMetadata, now time.Time) {
 	r.Status, r.Headline, r.Message = statusValid, "Key works", "The key is valid: OpenRouter accepts it."
 	k := r.Key
 	var exp time.Time
@@ -367,6 +335,23 @@ func (r *report) setWorks(now time.Time) {
 	case !exp.IsZero():
 		r.Headline = "Key works, but expires " + relativeTime(exp, now)
 	}
+	if k.freeUsedUp() {
+		v := keyVerdict(reasonFreeDailyLimitReached, md, now)
+		r.Headline = worksBut(v.entry())
+		r.Message += " " + v.message()
+	}
+}
+
+// worksBut is the headline of a key that works while what e says ran out
+// stops some of its requests.
+func worksBut(e *reasonEntry) string {
+	return "Key works; " + strings.ToLower(e.headline[:1]) + e.headline[1:]
+}
+
+// freeUsedUp reports whether GET /key shows the account's free-model
+// allowance for today used up.
+func (k *keyReport) freeUsedUp() bool {
+	return k.FreeModelRequests != nil && k.FreeModelRequests.Limit > 0 && k.FreeModelRequests.Remaining <= 0
 }
 
 // runsOut is when the key's limit would be used up at the pace the key
@@ -464,9 +449,6 @@ func keyReportOf(token string, md *keyMetadata, m match, now time.Time) *keyRepo
 		in := int64(exp.Sub(now) / time.Second)
 		kr.ExpiresAt, kr.ExpiresInSeconds = &exp, &in
 	}
-	if md.RateLimit != nil {
-		kr.RateLimit = &rateLimitReport{Requests: md.RateLimit.Requests, Interval: md.RateLimit.Interval}
-	}
 	if md.Limit != nil {
 		w := openrouter.WindowOfLimitReset(md.LimitReset)
 		if at, ok := w.ResetsAt(now); ok {
@@ -490,17 +472,8 @@ func adviceFor(rep *report, now time.Time) []string {
 		label += " " + rep.Key.Label
 	}
 	switch rep.Status {
-	case string(reasonKeyLimitReached):
-		k := rep.Key
-		wait := "or use another key: a total limit never resets."
-		if k.ResetsAt != nil {
-			wait = "or wait until it resets " + relativeTime(*k.ResetsAt, now) + "."
-		}
-		advice = append(advice, "Raise the key's limit at https://openrouter.ai/settings/keys, "+wait+
-			" Adding credits to the account does not help, nor does a retry: the limit is the key's own.")
-		advice = appendAccountAdvice(advice, rep, now)
 	case statusValid:
-		advice = appendAccountAdvice(advice, rep, now)
+		advice = appendAccountAdvice(advice, rep)
 		if k := rep.Key; k != nil {
 			if at, pace, ok := k.runsOut(now); ok {
 				advice = append(advice, "At "+pace+" the key's limit runs out "+relativeTime(at, now)+", before it resets: raise it at https://openrouter.ai/settings/keys if the key must keep working.")
@@ -515,6 +488,10 @@ func adviceFor(rep *report, now time.Time) []string {
 		if e := entryOf(reason(rep.Status)); e != nil {
 			advice = append(advice, e.advice)
 		}
+		if rep.Status == string(reasonKeyLimitReached) {
+			// The key works otherwise: what the account lacks still counts.
+			advice = appendAccountAdvice(advice, rep)
+		}
 	}
 	if rep.MatchedBy == "label" {
 		advice = append(advice, "This result comes from the key's label, which several keys can share: find the key by its name at https://openrouter.ai/settings/keys to be sure.")
@@ -523,19 +500,21 @@ func adviceFor(rep *report, now time.Time) []string {
 }
 
 // appendAccountAdvice adds what the account's figures call for, for a key
-// that works: no credits left, no free-model requests left today.
-func appendAccountAdvice(advice []string, rep *report, now time.Time) []string {
+// that works, in the words of the entries of the reasons its requests
+// would then fail with: no credits left (credits_insufficient), no
+// free-model requests left today (free_daily_limit_reached).
+func appendAccountAdvice(advice []string, rep *report) []string {
 	if c := rep.Credits; c != nil && c.Remaining <= 0 {
-		advice = append(advice, "The account has no credits left, so requests to paid models fail with 402: add credits at https://openrouter.ai/settings/credits.")
+		advice = append(advice, entryAdvice(reasonCreditsInsufficient))
 	}
-	if k := rep.Key; k != nil && k.FreeModelRequests != nil && k.FreeModelRequests.Remaining <= 0 {
-		f := k.FreeModelRequests
-		s := fmt.Sprintf("The account's %d free-model requests for today are used up, so requests to \":free\" models fail with 429 until they come back %s (00:00 UTC); another \":free\" model does not help, they share the allowance.",
-			f.Limit, relativeTime(f.ResetsAt, now))
-		if f.Limit < openrouter.FreeDailyHighBalance {
-			s += fmt.Sprintf(" An account that bought %d credits in all gets %d a day.", openrouter.FreeDailyUnlockCredits, openrouter.FreeDailyHighBalance)
-		}
-		advice = append(advice, s)
+	if k := rep.Key; k != nil && k.freeUsedUp() {
+		advice = append(advice, entryAdvice(reasonFreeDailyLimitReached))
 	}
 	return advice
+}
+
+// entryAdvice is a reason's headline and advice, as one piece of advice.
+func entryAdvice(r reason) string {
+	e := entryOf(r)
+	return e.headline + ": " + strings.ToLower(e.advice[:1]) + e.advice[1:]
 }

@@ -77,7 +77,7 @@ func TestKeyCheckReports(t *testing.T) {
 			}
 		}
 		rep, _ := checkKey(t, kc, valid)
-		if k := rep.Key; k == nil || *k.Limit != 10 || k.LimitRemaining == nil || k.ExpiresAt == nil || *k.ExpiresInSeconds < 29*24*3600 || k.RateLimit == nil || k.Label != valid[:12]+"..."+valid[70:] {
+		if k := rep.Key; k == nil || *k.Limit != 10 || k.LimitRemaining == nil || k.ExpiresAt == nil || *k.ExpiresInSeconds < 29*24*3600 || k.Label != valid[:12]+"..."+valid[70:] {
 			t.Errorf("valid key details: %+v", rep.Key)
 		}
 		if withManagement && (rep.Credits == nil || rep.Credits.Remaining != 13.5) {
@@ -448,7 +448,7 @@ func fullReport(now time.Time) *report {
 			Limit: &limit, LimitRemaining: &left, LimitReset: &reset, ResetsAt: &monthEnd,
 			FreeModelRequests: &freeModelRequestsReport{Limit: 1000, Remaining: 988, Used: 12, ResetsAt: dayEnd},
 			Usage:             &usageReport{Total: 9.9988, Daily: 0, Weekly: 1.5, Monthly: 9.9988},
-			ExpiresAt:         &exp, ExpiresInSeconds: &in, RateLimit: &rateLimitReport{Requests: -1, Interval: "10s"}, LastUsedAt: &used},
+			ExpiresAt:         &exp, ExpiresInSeconds: &in, LastUsedAt: &used},
 		Credits: &creditsReport{TotalCredits: 25, TotalUsage: 11.5, Remaining: 13.5},
 		Models:  &modelsReport{Count: 337, Sample: []string{"openai/gpt-4o", "anthropic/claude-3.5-sonnet"}},
 	}
@@ -474,7 +474,7 @@ func TestKeyCheckViewInWords(t *testing.T) {
 		"Free models":    "988 of 1000 requests left today (12 used), for the whole account; back at 00:00 UTC (in 10 hours)",
 		"Usage":          "$9.9988 in total: $0.00 today, $1.50 this week, $9.9988 this month",
 		"Expires":        "2026-12-13 14:01 UTC (in 20 days)",
-		"Rate limit":     "unlimited",
+		"Request rate":   "no limit per key (OpenRouter governs capacity as a whole); :free models 20 requests a minute for the whole account",
 		"Last used":      "2026-11-21 14:00 UTC (2 days ago)",
 		"Credits":        "$13.50 left of $25.00 ($11.50 used)",
 		"Models":         "337 available, such as openai/gpt-4o, anthropic/claude-3.5-sonnet",
@@ -490,12 +490,12 @@ func TestKeyCheckViewInWords(t *testing.T) {
 	}
 	// No limit, no expiry: said, not left out; booleans that are false
 	// are left out.
-	k := &keyReport{Label: "x", IsFreeTier: new(bool), IsManagementKey: new(bool), Usage: &usageReport{}, RateLimit: &rateLimitReport{Requests: 20, Interval: "10s"}}
+	k := &keyReport{Label: "x", IsFreeTier: new(bool), IsManagementKey: new(bool), Usage: &usageReport{}}
 	got = map[string]string{}
 	for _, f := range keyFacts(k, now) {
 		got[f.Name] = f.text()
 	}
-	if got["Spending limit"] != "no limit" || got["Expires"] != "never" || got["Type"] != "API key" || got["Rate limit"] != "20 requests per 10 seconds" {
+	if got["Spending limit"] != "no limit" || got["Expires"] != "never" || got["Type"] != "API key" || got["Request rate"] != requestRateText {
 		t.Errorf("no limit, no expiry: %v", got)
 	}
 	// A refused key: only what is known.
@@ -514,7 +514,7 @@ func TestKeyCheckViewInWords(t *testing.T) {
 			t.Errorf("relativeTime(%v) = %q, want %q", in, got, want)
 		}
 	}
-	for in, want := range map[float64]string{0: "$0.00", 13.5: "$13.50", 0.00004: "$0.00", 0.00016: "$0.0002", 1234.56789: "$1234.5679", -2: "-$2.00", -0.00001: "$0.00"} {
+	for in, want := range map[float64]string{0: "$0.00", 13.5: "$13.50", 0.00004: "$0.00004", 0.000042: "$0.000042", 0.0000999: "$0.0001", 0.00016: "$0.0002", 0.0012: "$0.0012", 1234.56789: "$1234.5679", -2: "-$2.00", -0.00001: "-$0.00001"} {
 		if got := money(in); got != want {
 			t.Errorf("money(%g) = %q, want %q", in, got, want)
 		}
@@ -614,7 +614,7 @@ func TestKeyCheckCmd(t *testing.T) {
 	}
 	t.Setenv("OPENROUTER_API_KEY", valid)
 	code, out, errOut = runCmd(t, api, "", false)
-	if code != exitValid || errOut != "" || !strings.HasPrefix(out, "Key works (valid)\n") || strings.Contains(out, "What to do") || !strings.Contains(out, "  Rate limit      unlimited\n") {
+	if code != exitValid || errOut != "" || !strings.HasPrefix(out, "Key works (valid)\n") || strings.Contains(out, "What to do") || !strings.Contains(out, "  Request rate    no limit per key") {
 		t.Errorf("valid key from the environment: exit %d, stderr %q\n%s", code, errOut, out)
 	}
 	code, out, errOut = runCmd(t, api, "", true)
@@ -718,24 +718,24 @@ func TestKeyCheckLimits(t *testing.T) {
 		{
 			name: "daily limit spent", now: sunday, key: emulator.KeyOptions{Limit: limit(5), LimitReset: "daily", Usage: 5},
 			status: "key_limit_reached", headline: "Key limit reached",
-			message:  []string{"daily spending limit is used up: $5.00 spent of $5.00", "It resets at 2026-12-07T00:00:00Z (in 2 hours)", "whatever the account's credits"},
-			resetsAt: monday, advice: []string{"Raise the key's limit", "or wait until it resets in 2 hours", "Adding credits to the account does not help"},
+			message:  []string{"This key's own daily limit is spent: $5.00 of $5.00 spent, $0.00 left.", "It resets at 2026-12-07T00:00:00Z.", "adding credits or creating keys does not lift it"},
+			resetsAt: monday, advice: []string{"Raise the key's limit", "or wait until it resets", "Adding credits to the account does not help"},
 		},
 		{
 			name: "weekly limit spent", now: sunday, key: emulator.KeyOptions{Limit: limit(20), LimitReset: "weekly", Usage: 20.5},
 			status: "key_limit_reached", headline: "Key limit reached",
-			message: []string{"weekly spending limit is used up: $20.50 spent of $20.00", "It resets at 2026-12-07T00:00:00Z"}, resetsAt: monday,
+			message: []string{"This key's own weekly limit is spent: $20.50 of $20.00 spent, $0.00 left.", "It resets at 2026-12-07T00:00:00Z."}, resetsAt: monday,
 		},
 		{
 			name: "monthly limit spent at the year's end", now: newYearsEve, key: emulator.KeyOptions{Limit: limit(100), LimitReset: "monthly", Usage: 100},
 			status: "key_limit_reached", headline: "Key limit reached",
-			message:  []string{"monthly spending limit", "It resets at 2027-01-01T00:00:00Z (in 1 hour)"},
+			message:  []string{"This key's own monthly limit is spent", "It resets at 2027-01-01T00:00:00Z."},
 			resetsAt: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC),
 		},
 		{
 			name: "total limit spent", now: sunday, key: emulator.KeyOptions{Limit: limit(2), Usage: 2},
 			status: "key_limit_reached", headline: "Key limit reached", never: true,
-			message: []string{"total spending limit is used up: $2.00 spent of $2.00", "never resets"}, advice: []string{"or use another key: a total limit never resets"},
+			message: []string{"This key's own limit is spent: $2.00 of $2.00 spent, $0.00 left.", "It never resets (a total limit)."}, advice: []string{"(a total limit never does)"},
 		},
 		{
 			name: "limit with room", now: sunday, key: emulator.KeyOptions{Limit: limit(10), LimitReset: "daily", Usage: 1},
@@ -755,8 +755,10 @@ func TestKeyCheckLimits(t *testing.T) {
 		},
 		{
 			name: "free-model requests used up", now: sunday, account: &emulator.AccountOptions{Credits: 5, Usage: 1, FreeRequestsUsed: 50},
-			status: "valid", headline: "Key works",
-			advice: []string{`free-model requests for today are used up, so requests to ":free" models fail with 429 until they come back in 2 hours`, "bought 10 credits in all gets 1000 a day"},
+			status: "valid", headline: "Key works; free-model allowance used up",
+			message: []string{"The key is valid: OpenRouter accepts it. The account's free-model allowance for today is used up (50 requests a day; 1000 once the account has bought 10 credits in all).",
+				"switching to another free model does not help", "It resets at 2026-12-07T00:00:00Z."},
+			advice: []string{"Free-model allowance used up: wait until 00:00 UTC, or use a paid model; every :free model shares the one allowance."},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -803,5 +805,24 @@ func TestKeyCheckLimits(t *testing.T) {
 				t.Errorf("JSON: %s", b)
 			}
 		})
+	}
+}
+
+// Without a management key, the key check says that none is configured,
+// not that a record was not found.
+func TestKeyCheckCreditsWithoutManagementKey(t *testing.T) {
+	emu, api := startEmulator(t)
+	kc := newKeyCheck(t, api, "")
+	rep, _ := checkKey(t, kc, emu.NewKey(emulator.KeyOptions{}))
+	if rep.Status != "valid" || rep.Credits != nil || strings.Contains(rep.CreditsUnavailable, "not found") ||
+		!strings.Contains(rep.CreditsUnavailable, "no management key") {
+		t.Errorf("credits_unavailable %q", rep.CreditsUnavailable)
+	}
+	mgmt := emu.NewKey(emulator.KeyOptions{Management: true})
+	other, otherAPI := startEmulator(t)
+	kc = newKeyCheck(t, otherAPI, mgmt) // mgmt is not of that account
+	rep, _ = checkKey(t, kc, other.NewKey(emulator.KeyOptions{}))
+	if !strings.Contains(rep.CreditsUnavailable, "not found in the account of the configured management key") {
+		t.Errorf("with a management key of another account: %q", rep.CreditsUnavailable)
 	}
 }

@@ -1,13 +1,14 @@
 package caddymodule
 
-// limits.go owns what the 402, 403 and 429 reasons (their entries are in
-// reasons.go's one table) say: which reason a recognised failure
-// (openrouter.Recognise) is, with the evidence at hand; the facts it
-// states (scope, figures, when it ends); the sentences, the metadata
-// members' values, the retry headers, and the body of a capped key's edge
-// answer.
+// limits.go owns what the 402, 403 and 429 reasons (their constants and
+// entries are in reasons.go's one table) say: the facts each states
+// (scope, figures, when it ends) and how its entry gathers them from the
+// failure's body and the evidence; the lookup of a recognised failure's
+// entry; the sentences, the money format, the metadata members' values,
+// the retry headers, and the body of a capped key's edge answer.
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -15,22 +16,6 @@ import (
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
-)
-
-// The reasons of 402, 403 and 429 failures.
-const (
-	reasonCreditsInsufficient   reason = "credits_insufficient"
-	reasonKeyLimitInsufficient  reason = "key_limit_insufficient"
-	reasonRequestUnaffordable   reason = "request_unaffordable"
-	reasonInFlightBudget        reason = "in_flight_budget"
-	reasonKeyLimitReached       reason = "key_limit_reached"
-	reasonWorkspaceBudget       reason = "workspace_budget_exceeded"
-	reasonProviderKeyRequired   reason = "provider_key_required"
-	reasonFreeDailyLimitReached reason = "free_daily_limit_reached"
-	reasonFreeRateLimited       reason = "free_rate_limited"
-	reasonProviderRateLimited   reason = "provider_rate_limited"
-	reasonProviderKeyRateLimit  reason = "provider_key_rate_limited"
-	reasonProvidersAtCapacity   reason = "providers_at_capacity"
 )
 
 // The scopes a limit applies to (metadata.scope).
@@ -82,7 +67,7 @@ func creditsSentence(f *limitFacts) string {
 	var b strings.Builder
 	b.WriteString("The account's credits do not cover this request")
 	if f.balance != nil {
-		b.WriteString(" (balance " + usd(*f.balance) + ")")
+		b.WriteString(" (balance " + money(*f.balance) + ")")
 	}
 	b.WriteString(".")
 	writeTokens(&b, f.tokens, "the account")
@@ -160,7 +145,7 @@ func workspaceSentence(f *limitFacts) string {
 	var b strings.Builder
 	b.WriteString("The budget of this key's workspace is spent")
 	if f.budgetInterval != "" && f.limit != nil {
-		b.WriteString(" (" + f.budgetInterval + ", " + usd(*f.limit) + ")")
+		b.WriteString(" (" + f.budgetInterval + ", " + money(*f.limit) + ")")
 	}
 	b.WriteString(": every key of the workspace is refused, so creating keys or adding credits does not help. A workspace admin can raise the budget.")
 	return b.String()
@@ -239,95 +224,128 @@ type limitEvidence struct {
 }
 
 // limitVerdict is the verdict on a recognised key or account failure at
-// now, from what its body says and the evidence; a verdict without a
-// reason for failures that are not about the key or account.
+// now, from what its body says and the evidence: its entry is the first
+// of its kind that applies (an unscoped 402 counts as the kind the
+// evidence shows, unscopedKind), and its figures are gathered as the entry
+// says; a verdict without a reason for failures that are not about the key
+// or account.
 func limitVerdict(f *openrouter.Failure, ev limitEvidence, now time.Time) verdict {
-	facts := &limitFacts{}
-	var r reason
-	switch f.Kind {
-	case openrouter.KindAccountBalance:
-		r = reasonCreditsInsufficient
-		facts.tokens, facts.balance = f.Tokens, ev.balance
-	case openrouter.KindKeyCapHeadroom:
-		r = reasonKeyLimitInsufficient
-		facts.tokens = f.Tokens
-		keyCapFacts(facts, f, ev.key, now)
-	case openrouter.KindCreditsUnscoped:
-		facts.tokens, facts.balance = f.Tokens, ev.balance
-		r = unscopedReason(ev)
-		if r == reasonKeyLimitInsufficient {
-			keyCapFacts(facts, f, ev.key, now)
-		}
-	case openrouter.KindInFlight:
-		r = reasonInFlightBudget
-	case openrouter.KindKeyCapSpent:
-		r = reasonKeyLimitReached
-		keyCapFacts(facts, f, ev.key, now)
-	case openrouter.KindWorkspaceBudget:
-		r = reasonWorkspaceBudget
-		if f.Budget != nil {
-			facts.budgetInterval = f.Budget.Interval
-			facts.limit = ptr(f.Budget.USD)
-			// The workspace's own budgets give the amount as it is now.
-			for _, b := range ev.budgets {
-				if b.ResetInterval == f.Budget.Interval {
-					facts.limit = ptr(b.LimitUSD)
-				}
-			}
-		}
-	case openrouter.KindBYOKRequired:
-		r = reasonProviderKeyRequired
-	case openrouter.KindFreeDaily:
-		r = reasonFreeDailyLimitReached
-		freeDailyFacts(facts, f, ev.key, now)
-	case openrouter.KindFreePerMinute:
-		r = reasonFreeRateLimited
-		if f.RateLimit != nil && f.RateLimit.Reset.After(now) && f.RateLimit.Reset.Sub(now) <= maxOwnRetryAfter {
-			facts.resetsAt = f.RateLimit.Reset.UTC()
-		}
-	case openrouter.KindProviderPool:
-		r = reasonProviderRateLimited
-		if f.BYOK {
-			r = reasonProviderKeyRateLimit
-		}
-	case openrouter.KindProvidersAtCapacity:
-		r = reasonProvidersAtCapacity
-		if f.RetryAfter > 0 {
-			facts.resetsAt = now.Add(f.RetryAfter).UTC().Truncate(time.Second)
-		}
-	default:
+	kind := f.Kind
+	if kind == openrouter.KindCreditsUnscoped {
+		kind = unscopedKind(ev)
+	}
+	e := entryOfKind(kind, f)
+	if e == nil {
 		return verdict{}
 	}
-	e := entryOf(r)
-	facts.scope = e.scope
-	if r == reasonProviderKeyRequired || r == reasonProviderRateLimited || r == reasonProviderKeyRateLimit || r == reasonProvidersAtCapacity {
-		facts.provider = f.Provider
-	}
-	facts.retryAfter, facts.upstream = retryAfterOf(e, f, now)
-	return verdict{reason: r, limit: facts}
+	v := figuresOf(e, f, ev, now)
+	setRetryAfter(v.limit, e, f)
+	return v
 }
 
-// unscopedReason decides the scope of "can only afford N" without the URL
+// figuresOf is e's verdict with the figures its entry gathers from f and
+// ev.
+func figuresOf(e *reasonEntry, f *openrouter.Failure, ev limitEvidence, now time.Time) verdict {
+	facts := &limitFacts{scope: e.scope}
+	if e.gather != nil {
+		e.gather(facts, f, ev, now)
+	}
+	return verdict{reason: e.code, limit: facts}
+}
+
+// keyVerdict is limit reason r as the key check states it of a key that
+// works: its entry's figures gathered from the key's GET /key alone, as if
+// OpenRouter had refused a request with r's failure.
+func keyVerdict(r reason, md *keyMetadata, now time.Time) verdict {
+	e := entryOf(r)
+	return figuresOf(e, &openrouter.Failure{Kind: e.kind}, limitEvidence{key: md}, now)
+}
+
+// How the entries gather their figures (reasonEntry.gather).
+
+// gatherShortfall: the tokens a 402 names and the account's balance.
+func gatherShortfall(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, _ time.Time) {
+	facts.tokens, facts.balance = f.Tokens, ev.balance
+}
+
+// gatherKeyCapShortfall: a 402's tokens and balance, and the key's cap.
+func gatherKeyCapShortfall(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, now time.Time) {
+	gatherShortfall(facts, f, ev, now)
+	keyCapFacts(facts, f, ev.key, now)
+}
+
+// gatherKeyCap: the key's cap, its figures and reset.
+func gatherKeyCap(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, now time.Time) {
+	keyCapFacts(facts, f, ev.key, now)
+}
+
+// gatherBudget: the workspace budget the body names, in the amount the
+// workspace's own budgets give now.
+func gatherBudget(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, _ time.Time) {
+	if f.Budget == nil {
+		return
+	}
+	facts.budgetInterval = f.Budget.Interval
+	facts.limit = ptr(f.Budget.USD)
+	for _, b := range ev.budgets {
+		if b.ResetInterval == f.Budget.Interval {
+			facts.limit = ptr(b.LimitUSD)
+		}
+	}
+}
+
+// gatherProvider: the provider the body names.
+func gatherProvider(facts *limitFacts, f *openrouter.Failure, _ limitEvidence, _ time.Time) {
+	facts.provider = f.Provider
+}
+
+// gatherFreeDaily: the free-model allowance's size, use and reset.
+func gatherFreeDaily(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, now time.Time) {
+	freeDailyFacts(facts, f, ev.key, now)
+}
+
+// gatherFreeRate: the end of the free-model minute when it is near, and
+// the wait until then: X-RateLimit-Reset's, or the next minute at the
+// latest.
+func gatherFreeRate(facts *limitFacts, f *openrouter.Failure, _ limitEvidence, now time.Time) {
+	end := now.Truncate(time.Minute).Add(time.Minute)
+	if f.RateLimit != nil && f.RateLimit.Reset.After(now) && f.RateLimit.Reset.Sub(now) <= maxOwnRetryAfter {
+		facts.resetsAt = f.RateLimit.Reset.UTC()
+		end = f.RateLimit.Reset
+	}
+	facts.retryAfter = max(end.Sub(now).Round(time.Second), time.Second)
+}
+
+// gatherCapacity: the provider, and when the upstream says to retry.
+func gatherCapacity(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, now time.Time) {
+	gatherProvider(facts, f, ev, now)
+	if f.RetryAfter > 0 {
+		facts.resetsAt = now.Add(f.RetryAfter).UTC().Truncate(time.Second)
+	}
+}
+
+// unscopedKind decides the scope of "can only afford N" without the URL
 // that tells: the key's cap when GET /key shows a cap with less left than
 // the account's balance; the account when the key has no cap at all, or
-// the balance is below what the cap has left; not known otherwise.
-func unscopedReason(ev limitEvidence) reason {
+// the balance is below what the cap has left; not known otherwise (the
+// failure stays unscoped).
+func unscopedKind(ev limitEvidence) openrouter.Kind {
 	if ev.key == nil {
-		return reasonRequestUnaffordable
+		return openrouter.KindCreditsUnscoped
 	}
 	if ev.key.Limit == nil {
-		return reasonCreditsInsufficient
+		return openrouter.KindAccountBalance
 	}
 	if ev.key.LimitRemaining == nil || ev.balance == nil {
-		return reasonRequestUnaffordable
+		return openrouter.KindCreditsUnscoped
 	}
 	switch {
 	case *ev.key.LimitRemaining < *ev.balance:
-		return reasonKeyLimitInsufficient
+		return openrouter.KindKeyCapHeadroom
 	case *ev.balance < *ev.key.LimitRemaining:
-		return reasonCreditsInsufficient
+		return openrouter.KindAccountBalance
 	}
-	return reasonRequestUnaffordable
+	return openrouter.KindCreditsUnscoped
 }
 
 // keyCapFacts fills a key cap's window, figures and reset: figures from
@@ -385,25 +403,16 @@ func freeDailyFacts(facts *limitFacts, f *openrouter.Failure, key *keyMetadata, 
 	facts.resetsAt = openrouter.FreeDailyResetsAt(now, reset)
 }
 
-// retryAfterOf is the Retry-After a reason sends: the upstream's own when
-// it sent one (kept as it is), else, for a reason a retry can cure, the
-// time to the known end when within maxOwnRetryAfter; for the free-model
-// rate, the next minute at the latest.
-func retryAfterOf(e *reasonEntry, f *openrouter.Failure, now time.Time) (time.Duration, bool) {
-	if e.retry != retryYes {
-		return 0, false
+// setRetryAfter settles the Retry-After a reason sends: none for a reason
+// no retry cures; the upstream's own when it sent one (kept as it is);
+// else the gateway's own wait, when the entry's gather found one.
+func setRetryAfter(facts *limitFacts, e *reasonEntry, f *openrouter.Failure) {
+	switch {
+	case e.retry != retryYes:
+		facts.retryAfter = 0
+	case f.RetryAfter > 0:
+		facts.retryAfter, facts.upstream = f.RetryAfter, true
 	}
-	if f.RetryAfter > 0 {
-		return f.RetryAfter, true
-	}
-	if e.code != reasonFreeRateLimited {
-		return 0, false
-	}
-	end := now.Truncate(time.Minute).Add(time.Minute)
-	if f.RateLimit != nil && f.RateLimit.Reset.After(now) && f.RateLimit.Reset.Sub(now) <= maxOwnRetryAfter {
-		end = f.RateLimit.Reset
-	}
-	return max(end.Sub(now).Round(time.Second), time.Second), false
 }
 
 // limitSentence is a limit reason's message: the gateway's sentence from
@@ -484,12 +493,12 @@ func setLimitHeaders(h http.Header, v verdict) {
 func writeFigures(b *strings.Builder, f *limitFacts) {
 	switch {
 	case f.spent != nil && f.limit != nil:
-		b.WriteString(": " + usd(*f.spent) + " of " + usd(*f.limit) + " spent")
+		b.WriteString(": " + money(*f.spent) + " of " + money(*f.limit) + " spent")
 		if f.remaining != nil {
-			b.WriteString(", " + usd(*f.remaining) + " left")
+			b.WriteString(", " + money(*f.remaining) + " left")
 		}
 	case f.limit != nil:
-		b.WriteString(" (" + usd(*f.limit) + ")")
+		b.WriteString(" (" + money(*f.limit) + ")")
 	}
 }
 
@@ -508,8 +517,32 @@ func writeReset(b *strings.Builder, f *limitFacts) {
 	}
 }
 
-// usd writes an amount of credits (US dollars) with cents.
-func usd(v float64) string { return "$" + strconv.FormatFloat(v, 'f', 2, 64) }
+// money writes an amount of credits (US dollars), in the gateway's
+// answers and the key check alike: with cents, and up to four decimals
+// where the amount has them (OpenRouter bills fractions of a cent); a
+// non-zero amount that four decimals would show as zero with its first
+// two significant digits, so that no amount spent or left reads $0.00.
+func money(v float64) string {
+	sign := ""
+	if v < 0 {
+		sign, v = "-", -v
+	}
+	var s string
+	switch r := math.Round(v*1e4) / 1e4; {
+	case v == 0:
+		return "$0.00"
+	case r == 0:
+		// Two significant digits: 0.000042 has its first at 1e-5.
+		s = strconv.FormatFloat(v, 'f', 1-int(math.Floor(math.Log10(v))), 64)
+		s = strings.TrimRight(s, "0")
+	default:
+		s = strconv.FormatFloat(r, 'f', 4, 64)
+		for strings.HasSuffix(s, "0") && len(s)-strings.IndexByte(s, '.') > 3 {
+			s = s[:len(s)-1]
+		}
+	}
+	return sign + "$" + s
+}
 
 // number writes a figure as briefly as it is exact.
 func number(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }

@@ -19,45 +19,6 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
-// failureAnswer is next answering with an OpenRouter failure body in
-// envelope e, its headers included, and counting its calls.
-func failureAnswer(fb openrouter.FailureBody, e openrouter.Envelope, calls *atomic.Int32) caddyhttp.Handler {
-	body := fb.Render(e)
-	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		if calls != nil {
-			calls.Add(1)
-		}
-		for k, v := range fb.Header {
-			w.Header()[k] = v
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(fb.Status)
-		_, err := w.Write(body)
-		return err
-	})
-}
-
-// errorOf is the object holding the message in any envelope.
-func errorOf(t *testing.T, body []byte) map[string]any {
-	t.Helper()
-	var top map[string]any
-	if err := json.Unmarshal(body, &top); err != nil {
-		t.Fatalf("body is not JSON: %v\n%s", err, body)
-	}
-	if e, ok := top["error"].(map[string]any); ok {
-		return e
-	}
-	return top
-}
-
-func metadataOf(t *testing.T, body []byte) map[string]any {
-	t.Helper()
-	md, _ := errorOf(t, body)["metadata"].(map[string]any)
-	return md
-}
-
-func f64(v float64) *float64 { return &v }
-
 // TestLimitFailuresSayWhatTheyAre sends every key and account failure
 // through the handler, with a key whose own GET /key the emulator answers,
 // and checks what a client reads: the status and code unchanged, the
@@ -234,14 +195,6 @@ func TestLimitFailuresSayWhatTheyAre(t *testing.T) {
 			}
 		})
 	}
-}
-
-// unscopedAfford is the 402 "can only afford" without the URL that tells
-// the key's cap from the account's balance.
-func unscopedAfford(requested, affordable int64) openrouter.FailureBody {
-	fb := openrouter.BalanceAfford(requested, affordable, openrouter.WordingNoSource)
-	fb.Message = fb.Message[:strings.Index(fb.Message, " To increase")]
-	return fb
 }
 
 // TestUnscopedCreditsWithBalance: with a management key the account's
@@ -494,6 +447,55 @@ func TestCappedKeyAnsweredAtTheEdge(t *testing.T) {
 	}
 }
 
+// TestCappedKeyOnResponsesSaysPermissionDenied: on /responses, in the
+// docs example's envelope, a key whose monthly limit is spent is refused
+// by the upstream and then at the edge, both times with error_type
+// permission_denied, OpenRouter's ApiErrorType for a 403, in the envelope
+// the upstream used.
+func TestCappedKeyOnResponsesSaysPermissionDenied(t *testing.T) {
+	emu, base := startEmulator(t)
+	emu.ResponsesEnvelope = openrouter.EnvelopeResponsesDocs
+	key := emu.NewKey(emulator.KeyOptions{Limit: f64(5), LimitReset: "monthly", Usage: 5})
+	var h Handler
+	newHandler(t, &h, base)
+	for _, edge := range []bool{false, true} {
+		rec := serve(t, &h, toEmulator(emu), "POST", "/api/v1/responses", key)
+		waitIdle(t, h.knowledge)
+		var body struct {
+			Error struct {
+				Code     string         `json:"code"`
+				Metadata map[string]any `json:"metadata"`
+			} `json:"error"`
+			ErrorType string `json:"error_type"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+			t.Fatal(err)
+		}
+		if rec.Code != http.StatusForbidden || body.Error.Metadata["reason"] != string(reasonKeyLimitReached) ||
+			(rec.Header().Get("X-OpenRouter-Keys-Answer") == "edge") != edge {
+			t.Fatalf("edge %v: %d %v %s", edge, rec.Code, rec.Header(), rec.Body)
+		}
+		if body.ErrorType != "permission_denied" || body.Error.Code != "server_error" {
+			t.Errorf("edge %v: not the upstream's envelope with error_type permission_denied: %s", edge, rec.Body)
+		}
+	}
+}
+
+// TestSubCentFiguresAreShown: a figure under a cent reads as it is in the
+// gateway's answer, in the key check's format, never as $0.00.
+func TestSubCentFiguresAreShown(t *testing.T) {
+	emu, base := startEmulator(t)
+	key := emu.NewKey(emulator.KeyOptions{Limit: f64(5), LimitReset: "daily", Usage: 4.9988})
+	var h Handler
+	newHandler(t, &h, base)
+	rec := serve(t, &h, failureAnswer(openrouter.KeyCapAfford(900, 840, openrouter.WindowDaily, openrouter.WordingCurrent), openrouter.EnvelopeOpenAI, nil),
+		"POST", "/api/v1/chat/completions", key)
+	msg, _ := errorOf(t, rec.Body.Bytes())["message"].(string)
+	if !strings.Contains(msg, ": $4.9988 of $5.00 spent, $0.0012 left.") {
+		t.Errorf("the figures of a key with $0.0012 left: %s", msg)
+	}
+}
+
 // TestCapEndsTheEdgeAnswer: a cap seen spent is answered at the edge only
 // until its reset, and a key seen working is not.
 func TestCapEndsTheEdgeAnswer(t *testing.T) {
@@ -686,27 +688,39 @@ func TestRetryAfterPerReason(t *testing.T) {
 }
 
 // TestLimitEntriesInTheTable: the 402, 403 and 429 reasons are entries of
-// the one reason table, with their scope and retry advice, and the edge
-// gives only the reason whose entry allows it.
+// the one reason table, with their kind, scope and retry advice; every
+// kind a key or account failure is recognised as has an entry, so that
+// choosing its reason is a lookup; and the edge gives only the reason
+// whose entry allows it.
 func TestLimitEntriesInTheTable(t *testing.T) {
-	n := 0
 	for _, e := range reasonTable {
-		if !e.limit {
-			if e.retry != retryKept || e.scope != "" {
-				t.Errorf("%s: a 401 reason with retry advice or a scope", e.code)
+		if e.kind == openrouter.KindUnrecognised {
+			if e.retry != retryKept || e.scope != "" || e.gather != nil || e.applies != nil {
+				t.Errorf("%s: a 401 reason with retry advice, a scope or figures", e.code)
 			}
 			continue
 		}
-		n++
-		if !isLimitStatus(e.status) || e.retry == retryKept || e.decide != nil || e.evidence {
+		if !explainsStatus(e.status) || e.retry == retryKept || e.decide != nil || e.evidence {
 			t.Errorf("%s: incomplete limit entry", e.code)
 		}
 		if msg := e.message(verdict{reason: e.code}); msg == "" || strings.Contains(msg, "$") {
 			t.Errorf("%s: with no facts the sentence is %q (figures without evidence?)", e.code, msg)
 		}
 	}
-	if n != 12 {
-		t.Errorf("%d limit reasons in the table, want 12", n)
+	for k := openrouter.KindUnrecognised + 1; k < openrouter.KindNotKey; k++ {
+		for _, byok := range []bool{false, true} {
+			if e := entryOfKind(k, &openrouter.Failure{Kind: k, BYOK: byok}); e == nil || e.kind != k {
+				t.Errorf("kind %s (BYOK %v): no entry", k, byok)
+			}
+		}
+	}
+	if e := entryOfKind(openrouter.KindProviderPool, &openrouter.Failure{BYOK: true}); e == nil || e.code != reasonProviderKeyRateLimit {
+		t.Errorf("a provider pool limit of the user's own key: %v", e)
+	}
+	for _, status := range []int{401, 200, 404, 500, -1, 1000} {
+		if explainsStatus(status) {
+			t.Errorf("status %d is held for explanation, but no reason of the table explains it", status)
+		}
 	}
 	if v := cappedVerdict(keyState{}); v.entry().edge != edgeCappedKey {
 		t.Errorf("the edge gives %s, whose entry does not allow it", v.reason)

@@ -1,13 +1,39 @@
 package caddymodule
 
-// reasons.go owns the reasons the gateway gives, one entry each, the way
-// Caddy's encode/gzip owns everything about gzip: the code, the status it
-// explains, when it applies, the sentence for clients, the key check's
-// headline and advice, the metadata members it adds, whether the gateway
-// may give it without asking the upstream, its metric label, and for the
-// 402, 403 and 429 reasons the scope and the retry advice. Adding a
-// reason is adding an entry to reasonTable; TestReasonTable proves every
-// entry complete and reachable.
+// reasons.go owns the reasons the gateway gives: every reason's constant
+// and its one entry in reasonTable, which says and decides. An entry is
+// the code, the status it explains, what chooses it (decide, evidence, or
+// the recognised failure's kind), how its figures are gathered, the
+// sentence for clients, the metadata members it adds, the key check's
+// headline and advice, whether the gateway may give it without asking the
+// upstream, and for the reasons of failures other than 401 the scope and
+// the retry advice. The reason's code is its metric label.
+//
+// What adding a reason touches, by how it is decided:
+//
+//   - From the failure's body or the token (the 401s but the evidence
+//     ones): its constant and entry here, with decide. Where OpenRouter's
+//     wording is new, one case in internal/openrouter's AuthMessageOf.
+//   - From the failure's body, of a status other than 401 (the 402, 403
+//     and 429 limits today; the 400, 403, 404, 429 and 5xx reasons of the
+//     next issues): its constant and entry here, with the kind
+//     openrouter.Recognise gives the failure, applies where entries share
+//     a kind, and gather for its figures (limits.go's limitFacts). Where
+//     OpenRouter's wording is new, one Kind and its case in
+//     internal/openrouter's recogniser; where the figures need GET /key,
+//     the account's balance or the workspace's budgets, the kind's line
+//     in evidence.go's needs (evidence is chosen by kind: it is gathered
+//     before the reason, which for an unscoped 402 it decides).
+//   - From evidence about the key (a 401 with evidence set): its constant
+//     and entry here, and the fact of the key's state that gives it
+//     (state.go, freshness.verdict, and what records it).
+//
+// Each also needs the members it adds that no reason has yet (rewrite.go's
+// metaMember and, for a figure, limitFacts.appendMember), and its row in
+// the README's reason table. Holding the status, rewriting the body in the
+// upstream's envelope, the headers, the metric label and the key check's
+// words follow from the entry; TestReasonTable proves every entry complete
+// and reachable, its sentence and members whole.
 
 import (
 	"net/http"
@@ -23,7 +49,9 @@ type reason string
 
 // The reasons this gateway can give.
 const (
-	reasonNone             reason = ""
+	reasonNone reason = ""
+
+	// 401s.
 	reasonMalformed        reason = "key_malformed"
 	reasonExpired          reason = "key_expired"
 	reasonDisabled         reason = "key_disabled"
@@ -34,6 +62,20 @@ const (
 	reasonNotAccepted      reason = "credential_not_accepted"
 	reasonProviderRejected reason = "provider_key_rejected"
 	reasonValidRetry       reason = "key_valid_retry"
+
+	// 402, 403 and 429 key and account failures.
+	reasonCreditsInsufficient   reason = "credits_insufficient"
+	reasonKeyLimitInsufficient  reason = "key_limit_insufficient"
+	reasonRequestUnaffordable   reason = "request_unaffordable"
+	reasonInFlightBudget        reason = "in_flight_budget"
+	reasonKeyLimitReached       reason = "key_limit_reached"
+	reasonWorkspaceBudget       reason = "workspace_budget_exceeded"
+	reasonProviderKeyRequired   reason = "provider_key_required"
+	reasonFreeDailyLimitReached reason = "free_daily_limit_reached"
+	reasonFreeRateLimited       reason = "free_rate_limited"
+	reasonProviderRateLimited   reason = "provider_rate_limited"
+	reasonProviderKeyRateLimit  reason = "provider_key_rate_limited"
+	reasonProvidersAtCapacity   reason = "providers_at_capacity"
 )
 
 // verdict is what the gateway can truthfully say about a failed request:
@@ -132,13 +174,17 @@ type reasonEntry struct {
 	headline string
 	advice   string
 	edge     edgeUse
-	// metric is the reason's label value on the rewrite and edge answer
-	// counters.
-	metric string
-	// limit: a 402, 403 or 429 reason, decided not by decide but from
-	// the recognised failure and the evidence gathered at failure time
-	// (limits.go, limitVerdict).
-	limit bool
+	// kind is the recognised failure (openrouter.Recognise) a reason of
+	// a status other than 401 explains; KindUnrecognised for the 401
+	// reasons. Such a reason is chosen by kind (limitVerdict), not by
+	// decide.
+	kind openrouter.Kind
+	// applies tells the entries of one kind apart (nil: the first entry
+	// of its kind applies).
+	applies func(f *openrouter.Failure) bool
+	// gather fills in the figures the failure's body and the evidence
+	// gathered at failure time show (limits.go); nil: the scope alone.
+	gather func(facts *limitFacts, f *openrouter.Failure, ev limitEvidence, now time.Time)
 	// scope is metadata.scope of a limit reason: what ran out.
 	scope string
 	// retry is the X-Should-Retry the reason sends (setLimitHeaders).
@@ -162,7 +208,7 @@ var reasonTable = []reasonEntry{
 		message:  func(verdict) string { return "" },
 		headline: "A provider refused its own key",
 		advice:   "OpenRouter accepted the key; the provider named in the error refused the provider key added to the account (BYOK): replace it at https://openrouter.ai/settings/integrations.",
-		edge:     edgeNever, metric: string(reasonProviderRejected),
+		edge:     edgeNever,
 	},
 	{
 		code: reasonMalformed, status: http.StatusUnauthorized,
@@ -175,7 +221,7 @@ var reasonTable = []reasonEntry{
 		},
 		headline: "Key malformed",
 		advice:   `Copy the key again from where it was created: it is "sk-or-v1-" followed by 64 lowercase hexadecimal digits, with nothing before or after it.`,
-		edge:     edgeToken, metric: string(reasonMalformed),
+		edge:     edgeToken,
 	},
 	{
 		code: reasonNotOpenRouterKey, status: http.StatusUnauthorized,
@@ -189,7 +235,7 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaLooksLike},
 		headline: "Not an OpenRouter key",
 		advice:   "Use an OpenRouter key, from https://openrouter.ai/settings/keys. To use this provider's key through OpenRouter, add it there as a BYOK key.",
-		edge:     edgeToken, metric: string(reasonNotOpenRouterKey),
+		edge:     edgeToken,
 	},
 	{
 		code: reasonTokenExpired, status: http.StatusUnauthorized,
@@ -206,7 +252,7 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaExpiresAt},
 		headline: "Token expired",
 		advice:   "Get a new access token: sign in again, or request a new token from your identity provider.",
-		edge:     edgeNever, metric: string(reasonTokenExpired),
+		edge:     edgeNever,
 	},
 	{
 		code: reasonNotAccepted, status: http.StatusUnauthorized,
@@ -224,7 +270,7 @@ var reasonTable = []reasonEntry{
 		},
 		headline: "Not accepted as a credential",
 		advice:   "Send an OpenRouter key (from https://openrouter.ai/settings/keys) or a current OpenRouter access token.",
-		edge:     edgeNever, metric: string(reasonNotAccepted),
+		edge:     edgeNever,
 	},
 	{
 		code: reasonExpired, status: http.StatusUnauthorized, evidence: true,
@@ -237,7 +283,7 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaExpiresAt, metaMatchedBy},
 		headline: "Key expired",
 		advice:   "Create a new key at https://openrouter.ai/settings/keys and use it wherever this one is used. An expiry cannot be extended or removed.",
-		edge:     edgeDeadKey, metric: string(reasonExpired),
+		edge:     edgeDeadKey,
 	},
 	{
 		code: reasonManagementKey, status: http.StatusUnauthorized, evidence: true,
@@ -246,7 +292,7 @@ var reasonTable = []reasonEntry{
 		},
 		headline: "Management key",
 		advice:   "Use an API key for requests to models, and keep the management key for managing keys and credits.",
-		edge:     edgeNever, metric: string(reasonManagementKey),
+		edge:     edgeNever,
 	},
 	{
 		code: reasonDisabled, status: http.StatusUnauthorized, evidence: true,
@@ -259,7 +305,7 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaMatchedBy},
 		headline: "Key disabled",
 		advice:   "Enable the key again at https://openrouter.ai/settings/keys, or use another key.",
-		edge:     edgeDeadKey, metric: string(reasonDisabled),
+		edge:     edgeDeadKey,
 	},
 	{
 		code: reasonNotFound, status: http.StatusUnauthorized, evidence: true,
@@ -268,7 +314,7 @@ var reasonTable = []reasonEntry{
 		},
 		headline: "Key not found",
 		advice:   "Create a new key at https://openrouter.ai/settings/keys, or use a key of the account this gateway serves.",
-		edge:     edgeNever, metric: string(reasonNotFound),
+		edge:     edgeNever,
 	},
 	{
 		code: reasonValidRetry, status: http.StatusUnauthorized, evidence: true,
@@ -277,106 +323,119 @@ var reasonTable = []reasonEntry{
 		},
 		headline: "Key works",
 		advice:   "Retry the request: OpenRouter refused it once, and the key works.",
-		edge:     edgeNever, metric: string(reasonValidRetry),
+		edge:     edgeNever,
 	},
-	// The 402, 403 and 429 reasons (limits.go): decided from the
-	// recognised failure and the evidence gathered at failure time
-	// (limitVerdict), in this order by status.
+	// The 402, 403 and 429 reasons: chosen by the recognised failure's
+	// kind, their figures gathered from its body and the evidence
+	// gathered at failure time (limits.go, limitVerdict).
 	{
-		code: reasonCreditsInsufficient, status: http.StatusPaymentRequired, limit: true, scope: scopeAccount, retry: retryNo,
+		code: reasonCreditsInsufficient, status: http.StatusPaymentRequired, kind: openrouter.KindAccountBalance, scope: scopeAccount, retry: retryNo,
+		gather:   gatherShortfall,
 		message:  limitSentence(creditsSentence),
 		members:  []metaMember{metaScope, metaRequestedTokens, metaAffordableTokens, metaBalance},
 		headline: "Account out of credits",
-		advice:   "Add credits at https://openrouter.ai/settings/credits, or lower max_tokens.",
-		edge:     edgeNever, metric: string(reasonCreditsInsufficient),
+		advice:   "Add credits at https://openrouter.ai/settings/credits; while some are left, a lower max_tokens may fit what remains.",
+		edge:     edgeNever,
 	},
 	{
-		code: reasonKeyLimitInsufficient, status: http.StatusPaymentRequired, limit: true, scope: scopeKey, retry: retryNo,
+		code: reasonKeyLimitInsufficient, status: http.StatusPaymentRequired, kind: openrouter.KindKeyCapHeadroom, scope: scopeKey, retry: retryNo,
+		gather:   gatherKeyCapShortfall,
 		message:  limitSentence(keyHeadroomSentence),
 		members:  []metaMember{metaScope, metaWindow, metaLimit, metaSpent, metaRemaining, metaResetsAt, metaNeverResets, metaRequestedTokens, metaAffordableTokens, metaBalance},
 		headline: "Key limit almost reached",
 		advice:   "Raise this key's limit at https://openrouter.ai/settings/keys, or lower max_tokens.",
-		edge:     edgeNever, metric: string(reasonKeyLimitInsufficient),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonRequestUnaffordable, status: http.StatusPaymentRequired, limit: true, retry: retryNo,
+		code: reasonRequestUnaffordable, status: http.StatusPaymentRequired, kind: openrouter.KindCreditsUnscoped, retry: retryNo,
+		gather:   gatherShortfall,
 		message:  limitSentence(unaffordableSentence),
 		members:  []metaMember{metaRequestedTokens, metaAffordableTokens, metaBalance},
 		headline: "Request not affordable",
 		advice:   "Lower max_tokens, or add credits or raise the key's limit.",
-		edge:     edgeNever, metric: string(reasonRequestUnaffordable),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonInFlightBudget, status: http.StatusPaymentRequired, limit: true, scope: scopeAccount, retry: retryYes,
+		code: reasonInFlightBudget, status: http.StatusPaymentRequired, kind: openrouter.KindInFlight, scope: scopeAccount, retry: retryYes,
 		message:  limitSentence(inFlightSentence),
 		members:  []metaMember{metaScope},
 		headline: "Credits reserved by requests in flight",
 		advice:   "Retry shortly, or add credits.",
-		edge:     edgeNever, metric: string(reasonInFlightBudget),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonKeyLimitReached, status: http.StatusForbidden, limit: true, scope: scopeKey, retry: retryNo,
+		code: reasonKeyLimitReached, status: http.StatusForbidden, kind: openrouter.KindKeyCapSpent, scope: scopeKey, retry: retryNo,
+		gather:   gatherKeyCap,
 		message:  limitSentence(keyCapSpentSentence),
 		members:  []metaMember{metaScope, metaWindow, metaLimit, metaSpent, metaRemaining, metaResetsAt, metaNeverResets},
 		headline: "Key limit reached",
-		advice:   "Raise the key's limit at https://openrouter.ai/settings/keys, or wait until it resets.",
-		edge:     edgeCappedKey, metric: string(reasonKeyLimitReached),
+		advice:   "Raise the key's limit at https://openrouter.ai/settings/keys, or wait until it resets (a total limit never does). Adding credits to the account does not help, nor does a retry: the limit is the key's own.",
+		edge:     edgeCappedKey,
 	},
 	{
-		code: reasonWorkspaceBudget, status: http.StatusForbidden, limit: true, scope: scopeWorkspace, retry: retryNo,
+		code: reasonWorkspaceBudget, status: http.StatusForbidden, kind: openrouter.KindWorkspaceBudget, scope: scopeWorkspace, retry: retryNo,
+		gather:   gatherBudget,
 		message:  limitSentence(workspaceSentence),
 		members:  []metaMember{metaScope, metaLimit},
 		headline: "Workspace budget spent",
 		advice:   "Ask a workspace admin to raise the workspace's budget.",
-		edge:     edgeNever, metric: string(reasonWorkspaceBudget),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonProviderKeyRequired, status: http.StatusForbidden, limit: true, scope: scopeProvider, retry: retryNo,
+		code: reasonProviderKeyRequired, status: http.StatusForbidden, kind: openrouter.KindBYOKRequired, scope: scopeProvider, retry: retryNo,
+		gather:   gatherProvider,
 		message:  limitSentence(byokRequiredSentence),
 		members:  []metaMember{metaScope, metaProvider},
 		headline: "Provider key required",
 		advice:   "Add your own provider key at https://openrouter.ai/settings/integrations.",
-		edge:     edgeNever, metric: string(reasonProviderKeyRequired),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonFreeDailyLimitReached, status: http.StatusTooManyRequests, limit: true, scope: scopeFreeModels, retry: retryNo,
+		code: reasonFreeDailyLimitReached, status: http.StatusTooManyRequests, kind: openrouter.KindFreeDaily, scope: scopeFreeModels, retry: retryNo,
+		gather:   gatherFreeDaily,
 		message:  limitSentence(freeDailySentence),
 		members:  []metaMember{metaScope, metaLimit, metaSpent, metaRemaining, metaResetsAt},
 		headline: "Free-model allowance used up",
-		advice:   "Wait until 00:00 UTC, or use a paid model.",
-		edge:     edgeNever, metric: string(reasonFreeDailyLimitReached),
+		advice:   "Wait until 00:00 UTC, or use a paid model; every :free model shares the one allowance.",
+		edge:     edgeNever,
 	},
 	{
-		code: reasonFreeRateLimited, status: http.StatusTooManyRequests, limit: true, scope: scopeFreeModels, retry: retryYes,
+		code: reasonFreeRateLimited, status: http.StatusTooManyRequests, kind: openrouter.KindFreePerMinute, scope: scopeFreeModels, retry: retryYes,
+		gather:   gatherFreeRate,
 		message:  limitSentence(freeRateSentence),
 		members:  []metaMember{metaScope, metaResetsAt},
 		headline: "Free-model rate reached",
 		advice:   "Retry within a minute.",
-		edge:     edgeNever, metric: string(reasonFreeRateLimited),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonProviderRateLimited, status: http.StatusTooManyRequests, limit: true, scope: scopeProvider, retry: retryYes,
+		code: reasonProviderRateLimited, status: http.StatusTooManyRequests, kind: openrouter.KindProviderPool, scope: scopeProvider, retry: retryYes,
+		applies:  notBYOK,
+		gather:   gatherProvider,
 		message:  limitSentence(providerPoolSentence),
 		members:  []metaMember{metaScope, metaProvider},
 		headline: "Provider rate-limited",
 		advice:   "Retry shortly, or add your own provider key.",
-		edge:     edgeNever, metric: string(reasonProviderRateLimited),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonProviderKeyRateLimit, status: http.StatusTooManyRequests, limit: true, scope: scopeProvider, retry: retryYes,
+		code: reasonProviderKeyRateLimit, status: http.StatusTooManyRequests, kind: openrouter.KindProviderPool, scope: scopeProvider, retry: retryYes,
+		applies:  byBYOK,
+		gather:   gatherProvider,
 		message:  limitSentence(ownProviderKeySentence),
 		members:  []metaMember{metaScope, metaProvider},
 		headline: "Your provider key is rate-limited",
 		advice:   "Retry shortly, or raise your provider key's limits.",
-		edge:     edgeNever, metric: string(reasonProviderKeyRateLimit),
+		edge:     edgeNever,
 	},
 	{
-		code: reasonProvidersAtCapacity, status: http.StatusTooManyRequests, limit: true, scope: scopeProvider, retry: retryYes,
+		code: reasonProvidersAtCapacity, status: http.StatusTooManyRequests, kind: openrouter.KindProvidersAtCapacity, scope: scopeProvider, retry: retryYes,
+		gather:   gatherCapacity,
 		message:  limitSentence(capacitySentence),
 		members:  []metaMember{metaScope, metaProvider, metaResetsAt},
 		headline: "Providers at capacity",
 		advice:   "Retry shortly, or use another model.",
-		edge:     edgeNever, metric: string(reasonProvidersAtCapacity),
+		edge:     edgeNever,
 	},
 }
 
@@ -394,6 +453,60 @@ var reasonIndex = func() map[reason]*reasonEntry {
 
 // entryOf is the entry of a reason the table has; nil for any other.
 func entryOf(r reason) *reasonEntry { return reasonIndex[r] }
+
+// kindIndex is the entries of each recognised kind, in the table's order.
+var kindIndex = func() (m [openrouter.Kinds][]*reasonEntry) {
+	for i := range reasonTable {
+		if e := &reasonTable[i]; e.kind != openrouter.KindUnrecognised {
+			m[e.kind] = append(m[e.kind], e)
+		}
+	}
+	return m
+}()
+
+// entryOfKind is the entry that explains a recognised failure of kind k:
+// the first of that kind that applies to f; nil when none does.
+func entryOfKind(k openrouter.Kind, f *openrouter.Failure) *reasonEntry {
+	if int(k) >= len(kindIndex) {
+		return nil
+	}
+	for _, e := range kindIndex[k] {
+		if e.applies == nil || e.applies(f) {
+			return e
+		}
+	}
+	return nil
+}
+
+// explained says which statuses beside 401 a reason of the table
+// explains: with explain_limits, the holding writer holds them.
+var explained = func() (s [600]bool) {
+	for _, e := range reasonTable {
+		if e.status != http.StatusUnauthorized {
+			s[e.status] = true
+		}
+	}
+	return s
+}()
+
+// explainsStatus reports whether a reason of the table explains a
+// failure of this status other than 401 (response.go holds it with
+// explain_limits).
+func explainsStatus(status int) bool {
+	return status >= 0 && status < len(explained) && explained[status]
+}
+
+// byBYOK and notBYOK tell the provider pool's reasons apart: with
+// metadata.is_byok the limit is the user's own provider key's.
+func byBYOK(f *openrouter.Failure) bool  { return f.BYOK }
+func notBYOK(f *openrouter.Failure) bool { return !f.BYOK }
+
+// acceptedBy reports whether the body shows that OpenRouter authenticated
+// the key: a top-level user_id names the account the key belongs to.
+func acceptedBy(eb *errbody.Body) bool {
+	id, ok := eb.Top("user_id").Raw()
+	return ok && string(id) != "null"
+}
 
 // decide is the whole decision for a failure: the reason the failure
 // itself shows; or, when none does and only evidence about the key can

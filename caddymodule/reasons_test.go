@@ -7,26 +7,13 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
-	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
-
-// toEmulator is a next handler that sends the request to the emulator, as
-// reverse_proxy to OpenRouter would.
-func toEmulator(emu *emulator.Server) caddyhttp.Handler {
-	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
-		emu.ServeHTTP(w, r)
-		return nil
-	})
-}
 
 // A placeholder sent as the key (the variable's name instead of its
 // value, an example from the docs) is key_malformed, whether it comes as
@@ -72,93 +59,6 @@ func TestPlaceholdersAndTokensOpenRouterDidNotAccept(t *testing.T) {
 				t.Errorf("%.20s via %s: %d %q %s", c.token, via.header, rec.Code, rec.Header().Get("X-OpenRouter-Key-Status"), body)
 			}
 		}
-	}
-}
-
-// Handlers that agree on upstream and management key share one account
-// whatever management_rate each gives; the lowest rate applies to it.
-func TestHandlersShareTheAccountWhateverTheirRates(t *testing.T) {
-	a := Handler{UpstreamOptions: UpstreamOptions{ManagementRate: 5}}
-	b := Handler{UpstreamOptions: UpstreamOptions{ManagementRate: 0.5}}
-	if err := provision(t, &a); err != nil {
-		t.Fatal(err)
-	}
-	if err := provision(t, &b); err != nil {
-		t.Fatal(err)
-	}
-	if a.acct != b.acct {
-		t.Fatal("two management rates made two accounts")
-	}
-	if got := a.acct.management.Limit(); got != 0.5 {
-		t.Errorf("the account's management rate is %v, want the lowest, 0.5", got)
-	}
-	c := Handler{UpstreamOptions: UpstreamOptions{ManagementRate: 0.1}}
-	if err := provision(t, &c); err != nil {
-		t.Fatal(err)
-	}
-	if c.acct != a.acct || a.acct.management.Limit() != 0.1 {
-		t.Errorf("a third handler with a lower rate: shared %v, rate %v", c.acct == a.acct, a.acct.management.Limit())
-	}
-}
-
-// A second watch in one config's registry cannot export: that is said.
-func TestSecondWatchInOneConfigWarns(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	core, logs := observer.New(zapcore.WarnLevel)
-	first := &keyWatch{interval: time.Minute, logger: zap.New(core)}
-	second := &keyWatch{interval: time.Minute, logger: zap.New(core)}
-	first.register(reg)
-	if logs.Len() != 0 {
-		t.Fatalf("the first watch warned: %v", logs.All())
-	}
-	second.register(reg)
-	if logs.FilterMessageSnippet("more than one handler").Len() != 1 {
-		t.Errorf("no warning for the second watch: %v", logs.All())
-	}
-}
-
-// A fingerprint covers all of its input: two management keys that agree
-// on their first 73 bytes have different fingerprints.
-func TestFingerprintCoversAnyLength(t *testing.T) {
-	long := goodKey + "-and-more"
-	if fingerprintOf(long) == fingerprintOf(goodKey) || fingerprintOf(long) == fingerprintOf(long+"!") {
-		t.Error("input past 73 bytes is ignored")
-	}
-	if fingerprintOf("") == fingerprintOf("x") {
-		t.Error("short inputs collide")
-	}
-}
-
-// The logged unrecognised message is cut at a character boundary.
-func TestUnrecognisedMessageCutAtACharacter(t *testing.T) {
-	core, logs := observer.New(zapcore.InfoLevel)
-	msg := "a" + strings.Repeat("ü", 200) // two bytes each, from an odd offset
-	countUnexplained(zap.New(core), classUnrecognizedMessage, msg)
-	if logs.Len() != 1 {
-		t.Fatalf("logged %d", logs.Len())
-	}
-	text := logs.All()[0].ContextMap()["message"].(string)
-	if !utf8.ValidString(text) || len(text) > maxLoggedMessageLn+len("...") {
-		t.Errorf("logged %q", text)
-	}
-}
-
-// Without a management key, the key check says that none is configured,
-// not that a record was not found.
-func TestKeyCheckCreditsWithoutManagementKey(t *testing.T) {
-	emu, api := startEmulator(t)
-	kc := newKeyCheck(t, api, "")
-	rep, _ := checkKey(t, kc, emu.NewKey(emulator.KeyOptions{}))
-	if rep.Status != "valid" || rep.Credits != nil || strings.Contains(rep.CreditsUnavailable, "not found") ||
-		!strings.Contains(rep.CreditsUnavailable, "no management key") {
-		t.Errorf("credits_unavailable %q", rep.CreditsUnavailable)
-	}
-	mgmt := emu.NewKey(emulator.KeyOptions{Management: true})
-	other, otherAPI := startEmulator(t)
-	kc = newKeyCheck(t, otherAPI, mgmt) // mgmt is not of that account
-	rep, _ = checkKey(t, kc, other.NewKey(emulator.KeyOptions{}))
-	if !strings.Contains(rep.CreditsUnavailable, "not found in the account of the configured management key") {
-		t.Errorf("with a management key of another account: %q", rep.CreditsUnavailable)
 	}
 }
 
@@ -233,64 +133,84 @@ func TestReasonMessages(t *testing.T) {
 	}
 }
 
-// Every reason is one complete entry, and some input produces it through
-// the handler. A reason added to the table without a way to reach it here
-// fails this test.
+// Every reason is one complete entry, and an input produces it through
+// the handler: the answer is the upstream's body with the entry's whole
+// sentence, built from the facts the input shows, and exactly the members
+// the entry declares that those facts have, byte for byte. A reason added
+// to the table without a way to reach it here fails this test.
 func TestReasonTable(t *testing.T) {
 	emu, api := startEmulator(t)
+	now := time.Now().UTC().Truncate(time.Second)
+	emu.Clock = func() time.Time { return now }
 	mk := emu.NewKey(emulator.KeyOptions{Management: true})
 	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
 	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, EdgeAnswers: EdgeAnswersOff}
 	newHandler(t, &h, api)
+	// The gateway's clock stands still: resets and retries are exact.
+	useClock(&h, newTestClock(now))
+	emu.SetCredits(emu.UserID(), 100, 0)
+	emu.SetFreeRequestsUsed("", openrouter.FreeDailyHighBalance)
+	midnight, _ := openrouter.WindowDaily.ResetsAt(now)
+
 	json := http.Header{"Content-Type": {"application/json"}}
 	answer := func(body string) caddyhttp.Handler { return upstreamAnswer(401, json, []byte(body)) }
 	missing := answer(`{"error":{"message":"Missing Authentication header","code":401}}`)
-	past := time.Now().Add(-time.Hour)
+	past := now.Add(-time.Hour)
 	deleted := emu.NewKey(emulator.KeyOptions{})
 	emu.Delete(deleted)
-	reach := map[reason]struct {
+	anthropic := "sk-ant-api03-" + strings.Repeat("a", 60)
+	limitKey := emu.NewKey(emulator.KeyOptions{Limit: f64(5), LimitReset: "daily", Usage: 4})
+	type input struct {
 		next  caddyhttp.Handler
-		path  string
 		token string
-	}{
-		reasonProviderRejected: {answer(`{"error":{"message":"Provider returned error","code":401,"metadata":{"provider_name":"OpenAI"}}}`), "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{})},
-		reasonMalformed:        {refused, "/api/v1/chat/completions", goodKey[:40]},
-		reasonNotOpenRouterKey: {missing, "/api/v1/chat/completions", "sk-ant-api03-" + strings.Repeat("a", 60)},
-		reasonTokenExpired:     {refused, "/api/v1/chat/completions", jwtWith(`{"exp":` + itoa(past.Unix()) + `}`)},
-		reasonNotAccepted:      {missing, "/api/v1/chat/completions", "hello-token"},
-		reasonExpired:          {toEmulator(emu), "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})},
-		reasonManagementKey:    {toEmulator(emu), "/api/v1/chat/completions", mk},
-		reasonDisabled:         {toEmulator(emu), "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{Disabled: true})},
-		reasonNotFound:         {toEmulator(emu), "/api/v1/chat/completions", deleted},
-		reasonValidRetry:       {refused, "/api/v1/chat/completions", emu.NewKey(emulator.KeyOptions{})},
+		// want is the verdict the input shows: the entry's sentence and
+		// members are built from it.
+		want verdict
 	}
-	limitKey := emu.NewKey(emulator.KeyOptions{Limit: f64(5), LimitReset: "daily"})
-	hash := strings.Repeat("ab", 32)
-	for r, fb := range map[reason]openrouter.FailureBody{
-		reasonCreditsInsufficient:   openrouter.BalanceAfford(900, 840, openrouter.WordingCurrent),
-		reasonKeyLimitInsufficient:  openrouter.KeyCapAfford(900, 840, openrouter.WindowDaily, openrouter.WordingCurrent),
-		reasonRequestUnaffordable:   unscopedAfford(900, 840),
-		reasonInFlightBudget:        openrouter.InFlight(3, openrouter.WordingCurrent),
-		reasonKeyLimitReached:       openrouter.KeyLimitExceeded(openrouter.WindowDaily, "default", hash, openrouter.WordingCurrent),
-		reasonWorkspaceBudget:       openrouter.WorkspaceBudgetExceeded("monthly", 500, openrouter.WordingCurrent),
-		reasonProviderKeyRequired:   openrouter.BYOKRequired("OpenAI"),
-		reasonFreeDailyLimitReached: openrouter.FreeDaily(false, time.Time{}, openrouter.WordingCurrent),
-		reasonFreeRateLimited:       openrouter.FreePerMinute429(time.Now().Add(20 * time.Second)),
-		reasonProviderRateLimited:   openrouter.ProviderPool("openai/gpt-4o", "OpenAI", false, openrouter.WordingCurrent),
-		reasonProviderKeyRateLimit:  openrouter.ProviderPool("openai/gpt-4o", "OpenAI", true, openrouter.WordingCurrent),
-		reasonProvidersAtCapacity:   openrouter.ProvidersAtCapacity("openai/gpt-4o", 40),
+	reach := map[reason]input{
+		reasonProviderRejected: {answer(`{"error":{"message":"Provider returned error","code":401,"metadata":{"provider_name":"OpenAI"}}}`), emu.NewKey(emulator.KeyOptions{}), verdict{}},
+		reasonMalformed:        {refused, goodKey[:40], verdict{malformed: malformedLength}},
+		reasonNotOpenRouterKey: {missing, anthropic, verdict{provider: classifyToken(anthropic).provider}},
+		reasonTokenExpired:     {refused, jwtWith(`{"exp":` + itoa(past.Unix()) + `}`), verdict{at: past}},
+		reasonNotAccepted:      {missing, "hello-token", verdict{token: classifyToken("hello-token").kind}},
+		reasonExpired:          {toEmulator(emu), emu.NewKey(emulator.KeyOptions{ExpiresAt: &past}), verdict{at: past}},
+		reasonManagementKey:    {toEmulator(emu), mk, verdict{}},
+		reasonDisabled:         {toEmulator(emu), emu.NewKey(emulator.KeyOptions{Disabled: true}), verdict{}},
+		reasonNotFound:         {toEmulator(emu), deleted, verdict{}},
+		reasonValidRetry:       {refused, emu.NewKey(emulator.KeyOptions{}), verdict{}},
+	}
+	tokens := &openrouter.Tokens{Requested: 900, Affordable: 840}
+	// limitKey's GET /key: 4 of its daily 5 spent.
+	keyCap := limitFacts{window: openrouter.WindowDaily, limit: f64(5), spent: f64(4), remaining: f64(1), resetsAt: midnight}
+	withTokens := keyCap
+	withTokens.tokens = tokens
+	for r, c := range map[reason]struct {
+		fb    openrouter.FailureBody
+		facts limitFacts
+	}{
+		reasonCreditsInsufficient:  {openrouter.BalanceAfford(900, 840, openrouter.WordingCurrent), limitFacts{tokens: tokens, balance: f64(100)}},
+		reasonKeyLimitInsufficient: {openrouter.KeyCapAfford(900, 840, openrouter.WindowDaily, openrouter.WordingCurrent), withTokens},
+		reasonRequestUnaffordable:  {unscopedAfford(900, 840), limitFacts{tokens: tokens}},
+		reasonInFlightBudget:       {openrouter.InFlight(3, openrouter.WordingCurrent), limitFacts{retryAfter: 3 * time.Second}},
+		reasonKeyLimitReached:      {openrouter.KeyLimitExceeded(openrouter.WindowDaily, "default", strings.Repeat("ab", 32), openrouter.WordingCurrent), keyCap},
+		reasonWorkspaceBudget:      {openrouter.WorkspaceBudgetExceeded("monthly", 500, openrouter.WordingCurrent), limitFacts{budgetInterval: "monthly", limit: f64(500)}},
+		reasonProviderKeyRequired:  {openrouter.BYOKRequired("OpenAI"), limitFacts{provider: "OpenAI"}},
+		reasonFreeDailyLimitReached: {openrouter.FreeDaily(true, midnight, openrouter.WordingCurrent),
+			limitFacts{freeTier: 1000, limit: f64(1000), spent: f64(1000), remaining: f64(0), resetsAt: midnight}},
+		reasonFreeRateLimited:      {openrouter.FreePerMinute429(now.Add(20 * time.Second)), limitFacts{resetsAt: now.Add(20 * time.Second), retryAfter: 20 * time.Second}},
+		reasonProviderRateLimited:  {openrouter.ProviderPool("openai/gpt-4o", "OpenAI", false, openrouter.WordingCurrent), limitFacts{provider: "OpenAI"}},
+		reasonProviderKeyRateLimit: {openrouter.ProviderPool("openai/gpt-4o", "OpenAI", true, openrouter.WordingCurrent), limitFacts{provider: "OpenAI"}},
+		reasonProvidersAtCapacity:  {openrouter.ProvidersAtCapacity("openai/gpt-4o", 40), limitFacts{resetsAt: now.Add(40 * time.Second), retryAfter: 40 * time.Second}},
 	} {
 		token := limitKey
 		if r == reasonRequestUnaffordable {
 			// No GET /key for a token that is not a key: nothing decides
 			// whose the shortfall is.
-			token = emu.NewJWT(time.Now().Add(time.Hour))
+			token = emu.NewJWT(now.Add(time.Hour))
 		}
-		reach[r] = struct {
-			next  caddyhttp.Handler
-			path  string
-			token string
-		}{failureAnswer(fb, openrouter.EnvelopeOpenAI, nil), "/api/v1/chat/completions", token}
+		c.facts.scope = entryOf(r).scope
+		c.facts.original = c.fb.Message
+		reach[r] = input{failureAnswer(c.fb, openrouter.EnvelopeOpenAI, nil), token, verdict{limit: &c.facts}}
 	}
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
@@ -304,8 +224,9 @@ func TestReasonTable(t *testing.T) {
 				t.Fatal("listed twice, empty, or not found by its code")
 			}
 			seen[e.code] = true
-			if e.status < 400 || e.message == nil || e.headline == "" || e.advice == "" || e.metric == "" ||
-				(e.decide == nil) != (e.evidence || e.limit) {
+			if e.status < 400 || e.message == nil || e.headline == "" || e.advice == "" ||
+				(e.decide != nil) == (e.evidence || e.kind != openrouter.KindUnrecognised) ||
+				(e.kind != openrouter.KindUnrecognised) != (e.status != http.StatusUnauthorized) {
 				t.Errorf("incomplete entry: %+v", *e)
 			}
 			if !strings.Contains(string(readme), "| `"+string(e.code)+"` |") {
@@ -315,23 +236,30 @@ func TestReasonTable(t *testing.T) {
 			if !ok {
 				t.Fatal("no input that produces it: add one to reach")
 			}
-			rec := serve(t, &h, in.next, "POST", in.path, in.token)
+			rec := serve(t, &h, in.next, "POST", "/api/v1/chat/completions", in.token)
 			if got := reasonOf(t, rec); got != string(e.code) || rec.Code != e.status {
-				t.Errorf("got %d %q: %s", rec.Code, got, rec.Body.String())
+				t.Fatalf("got %d %q: %s", rec.Code, got, rec.Body.String())
 			}
-			for _, m := range e.members {
-				if !fromEvidence(m) && !strings.Contains(rec.Body.String(), `"`+m.name()+`":`) {
-					t.Errorf("metadata.%s is missing: %s", m.name(), rec.Body.String())
-				}
+			// The upstream's own answer, as the gateway received it.
+			plain := httptest.NewRecorder()
+			req := httptest.NewRequest("POST", "/api/v1/chat/completions", nil)
+			req.Header.Set("Authorization", "Bearer "+in.token)
+			if err := in.next.ServeHTTP(plain, req); err != nil {
+				t.Fatal(err)
 			}
-			if msg := e.message(verdict{reason: e.code}); msg != "" && !strings.Contains(rec.Body.String(), msg[:12]) {
-				t.Errorf("the entry's sentence is not in the body: %s", rec.Body.String())
+			upstream, ok := errbody.Parse(plain.Body.Bytes())
+			if !ok {
+				t.Fatalf("the upstream's body does not parse: %s", plain.Body)
+			}
+			want := in.want
+			want.reason = e.code
+			sentence := e.message(want)
+			if msg, _ := errorOf(t, rec.Body.Bytes())["message"].(string); sentence != "" && msg != sentence {
+				t.Errorf("the sentence:\n got  %s\n want %s", msg, sentence)
+			}
+			if body, _ := rewrite(upstream, want); rec.Body.String() != string(body) {
+				t.Errorf("the answer:\n got  %s\n want %s", rec.Body, body)
 			}
 		})
 	}
 }
-
-// fromEvidence reports whether the member is there only when the body or
-// the evidence shows it (matched_by and the 402, 403 and 429 figures), so
-// that a reachable input need not produce it.
-func fromEvidence(m metaMember) bool { return m == metaMatchedBy || m >= metaScope }

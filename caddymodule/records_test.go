@@ -2,9 +2,7 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"runtime"
 	"strconv"
@@ -78,94 +76,6 @@ func TestFindRecord(t *testing.T) {
 	if v := m.labelVerdict(time.Now()); v.reason != reasonDisabled || !v.byLabel {
 		t.Errorf("label verdict %+v", v)
 	}
-}
-
-// fakeAccount serves GET /workspaces and GET /keys as OpenRouter pages
-// them, with a hook between pages.
-type fakeAccount struct {
-	mu         sync.Mutex
-	workspaces []workspace
-	keys       map[string][]keyRecord // by workspace, most recent first
-	afterPage  func(ws string, offset int)
-	failWS     bool
-	requests   int
-	// holdUntil, when not zero, holds the first requests until that many
-	// are in flight at once, which proves they are sent in parallel.
-	holdUntil   int
-	held        chan struct{}
-	keysHeld    int
-	maxInFlight int
-	inFlight    int
-	made        int
-}
-
-func (f *fakeAccount) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.requests++
-	f.inFlight++
-	f.maxInFlight = max(f.maxInFlight, f.inFlight)
-	var hold chan struct{}
-	if f.holdUntil != 0 && r.URL.Path == "/api/v1/keys" {
-		hold = f.held
-		if f.keysHeld++; f.keysHeld == f.holdUntil {
-			close(f.held)
-			f.holdUntil = 0
-		}
-	}
-	f.mu.Unlock()
-	defer func() { f.mu.Lock(); f.inFlight--; f.mu.Unlock() }()
-	if hold != nil {
-		<-hold
-	}
-	q := r.URL.Query()
-	offset, _ := strconv.Atoi(q.Get("offset"))
-	var data any
-	switch r.URL.Path {
-	case "/api/v1/workspaces":
-		if f.failWS {
-			w.WriteHeader(http.StatusNotFound)
-			return
-		}
-		limit, _ := strconv.Atoi(q.Get("limit"))
-		f.mu.Lock()
-		data = f.workspaces[min(offset, len(f.workspaces)):min(offset+limit, len(f.workspaces))]
-		f.mu.Unlock()
-	case "/api/v1/keys":
-		ws := q.Get("workspace_id")
-		f.mu.Lock()
-		all := f.keys[ws]
-		data = all[min(offset, len(all)):min(offset+openrouter.KeysPageSize, len(all))]
-		f.mu.Unlock()
-		defer func() {
-			if f.afterPage != nil {
-				f.afterPage(ws, offset)
-			}
-		}()
-	default:
-		w.WriteHeader(http.StatusNotFound)
-		return
-	}
-	_ = json.NewEncoder(w).Encode(map[string]any{"data": data})
-}
-
-func (f *fakeAccount) add(ws string, n int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	fresh := make([]keyRecord, n)
-	for i := range fresh {
-		f.made++
-		key := fmt.Sprintf("sk-or-v1-%064x", f.made)
-		fresh[n-1-i] = keyRecord{Hash: recordHash(key), Label: openrouter.Label(key), WorkspaceID: ws}
-	}
-	f.keys[ws] = append(fresh, f.keys[ws]...)
-}
-
-func newFakeAccount(workspaces ...string) *fakeAccount {
-	f := &fakeAccount{keys: map[string][]keyRecord{}}
-	for _, id := range workspaces {
-		f.workspaces = append(f.workspaces, workspace{ID: id, Name: "ws " + id})
-	}
-	return f
 }
 
 func readFake(t *testing.T, f *fakeAccount) (*keyListing, error) {

@@ -53,7 +53,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	if hw.wroteHeader || hw.holding {
 		return
 	}
-	if status == http.StatusUnauthorized || hw.holdLimits && isLimitStatus(status) {
+	if status == http.StatusUnauthorized || hw.holdLimits && explainsStatus(status) {
 		hw.holding, hw.heldStatus = true, status
 		hw.noteTrailers()
 		return
@@ -90,12 +90,6 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return hw.ResponseWriter.Write(p)
-}
-
-// isLimitStatus reports whether status is one of the key and account
-// failures limits.go explains.
-func isLimitStatus(status int) bool {
-	return status == http.StatusPaymentRequired || status == http.StatusForbidden || status == http.StatusTooManyRequests
 }
 
 // release sends the held response on unchanged.

@@ -2,51 +2,13 @@ package caddymodule
 
 import (
 	"bytes"
-	"compress/flate"
 	"encoding/json"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/andybalholm/brotli"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zlib"
-	"github.com/klauspost/compress/zstd"
-
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/errbody"
 )
-
-// encode encodes b as enc ("raw-deflate": deflate without zlib's wrapper);
-// any other enc leaves b as it is.
-func encode(t testing.TB, enc string, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	switch enc {
-	case "gzip":
-		w := gzip.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
-	case "br":
-		w := brotli.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
-	case "zstd":
-		w, _ := zstd.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
-	case "deflate":
-		w := zlib.NewWriter(&buf)
-		w.Write(b)
-		w.Close()
-	case "raw-deflate":
-		w, _ := flate.NewWriter(&buf, flate.DefaultCompression)
-		w.Write(b)
-		w.Close()
-	default:
-		return b
-	}
-	return buf.Bytes()
-}
 
 func TestRewriteKeepsTheEnvelope(t *testing.T) {
 	exp := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)

@@ -11,16 +11,6 @@ var (
 	management = &keyMetadata{IsManagementKey: true}
 )
 
-// stateOf is the state a key reaches through steps, the first of which
-// sees it at first.
-func stateOf(first time.Time, steps ...func(*keyState)) keyState {
-	st := newKeyState(first)
-	for _, step := range steps {
-		step(&st)
-	}
-	return st
-}
-
 // Each change of a key's state, as its method makes it.
 func TestKeyStateTransitions(t *testing.T) {
 	at := func(d time.Duration) time.Time { return testNow.Add(d) }

@@ -14,41 +14,12 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
-
-// series gathers the registry into "name{workspace,name,label}" -> value.
-func series(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var labels []string
-			for _, l := range m.GetLabel() {
-				labels = append(labels, l.GetValue())
-			}
-			out[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = value(m)
-		}
-	}
-	return out
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.Gauge != nil:
-		return m.GetGauge().GetValue()
-	case m.Counter != nil:
-		return m.GetCounter().GetValue()
-	}
-	return 0
-}
 
 // TestWatchExportsEveryKey: a handler with watch_keys exports the health
 // of the account's keys on Caddy's registry, read at the interval, with
@@ -214,5 +185,21 @@ func TestWatchReadsAtItsInterval(t *testing.T) {
 	}
 	if want := failedAt.Add(watchRetry + 3*interval); !readAt().Equal(want) {
 		t.Errorf("read at %v, want %v", readAt(), want)
+	}
+}
+
+// A second watch in one config's registry cannot export: that is said.
+func TestSecondWatchInOneConfigWarns(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	core, logs := observer.New(zapcore.WarnLevel)
+	first := &keyWatch{interval: time.Minute, logger: zap.New(core)}
+	second := &keyWatch{interval: time.Minute, logger: zap.New(core)}
+	first.register(reg)
+	if logs.Len() != 0 {
+		t.Fatalf("the first watch warned: %v", logs.All())
+	}
+	second.register(reg)
+	if logs.FilterMessageSnippet("more than one handler").Len() != 1 {
+		t.Errorf("no warning for the second watch: %v", logs.All())
 	}
 }

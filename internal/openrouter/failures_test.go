@@ -49,7 +49,7 @@ func TestRecognise(t *testing.T) {
 			Failure{Kind: KindAccountBalance, Tokens: tok}},
 		{"balance, /messages", 402, `{"type":"error","error":{"type":"billing_error","message":"` + balance + `"}}`, nil,
 			Failure{Kind: KindAccountBalance, Tokens: tok}},
-		{"balance, /responses", 402, `{"error":{"code":"server_error","message":"` + balance + `"},"error_type":"server"}`, nil,
+		{"balance, /responses", 402, `{"error":{"code":"server_error","message":"` + balance + `"},"error_type":"payment_required"}`, nil,
 			Failure{Kind: KindAccountBalance, Tokens: tok}},
 
 		// 402, the key's cap with headroom left.

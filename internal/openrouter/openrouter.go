@@ -185,7 +185,7 @@ func (e Envelope) Body(status int, message string, metadata any) []byte {
 		v = m
 	case EnvelopeResponsesDocs:
 		var r responsesDocsError
-		r.Error.Code, r.Error.Message, r.ErrorType = "server_error", message, responsesErrorType(status)
+		r.Error.Code, r.Error.Message, r.ErrorType = "server_error", message, apiErrorType(status)
 		v = r
 	default:
 		v = openAIError{errorObject{Message: message, Code: status, Metadata: metadata}}
@@ -245,12 +245,37 @@ func anthropicErrorType(status int) string {
 	return "api_error"
 }
 
-func responsesErrorType(status int) string {
+// apiErrorType is the error_type of the /responses docs envelope for a
+// status: OpenRouter's ApiErrorType ("canonical OpenRouter error type,
+// stable across all API formats", in its OpenAPI spec and SDKs), by the
+// status each value stands for. A status with no value of its own is
+// "server" at 500 and above, "unmapped" below. An answer that rewrites the
+// upstream's own body keeps the error_type the upstream sent.
+func apiErrorType(status int) string {
 	switch status {
+	case 400:
+		return "invalid_request"
 	case 401:
 		return "authentication"
+	case 402:
+		return "payment_required"
+	case 403:
+		return "permission_denied"
+	case 404:
+		return "not_found"
+	case 408:
+		return "timeout"
+	case 412:
+		return "precondition_failed"
+	case 413:
+		return "payload_too_large"
+	case 422:
+		return "unprocessable"
 	case 429:
-		return "rate_limit"
+		return "rate_limit_exceeded"
 	}
-	return "server"
+	if status >= 500 {
+		return "server"
+	}
+	return "unmapped"
 }

@@ -27,6 +27,22 @@ func TestBodiesAreOpenRouters(t *testing.T) {
 	}
 }
 
+// The /responses docs envelope's error_type is OpenRouter's ApiErrorType
+// for the status, never a value outside it: a spent key cap (403) is
+// permission_denied, as the upstream's own answer says.
+func TestResponsesErrorTypes(t *testing.T) {
+	for status, want := range map[int]string{
+		400: "invalid_request", 401: "authentication", 402: "payment_required", 403: "permission_denied",
+		404: "not_found", 408: "timeout", 413: "payload_too_large", 422: "unprocessable", 429: "rate_limit_exceeded",
+		500: "server", 502: "server", 503: "server", 418: "unmapped",
+	} {
+		got := string(EnvelopeResponsesDocs.Body(status, "Said.", nil))
+		if w := `{"error":{"code":"server_error","message":"Said."},"error_type":"` + want + `"}`; got != w {
+			t.Errorf("%d: got  %s\nwant %s", status, got, w)
+		}
+	}
+}
+
 func TestFamilyOf(t *testing.T) {
 	for path, want := range map[string]Family{
 		"/api/v1/chat/completions": FamilyOpenAI,

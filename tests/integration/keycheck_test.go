@@ -385,7 +385,7 @@ func TestKeyCheckPageInBrowser(t *testing.T) {
 	s := check(valid)
 	if s.Headline != "Key works" || s.Code != "valid" ||
 		!strings.Contains(s.Result, "CI deploy") || !strings.Contains(s.Result, "$10.00") || !strings.Contains(s.Result, "(in 20 days)") ||
-		!strings.Contains(s.Result, "unlimited") || strings.Contains(s.Result, "What to do") {
+		!strings.Contains(s.Result, "no limit per key") || strings.Contains(s.Result, "unlimited") || strings.Contains(s.Result, "What to do") {
 		t.Errorf("valid key: %+v", s)
 	}
 	// Dates in the reader's locale, with the UTC time on hover.
@@ -444,7 +444,7 @@ func TestKeyCheckCappedKeyThroughCaddy(t *testing.T) {
 			} `json:"key"`
 		}
 		if err := json.Unmarshal(body, &rep); err != nil || status != 200 || rep.Status != "key_limit_reached" || rep.Headline != "Key limit reached" ||
-			!strings.Contains(rep.Message, "$5.00 spent of $5.00") || rep.Key.ResetsAt == nil || !rep.Key.ResetsAt.Equal(midnight) || len(rep.Advice) == 0 {
+			!strings.Contains(rep.Message, "$5.00 of $5.00 spent") || rep.Key.ResetsAt == nil || !rep.Key.ResetsAt.Equal(midnight) || len(rep.Advice) == 0 {
 			t.Errorf("after the gateway's 403 %v: %d %s", after403, status, body)
 		}
 		status, body = check(capped, "text/html")
@@ -460,7 +460,9 @@ func TestKeyCheckCappedKeyThroughCaddy(t *testing.T) {
 		} `json:"key"`
 	}
 	if err := json.Unmarshal(body, &rep); err != nil || status != 200 || rep.Status != "valid" || rep.Key.Free == nil ||
-		rep.Key.Free.Remaining != 0 || rep.Key.Free.Limit != 50 || !strings.Contains(strings.Join(rep.Advice, " "), "free-model requests for today are used up") {
+		rep.Key.Free.Remaining != 0 || rep.Key.Free.Limit != 50 || rep.Headline != "Key works; free-model allowance used up" ||
+		!strings.Contains(rep.Message, "The account's free-model allowance for today is used up (50 requests a day") ||
+		!strings.Contains(strings.Join(rep.Advice, " "), "Free-model allowance used up: wait until 00:00 UTC") {
 		t.Errorf("free-model allowance used up: %d %s", status, body)
 	}
 }
