@@ -52,23 +52,8 @@ const (
 func TestImage(t *testing.T) {
 	rt := newRuntime(t)
 
-	// The build, as the README says, from the repository's root. A cold Go
-	// build cache makes this the test's longest step (minutes on 2 cores).
-	started := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout(t))
-	defer cancel()
-	build := rt.program(ctx, "deploy/image.sh")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("deploy/image.sh: %v\n%s", err, out)
-	}
-	t.Logf("deploy/image.sh built %s in %s", image, time.Since(started).Round(100*time.Millisecond))
+	buildImage(t, rt)
 	checkImageConfig(t, rt)
-
-	// A container that cannot start at all is the runtime's doing, not the
-	// image's (the image is a static binary): say so, and fail in CI.
-	if out, err := rt.podman("run", "--rm", "--network", "host", image, "version"); err != nil {
-		unavailable(t, "podman cannot run a container here: %v\n%s", err, out)
-	}
 
 	emu, origin, upstreamRequests := startEmulator(t)
 	limit := 10.0
@@ -88,13 +73,9 @@ func TestImage(t *testing.T) {
 	// Start-up: from `podman run` to the first answer of the readiness
 	// probe, and from the process's start (podman's StartedAt) to it.
 	firstAnswer := ctr.waitReady(t)
-	size, err := strconv.ParseInt(rt.stdout(t, "image", "inspect", "--format", "{{.Size}}", image), 10, 64)
-	if err != nil {
-		t.Fatalf("image size: %v", err)
-	}
 	startedAt := ctr.state(t).State.StartedAt
 	t.Logf("image %s: %.1f MB; start to first answered request: %s after `podman run`, %s after the process started",
-		image, float64(size)/1e6, firstAnswer.Sub(ctr.runAt).Round(time.Millisecond), firstAnswer.Sub(startedAt).Round(time.Millisecond))
+		image, float64(imageSize(t, rt))/1e6, firstAnswer.Sub(ctr.runAt).Round(time.Millisecond), firstAnswer.Sub(startedAt).Round(time.Millisecond))
 
 	t.Run("readiness", func(t *testing.T) { checkReadiness(t, upstreamRequests) })
 	t.Run("non-root", func(t *testing.T) { checkNonRoot(t, ctr) })
@@ -145,19 +126,47 @@ func TestImage(t *testing.T) {
 	})
 }
 
-// buildTimeout is how long the image build may take: what is left of the
-// test's deadline, less a margin for the rest of the test.
-func buildTimeout(t *testing.T) time.Duration {
-	d := 10 * time.Minute
-	if deadline, ok := t.Deadline(); ok {
-		d = time.Until(deadline) - time.Minute
+// buildImage builds the image with deploy/image.sh, as docs/container.md
+// says, and checks that podman can run a container of it. A cold Go build
+// cache makes this the test's longest step (minutes on 2 cores).
+func buildImage(t testing.TB, rt *runtime) {
+	t.Helper()
+	started := time.Now()
+	// What is left of the test's deadline, less a margin for the rest.
+	timeout := 10 * time.Minute
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := d.Deadline(); ok {
+			timeout = max(time.Until(deadline)-time.Minute, time.Minute)
+		}
 	}
-	return max(d, time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if out, err := rt.program(ctx, "deploy/image.sh").CombinedOutput(); err != nil {
+		t.Fatalf("deploy/image.sh: %v\n%s", err, out)
+	}
+	t.Logf("deploy/image.sh built %s in %s", image, time.Since(started).Round(100*time.Millisecond))
+
+	// A container that cannot start at all is the runtime's doing, not the
+	// image's (a static binary that runs on the host): say so, and fail in
+	// CI.
+	if out, err := rt.podman("run", "--rm", "--network", "host", image, "version"); err != nil {
+		unavailable(t, "podman cannot run a container here: %v\n%s", err, out)
+	}
+}
+
+// imageSize is the image's size in bytes, as podman reports it.
+func imageSize(t testing.TB, rt *runtime) int64 {
+	t.Helper()
+	size, err := strconv.ParseInt(rt.stdout(t, "image", "inspect", "--format", "{{.Size}}", image), 10, 64)
+	if err != nil {
+		t.Fatalf("image size: %v", err)
+	}
+	return size
 }
 
 // checkImageConfig checks what the image declares: its user, volumes,
 // port, data and config directories, stop signal and command.
-func checkImageConfig(t *testing.T, rt *runtime) {
+func checkImageConfig(t testing.TB, rt *runtime) {
 	t.Helper()
 	var cfg struct {
 		User         string
@@ -185,7 +194,7 @@ func checkImageConfig(t *testing.T, rt *runtime) {
 // startEmulator serves a fresh emulator on a loopback port of the host,
 // which the container reaches through the host's network, and counts the
 // requests that reach it.
-func startEmulator(t *testing.T) (emu *emulator.Server, origin string, requests *atomic.Int64) {
+func startEmulator(t testing.TB) (emu *emulator.Server, origin string, requests *atomic.Int64) {
 	t.Helper()
 	emu = emulator.New()
 	emu.EventGap = eventGap
@@ -211,7 +220,7 @@ type container struct {
 // volumes-data and volumes-config. Caddy's admin endpoint moves, through
 // CADDY_ADMIN, from localhost:2019 to a free loopback port: on the host's
 // network the default could meet another Caddy.
-func runGateway(t *testing.T, rt *runtime, name, volumes, origin string) *container {
+func runGateway(t testing.TB, rt *runtime, name, volumes, origin string) *container {
 	t.Helper()
 	if ln, err := net.Listen("tcp", ":8080"); err != nil {
 		t.Fatalf("port 8080, where Caddyfile.example listens, is taken on this host: %v", err)
@@ -219,7 +228,7 @@ func runGateway(t *testing.T, rt *runtime, name, volumes, origin string) *contai
 		ln.Close()
 	}
 	t.Cleanup(func() {
-		if out, err := rt.podman("rm", "--force", "--volumes", "--time", "0", name); err != nil {
+		if out, err := rt.podman("rm", "--force", "--ignore", "--volumes", "--time", "0", name); err != nil {
 			t.Logf("podman rm %s: %v\n%s", name, err, out)
 		}
 	})
@@ -234,7 +243,7 @@ func runGateway(t *testing.T, rt *runtime, name, volumes, origin string) *contai
 }
 
 // freePort is a loopback TCP port that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -250,7 +259,7 @@ var fresh = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{D
 
 // waitReady polls the readiness probe until it answers 200 and returns
 // when it did.
-func (c *container) waitReady(t *testing.T) time.Time {
+func (c *container) waitReady(t testing.TB) time.Time {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -281,7 +290,7 @@ type state struct {
 }
 
 // state inspects the container.
-func (c *container) state(t *testing.T) state {
+func (c *container) state(t testing.TB) state {
 	t.Helper()
 	var states []state
 	if err := json.Unmarshal([]byte(c.rt.stdout(t, "container", "inspect", c.name)), &states); err != nil || len(states) != 1 {
@@ -291,7 +300,7 @@ func (c *container) state(t *testing.T) state {
 }
 
 // logs is what the container wrote, stdout and stderr together.
-func (c *container) logs(t *testing.T) string {
+func (c *container) logs(t testing.TB) string {
 	t.Helper()
 	out, err := c.rt.podman("logs", c.name)
 	if err != nil {
@@ -301,7 +310,7 @@ func (c *container) logs(t *testing.T) string {
 }
 
 // volume is the host directory of the volume mounted at dest.
-func (c *container) volume(t *testing.T, dest string) string {
+func (c *container) volume(t testing.TB, dest string) string {
 	t.Helper()
 	for _, m := range c.state(t).Mounts {
 		if m.Destination == dest {
@@ -540,7 +549,7 @@ func keyMaterial(key string) []string {
 	return forms
 }
 
-func readFile(t *testing.T, path string) string {
+func readFile(t testing.TB, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -34,7 +34,7 @@ type runtime struct {
 
 // unavailable ends a test that cannot run a container on this machine:
 // a failure in CI, which must build and run the image, a skip elsewhere.
-func unavailable(t *testing.T, format string, args ...any) {
+func unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	reason := fmt.Sprintf(format, args...)
 	if os.Getenv("CI") == "true" {
@@ -47,7 +47,7 @@ func unavailable(t *testing.T, format string, args ...any) {
 // storage under the temporary directory: the images, containers and
 // volumes of the test never mix with the machine's, and are gone, with
 // the directory, when the test ends.
-func newRuntime(t *testing.T) *runtime {
+func newRuntime(t testing.TB) *runtime {
 	t.Helper()
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
@@ -139,7 +139,7 @@ func (r *runtime) podman(args ...string) (string, error) {
 
 // stdout runs podman with args and returns its standard output, failing
 // the test, with podman's messages, if it fails.
-func (r *runtime) stdout(t *testing.T, args ...string) string {
+func (r *runtime) stdout(t testing.TB, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), podmanTimeout)
 	defer cancel()
