@@ -1,6 +1,7 @@
 // This file owns the requests the test sends through the container, as
-// an OpenAI-compatible client does: a chat completion and a streamed one,
-// and what it reads back (the refusal's reason, the stream's events).
+// clients do: a chat completion and a streamed one, an Anthropic-style
+// /messages request, and what it reads back (the refusal's reason, the
+// stream's events).
 package container
 
 import (
@@ -49,8 +50,32 @@ func chat(t *testing.T, key string) (status int, header http.Header, body []byte
 	return resp.StatusCode, resp.Header, body
 }
 
+// messages sends an Anthropic-style request to /messages with the key in
+// x-api-key, as Anthropic's clients do, and returns the answer.
+func messages(t *testing.T, key string) (status int, body []byte) {
+	t.Helper()
+	req, err := http.NewRequest("POST", gateway+"/api/v1/messages",
+		strings.NewReader(`{"model":"anthropic/claude-3.5-sonnet","max_tokens":16,"messages":[{"role":"user","content":"Hi"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-Api-Key", key)
+	req.Header.Set("Anthropic-Version", "2023-06-01")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := fresh.Do(req)
+	if err != nil {
+		t.Fatalf("/messages through the container: %v", err)
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("/messages through the container: %v", err)
+	}
+	return resp.StatusCode, body
+}
+
 // reason is the machine-readable reason of an explained refusal,
-// error.metadata.reason.
+// error.metadata.reason (in OpenAI's envelope and in Anthropic's).
 func reason(body []byte) string {
 	var e struct {
 		Error struct {

@@ -46,7 +46,7 @@ const (
 	// eventGap is the emulator's time between streamed events: a stream
 	// lasts 7 gaps, long enough to see events arrive one by one and to stop
 	// the container while one is in flight.
-	eventGap = 400 * time.Millisecond
+	eventGap = 500 * time.Millisecond
 )
 
 func TestImage(t *testing.T) {
@@ -83,6 +83,14 @@ func TestImage(t *testing.T) {
 		status, header, body := chat(t, expired)
 		if status != http.StatusUnauthorized || header.Get("X-OpenRouter-Key-Status") != "key_expired" || reason(body) != "key_expired" {
 			t.Errorf("expired key through the container: %d, X-OpenRouter-Key-Status %q, body %s", status, header.Get("X-OpenRouter-Key-Status"), body)
+		}
+	})
+	t.Run("x-api-key explained", func(t *testing.T) {
+		// The access log gets this request's headers: the sweep below
+		// shows the default config's filter keeps the key out of it.
+		status, body := messages(t, expired)
+		if status != http.StatusUnauthorized || reason(body) != "key_expired" || !strings.Contains(string(body), `"authentication_error"`) {
+			t.Errorf("/messages with an expired key in x-api-key through the container: %d %s", status, body)
 		}
 	})
 	t.Run("management key from the environment", func(t *testing.T) {
