@@ -1,8 +1,9 @@
-// This file owns the requests the test sends through the container, as
-// clients do: a chat completion and a streamed one, an Anthropic-style
+package container
+
+// client_test.go owns the requests the test sends through the container,
+// as clients do: a chat completion and a streamed one, an Anthropic-style
 // /messages request, and what it reads back (the refusal's reason, the
 // stream's events).
-package container
 
 import (
 	"bufio"

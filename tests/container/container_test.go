@@ -1,11 +1,13 @@
-// This file owns the image's test: deploy/image.sh builds it, podman runs
-// it with the default config against the emulator on the host, and a
-// client checks what a team deploying it would: the readiness probe, an
-// explained refusal, a stream passed event by event, a non-root process
-// with writable volumes, no key in its logs or volumes, and a clean stop
-// on SIGTERM that lets a stream in flight finish. It logs the image's size
-// and its time from start to the first answered request (go test -v).
 package container
+
+// container_test.go owns the image's test: deploy/image.sh builds it,
+// podman runs it with the default config against the emulator on the
+// host, and a client checks what a team deploying it would: the readiness
+// probe, explained refusals, a stream passed event by event, a non-root
+// process with writable volumes that outlive it, no key in its logs or
+// volumes, and a clean stop on SIGTERM that lets a stream in flight
+// finish. It logs the image's size and its time from start to the first
+// answered request (go test -v).
 
 import (
 	"bytes"
@@ -87,7 +89,7 @@ func TestImage(t *testing.T) {
 	})
 	t.Run("x-api-key explained", func(t *testing.T) {
 		// The access log gets this request's headers: the sweep below
-		// shows the default config's filter keeps the key out of it.
+		// shows that the key stays out of it.
 		status, body := messages(t, expired)
 		if status != http.StatusUnauthorized || reason(body) != "key_expired" || !strings.Contains(string(body), `"authentication_error"`) {
 			t.Errorf("/messages with an expired key in x-api-key through the container: %d %s", status, body)

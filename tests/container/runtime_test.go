@@ -2,12 +2,12 @@
 // runs it in a real container runtime, podman with runc, as teams deploy
 // it: the default config (Caddyfile.example), the management key and the
 // origin from the environment, against the OpenRouter emulator on the host.
-//
-// This file owns how the test reaches podman: its configuration
-// (deploy/containers.conf), a storage of the test's own in the temporary
+package container
+
+// runtime_test.go owns how the tests reach podman: its configuration
+// (deploy/containers.conf), a storage of the tests' own in the temporary
 // directory, and the rule that a machine without a working runtime fails
 // in CI (CI=true) and skips, saying why, elsewhere.
-package container
 
 import (
 	"bytes"

@@ -1,6 +1,7 @@
-// This file owns the image's figures: its size and its time from start to
-// the first answered request, as a benchmark that prints them.
 package container
+
+// startup_test.go owns the image's figures: its size and its time from
+// start to the first answered request, as a benchmark that prints them.
 
 import (
 	"fmt"
