@@ -243,7 +243,9 @@ func runGateway(t testing.TB, rt *runtime, name, volumes, origin string) *contai
 		}
 	})
 	c := &container{rt: rt, name: name, volumes: volumes, runAt: time.Now()}
-	rt.stdout(t, "run", "--detach", "--name", name, "--network", "host", "--pull", "never",
+	// --timeout: if the test process dies (go test's timeout) before its
+	// cleanup, the container does not hold port 8080 for long after it.
+	rt.stdout(t, "run", "--detach", "--name", name, "--network", "host", "--pull", "never", "--timeout", "300",
 		"--env", "OPENROUTER_ORIGIN="+origin,
 		"--env", "OPENROUTER_MANAGEMENT_KEY",
 		"--env", "CADDY_ADMIN=localhost:"+strconv.Itoa(freePort(t)),
