@@ -74,7 +74,9 @@ args=(build --file "$root/deploy/Containerfile" --tag "$tag" --platform "linux/$
 	--build-arg "REVISION=$revision")
 # podman: never pull (FROM scratch needs nothing); docker pulls nothing for
 # scratch either.
-[ "$engine" = podman ] && args+=(--pull=never)
+if [ "$engine" = podman ]; then
+	args+=(--pull=never)
+fi
 "$engine" "${args[@]}" "$ctx"
 
 size="$("$engine" image inspect --format '{{.Size}}' "$tag")"
