@@ -3,11 +3,12 @@ package caddymodule
 // account.go owns what is shared about one OpenRouter account (an upstream
 // and a management key) by every handler of a Caddy that uses it: the pool
 // of accounts, the metadata client, the budget of management requests and
-// the rates that set it, the key caches of the gateways (which the key
-// check reads), the key watch's link, and the caches of the account's
-// credits and the model catalogue. Listings are in listing.go, what GET
-// /keys/{hash} reaches and the hash-scheme proof in reach.go, the way to a
-// key's record in records.go, the clock and flight in clock.go.
+// the rates that set it, the links of its gateways (what they learned of
+// keys, their key watch and shared store, for the key check and for proofs
+// about the account), and the caches of the account's credits and the
+// model catalogue. Listings are listing.go's, what GET /keys/{hash}
+// reaches and the proof of the hash scheme reach.go's, the way to a key's
+// record records.go's, the clock and flight clock.go's.
 
 import (
 	"context"
@@ -108,9 +109,10 @@ type account struct {
 	rates      map[uint64]float64 // management_rate per handler using the account
 	lastUser   uint64
 
-	// hashProven: a record's hash was seen to be sha256 of its key, so
+	// schemeProven: a record's hash was seen to be sha256 of its key, so
 	// this account's hashes are sha256(key) and labels never identify.
-	hashProven atomic.Bool
+	// proveScheme is its one writer.
+	schemeProven atomic.Bool
 	// reach is what GET /keys/{hash} was seen to find.
 	reach hashReach
 	// probeMu guards probe, the last probe of reach (probeReach), and
@@ -134,11 +136,10 @@ type account struct {
 	modelsMu  sync.Mutex
 	models    cached[[]string]
 
-	cachesMu sync.Mutex
-	caches   map[*keyCache]freshness
-
-	// watch is the key watch of a gateway of this account, if one runs.
-	watch atomic.Pointer[keyWatch]
+	// links are the account's gateways, each linked while its config is
+	// loaded (link).
+	linksMu sync.Mutex
+	links   map[*gatewayLink]struct{}
 
 	// Misconfiguration is logged once per account.
 	warnedKeyEndpoint atomic.Bool
@@ -158,7 +159,7 @@ func newAccount(s upstreamSettings) *account {
 		client:        newMetadataClient(s.base),
 		managementKey: s.managementKey,
 		management:    rate.NewLimiter(rate.Limit(s.managementRate), max(1, int(2*s.managementRate))),
-		caches:        make(map[*keyCache]freshness),
+		links:         make(map[*gatewayLink]struct{}),
 		rates:         make(map[uint64]float64),
 	}
 }
@@ -173,17 +174,46 @@ func (a *account) Destruct() error {
 // hasManagementKey reports whether the account's records can be read.
 func (a *account) hasManagementKey() bool { return a.managementKey != "" }
 
-// attach makes a gateway's cache readable by the key check.
-func (a *account) attach(c *keyCache, f freshness) {
-	a.cachesMu.Lock()
-	a.caches[c] = f
-	a.cachesMu.Unlock()
+// gatewayLink is what one gateway (one openrouter_keys handler in one
+// config) lends the other users of its account, from its Provision to its
+// Cleanup: what it learned of keys, which the key check reads under the
+// freshness the gateway trusts; its key watch, which saw keys used; and its
+// shared store, through which a proof about the account reaches the other
+// replicas. A reload's new gateway keeps the old one's cache under a link
+// of its own: the old one's cleanup ends only its own.
+type gatewayLink struct {
+	cache  *keyCache
+	fresh  freshness
+	shared *sharedStore // nil without shared_storage
+	watch  *keyWatch    // nil without watch_keys
 }
 
-func (a *account) detach(c *keyCache) {
-	a.cachesMu.Lock()
-	delete(a.caches, c)
-	a.cachesMu.Unlock()
+// link makes a gateway's link known to the account's other users until
+// unlink is called. A proof of the hash scheme made before goes to the
+// gateway's shared store now.
+func (a *account) link(g *gatewayLink) (unlink func()) {
+	a.linksMu.Lock()
+	a.links[g] = struct{}{}
+	a.linksMu.Unlock()
+	if g.shared != nil && a.schemeProven.Load() {
+		g.shared.storeSchemeProof()
+	}
+	return func() {
+		a.linksMu.Lock()
+		delete(a.links, g)
+		a.linksMu.Unlock()
+	}
+}
+
+// linked is the account's gateways now.
+func (a *account) linked() []*gatewayLink {
+	a.linksMu.Lock()
+	defer a.linksMu.Unlock()
+	out := make([]*gatewayLink, 0, len(a.links))
+	for g := range a.links {
+		out = append(out, g)
+	}
+	return out
 }
 
 // learned is what each gateway of this account that knows the key has
@@ -191,15 +221,28 @@ func (a *account) detach(c *keyCache) {
 // may trust facts for different times (cache_ttl): the caller weighs all of
 // them (agreedVerdict), never one picked by map order.
 func (a *account) learned(fp fingerprint) []learnedState {
-	a.cachesMu.Lock()
-	defer a.cachesMu.Unlock()
 	var out []learnedState
-	for c, f := range a.caches {
-		if st, ok := c.get(fp); ok {
-			out = append(out, learnedState{st, f})
+	for _, g := range a.linked() {
+		if st, ok := g.cache.get(fp); ok {
+			out = append(out, learnedState{st, g.fresh})
 		}
 	}
 	return out
+}
+
+// lastUsed is when a key watch of a gateway of this account last saw the
+// key of a record hash used, the latest of them.
+func (a *account) lastUsed(recordHashOf string) (time.Time, bool) {
+	var last time.Time
+	for _, g := range a.linked() {
+		if g.watch == nil {
+			continue
+		}
+		if at, ok := g.watch.lastUsed(recordHashOf); ok && at.After(last) {
+			last = at
+		}
+	}
+	return last, !last.IsZero()
 }
 
 // errNoBudget means the management budget is used up right now.

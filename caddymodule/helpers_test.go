@@ -271,10 +271,13 @@ func (c *testClock) awaitTimer() {
 // check, read the time from c.
 func useClock(h *Handler, c *testClock) { setClock(h.acct, c) }
 
-func setClock(a *account, c *testClock) {
+func setClock(a *account, c *testClock) { c.drive(&a.clock) }
+
+// drive makes clk read the time from c and time its waits by c's timers.
+func (c *testClock) drive(clk *clock) {
 	now, after := c.now, c.after
-	a.clock.set.Store(&now)
-	a.clock.timer.Store(&after)
+	clk.set.Store(&now)
+	clk.timer.Store(&after)
 }
 
 // provisionOnClock provisions h with c as its account's clock from the
@@ -318,4 +321,25 @@ func refreshListing(lifetime context.Context, a *account) (*keyListing, error) {
 	}
 	a.listMu.Unlock()
 	return f.wait(lifetime)
+}
+
+// waitProbe waits for the account's probe of reach in flight, if any.
+func waitProbe(a *account) {
+	a.probeMu.Lock()
+	f := a.probe
+	a.probeMu.Unlock()
+	if f != nil {
+		<-f.done // ends within probeTimeout
+	}
+}
+
+// linkTestStore links to h's account a gateway whose shared store, over a
+// storage double, keeps its writes queued for the test to read.
+func linkTestStore(t *testing.T, h *Handler) *sharedStore {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := openSharedStore(ctx, newStorageDouble(), &h.acct.clock, h.acct.managementKey, zap.NewNop())
+	t.Cleanup(h.acct.link(&gatewayLink{cache: newKeyCache(16), shared: s}))
+	return s
 }

@@ -1,10 +1,11 @@
 package caddymodule
 
 // listing.go owns listings of the account's keys: their timing, the cached
-// listing and the one flight that reads it (lastListing, freshListing,
-// currentListing, startListing, listed), and the reader that pages through
-// every workspace's keys and checks that nothing shifted (readListing,
-// readWorkspaces, readWorkspaceKeys, readKeysPage).
+// listing and the flight that reads it (lastListing, freshListing,
+// currentListing with its rule for small accounts, startListing, listed),
+// and the reader that pages through every workspace's keys and checks that
+// nothing shifted (readListing, readWorkspaces, readWorkspaceKeys,
+// readKeysPage).
 
 import (
 	"context"
@@ -45,8 +46,10 @@ func (a *account) listed(lifetime, ctx context.Context, key string, seen time.Ti
 	if err != nil {
 		return match{}, errors.Join(lastErr, err)
 	}
-	m := l.findRecord(key, a.hashProven.Load())
-	a.proveHash(m)
+	m := l.findRecord(key, a.schemeProven.Load())
+	if m.record != nil {
+		a.proveScheme()
+	}
 	return m, nil
 }
 
@@ -72,10 +75,12 @@ var errListingPaused = &lookupError{endpoint: endpointKeysList, kind: failRefuse
 
 // currentListing returns a fresh listing started at or after since,
 // reading one when there is none: once, however many callers ask at the
-// same time, at most once per listingRetry, under its own deadline within
-// lifetime. The caller waits for it until ctx is done. While no new listing
-// may start, a fresh older one (or one in flight) is returned: it can
-// still find records, though not prove a key absent.
+// same time, under its own deadline within lifetime; at most once per
+// listingRetry, unless the account is small enough that reading it again
+// fits in the caller's wait and the management budget (listingFits). The
+// caller waits for it until ctx is done. While no new listing may start, a
+// fresh older one (or one in flight) is returned: it can still find
+// records, though not prove a key absent.
 func (a *account) currentListing(lifetime, ctx context.Context, since time.Time) (*keyListing, error) {
 	now := a.clock.now()
 	a.listMu.Lock()
@@ -90,7 +95,7 @@ func (a *account) currentListing(lifetime, ctx context.Context, since time.Time)
 	f := a.listFlight
 	switch {
 	case f != nil && !f.started.Before(since):
-	case f == nil && !now.Before(a.listNext):
+	case f == nil && !now.Before(a.listNext), a.listingFits(ctx):
 		f = a.startListing(lifetime)
 	case fresh != nil:
 		a.listMu.Unlock()
@@ -103,31 +108,60 @@ func (a *account) currentListing(lifetime, ctx context.Context, since time.Time)
 	return f.wait(ctx)
 }
 
-// startListing starts reading the listing; a.listMu is held. Once read,
-// the listing proves the hash scheme if it has the management key's own
-// record, and serves to prove what GET /keys/{hash} reaches.
+// listingFits reports whether a listing may start at once for a key first
+// seen after the last one began, before listingRetry has passed: the
+// account is small, so that reading it again fits in what is left of the
+// caller's wait (ctx, the request's lookup_timeout) and in the management
+// budget, which it takes. The last listing, if complete, tells the cost:
+// the requests it took and how long. A large account (a listing of more
+// requests than the budget's burst, or longer than the wait) keeps the
+// pause. a.listMu is held.
+func (a *account) listingFits(ctx context.Context) bool {
+	last := a.listing
+	if last == nil || !last.complete || last.requests == 0 {
+		return false
+	}
+	// A context's deadline is on the system's clock.
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < last.readAt.Sub(last.startedAt) {
+		return false
+	}
+	return a.management.AllowN(time.Now(), last.requests)
+}
+
+// startListing starts reading the listing; a.listMu is held. Another
+// listing may be in flight (listingFits): the newest read is kept. Once
+// read, a complete listing's workspaces serve absentByHash; the listing
+// proves the hash scheme if it has the management key's own record, and
+// with the scheme proven serves to prove what GET /keys/{hash} reaches.
 func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
 	f := newFlight[*keyListing](a.clock.now())
 	a.listFlight, a.listNext = f, f.started.Add(listingRetry)
 	go func() {
 		ctx, cancel := context.WithTimeout(lifetime, listingTimeout)
 		defer cancel()
-		l, err := readListing(ctx, a.client, a.managementKey)
+		l, err := readListing(ctx, a.client, a.managementKey, &a.clock)
 		if err == nil {
-			if _, ok := l.byHash(sha256.Sum256([]byte(a.managementKey))); ok {
-				a.hashProven.Store(true)
+			if l.complete {
+				a.reach.keepWorkspaces(l.workspaces, l.startedAt)
 			}
-			a.proveReach(ctx, l)
+			_, own := l.byHash(sha256.Sum256([]byte(a.managementKey)))
+			if own || a.schemeProven.Load() {
+				a.proveReach(ctx, l)
+			}
+			if own {
+				a.proveScheme()
+			}
 		}
 		a.listMu.Lock()
-		if err == nil {
-			l.startedAt, l.readAt = f.started, a.clock.now()
+		if err == nil && (a.listing == nil || !l.startedAt.Before(a.listing.startedAt)) {
 			a.listing = l
 		}
 		if now := a.clock.now(); now.Sub(f.started) > listingRetry {
 			a.listNext = now.Add(now.Sub(f.started))
 		}
-		a.listFlight = nil
+		if a.listFlight == f {
+			a.listFlight = nil
+		}
 		a.listMu.Unlock()
 		f.finish(l, err)
 	}()
@@ -159,9 +193,10 @@ var errListingShifted = errors.New("the listing changed while it was read")
 // readListing reads every workspace and every page of each, and checks that
 // nothing shifted, keeping an index of the records. A listing that cannot
 // be proven complete is returned with complete false (it can still find
-// records by hash), or an error when nothing usable was read.
-func readListing(ctx context.Context, c *metadataClient, managementKey string) (*keyListing, error) {
-	startedAt := time.Now()
+// records by hash), or an error when nothing usable was read. Its start and
+// end are stamped by clk.
+func readListing(ctx context.Context, c *metadataClient, managementKey string, clk *clock) (*keyListing, error) {
+	startedAt := clk.now()
 	complete := true
 	wss, err := readWorkspaces(ctx, c, managementKey)
 	if err != nil {
@@ -202,7 +237,9 @@ func readListing(ctx context.Context, c *metadataClient, managementKey string) (
 		}()
 	}
 	wg.Wait()
-	l := index.listing(wss, startedAt, complete && len(errs) == 0)
+	l := index.listing(wss, startedAt, clk.now(), complete && len(errs) == 0)
+	// Pages of keys read, and of workspaces until an empty one.
+	l.requests = maxListPages - budget + len(wss)/openrouter.WorkspacesPageSize + 2
 	if len(errs) > 0 && (l.size() == 0 || failureOf(errs[0]) == failCancelled) {
 		return nil, errs[0]
 	}

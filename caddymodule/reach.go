@@ -1,9 +1,10 @@
 package caddymodule
 
-// reach.go owns what GET /keys/{hash} was seen to reach (hashReach), what
-// its 404 proves (absentByHash), the account's workspaces as read for it,
-// the probe of reach (proveReach, probeReach), and the proof of the hash
-// scheme with its writers (proveHash, proveScheme).
+// reach.go owns GET /keys/{hash} for the account: asking it for a key's
+// record (askRecord), what it was seen to reach (hashReach), what its 404
+// proves (absentByHash), the account's workspaces as read for it, the probe
+// of reach (proveReach, probeReach), and the proof of the hash scheme with
+// its one writer (proveScheme).
 
 import (
 	"context"
@@ -62,7 +63,7 @@ const workspacesFresh = time.Minute
 // existed then, and so did its workspace, so a list read before it could
 // miss the workspace of a key created since.
 func (a *account) absentByHash(ctx context.Context, key string, asked, seen time.Time) (m match, ok bool) {
-	if !a.hashProven.Load() {
+	if !a.schemeProven.Load() {
 		return match{}, false
 	}
 	r := &a.reach
@@ -93,7 +94,7 @@ func (a *account) absentByHash(ctx context.Context, key string, asked, seen time
 		if err := readWorkspaceKeys(ctx, a.client, a.managementKey, ws.ID, i, listed, make(chan struct{}, 1), &mu, &budget); err != nil {
 			return match{}, false
 		}
-		l := listed.listing(wss, since, true)
+		l := listed.listing(wss, since, a.clock.now(), true)
 		if found := l.findRecord(key, true); !found.absent {
 			return found, found.record != nil
 		}
@@ -129,21 +130,26 @@ func (a *account) readWorkspaces(ctx context.Context) ([]workspace, time.Time, e
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	r.mu.Lock()
-	r.current = cached[[]workspace]{started, wss}
-	r.mu.Unlock()
+	r.keepWorkspaces(wss, started)
 	return wss, started, nil
+}
+
+// keepWorkspaces keeps the account's workspaces as read from at (by
+// readWorkspaces, or a complete listing), unless those kept are newer.
+func (r *hashReach) keepWorkspaces(wss []workspace, at time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.current.value == nil || !at.Before(r.current.at) {
+		r.current = cached[[]workspace]{at, wss}
+	}
 }
 
 // proveReach asks GET /keys/{hash}, as far as the management budget
 // allows now, for one record of each workspace the lookup has not been
-// seen to reach and for a disabled record, taken from a complete listing
-// just read; after that a 404 answers for the account without another
-// listing.
+// seen to reach and for a disabled record, taken from a listing just read
+// of an account whose hashes are sha256(key); after that a 404 answers for
+// the account without another listing.
 func (a *account) proveReach(ctx context.Context, l *keyListing) {
-	if !a.hashProven.Load() {
-		return
-	}
 	r := &a.reach
 	r.mu.Lock()
 	probes := make(map[uint16]*indexEntry)
@@ -206,7 +212,7 @@ func (r *hashReach) complete() bool {
 // each of its requests waits for the management budget; no request waits
 // for it.
 func (a *account) probeReach() {
-	if !a.hashProven.Load() || a.reach.complete() {
+	if !a.schemeProven.Load() || a.reach.complete() {
 		return
 	}
 	a.probeMu.Lock()
@@ -284,7 +290,7 @@ func (a *account) probeWait(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(time.Duration(float64(time.Second) / float64(limit))):
+		case <-a.clock.after(time.Duration(float64(time.Second) / float64(limit))):
 		}
 	}
 	return a.management.Wait(ctx)
@@ -318,20 +324,35 @@ func (a *account) askForReach(ctx context.Context, recs []keyRecord, anyWanted, 
 	return nil
 }
 
-// proveHash records that a record was matched by hash.
-func (a *account) proveHash(m match) {
-	if m.record != nil {
-		a.proveScheme()
+// proveScheme is the one writer of the proof that the account's record
+// hashes are sha256(key) (a record matched by hash, the management key's
+// own record in a listing, a 402 or 403 holding its key's record hash, or
+// the proof of another replica): labels never identify a key after it.
+// The first time, it gives the proof to the shared store of each gateway
+// of the account, for the other replicas, and starts a probe of what GET
+// /keys/{hash} reaches.
+func (a *account) proveScheme() {
+	if a.schemeProven.Swap(true) {
+		return
 	}
+	for _, g := range a.linked() {
+		if g.shared != nil {
+			g.shared.storeSchemeProof()
+		}
+	}
+	a.probeReach()
 }
 
-// proveScheme records that a record was matched by sha256(key): the
-// account's hashes are sha256(key). The first time, it starts a probe of
-// what GET /keys/{hash} reaches.
-func (a *account) proveScheme() {
-	if !a.hashProven.Swap(true) {
-		a.probeReach()
+// askRecord asks GET /keys/{hash} for key's own record, the management
+// budget taken by the caller. A record found proves the hash scheme and
+// that the lookup reaches its workspace.
+func (a *account) askRecord(ctx context.Context, key string) (*keyRecord, lookupResult) {
+	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
+	if rec != nil {
+		a.reach.found(rec)
+		a.proveScheme()
 	}
+	return rec, res
 }
 
 // recordByHash asks GET /keys/{hash} for the record whose hash is

@@ -119,7 +119,10 @@ type keyListing struct {
 	// complete: every workspace was listed, every page read, and nothing
 	// shifted while the pages were read. Only a complete listing can say
 	// a key is not there.
-	complete   bool
+	complete bool
+	// requests is how many requests reading it took: what reading the
+	// account again costs the management budget (listingFits).
+	requests   int
 	workspaces []workspace
 	entries    []indexEntry // by hash
 	byLabel    []int32      // positions in entries of labeled ones, by label
@@ -288,13 +291,13 @@ func (b *indexBuilder) restart(ws int) {
 	b.mu.Unlock()
 }
 
-// listing sorts the index.
-func (b *indexBuilder) listing(wss []workspace, startedAt time.Time, complete bool) *keyListing {
+// listing sorts the index of a listing read from startedAt to readAt.
+func (b *indexBuilder) listing(wss []workspace, startedAt, readAt time.Time, complete bool) *keyListing {
 	n := 0
 	for _, es := range b.entries {
 		n += len(es)
 	}
-	l := &keyListing{startedAt: startedAt, complete: complete, workspaces: wss, entries: make([]indexEntry, 0, n)}
+	l := &keyListing{startedAt: startedAt, readAt: readAt, complete: complete, workspaces: wss, entries: make([]indexEntry, 0, n)}
 	for ws := range b.entries {
 		l.entries = append(l.entries, b.entries[ws]...)
 		b.entries[ws] = nil
@@ -306,7 +309,6 @@ func (b *indexBuilder) listing(wss []workspace, startedAt time.Time, complete bo
 		}
 	}
 	slices.SortFunc(l.byLabel, func(a, b int32) int { return cmp.Compare(l.entries[a].label, l.entries[b].label) })
-	l.readAt = time.Now()
 	return l
 }
 
@@ -319,7 +321,7 @@ func (b *indexBuilder) listing(wss []workspace, startedAt time.Time, complete bo
 // key absent, so an older one is read again when it may be.
 func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
 	if l := a.freshListing(); l != nil {
-		if m := l.findRecord(key, a.hashProven.Load()); m.record != nil {
+		if m := l.findRecord(key, a.schemeProven.Load()); m.record != nil {
 			a.proveScheme()
 			// A record that does not explain the refusal saw the key
 			// working, a minute ago at most: its own record may say more
@@ -340,10 +342,8 @@ func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen tim
 // when the answer proves nothing.
 func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
 	asked := a.clock.now()
-	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
+	rec, res := a.askRecord(ctx, key)
 	if rec != nil {
-		a.reach.found(rec)
-		a.proveScheme()
 		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
 	}
 	if res.err == nil && res.status == http.StatusNotFound {
@@ -381,8 +381,7 @@ func (a *account) completeRecord(ctx context.Context, key string, m match) match
 	if m.record == nil || !m.partial || !a.management.Allow() {
 		return m
 	}
-	if rec, _ := recordByHash(ctx, a.client, a.managementKey, key); rec != nil {
-		a.reach.found(rec)
+	if rec, _ := a.askRecord(ctx, key); rec != nil {
 		m.record, m.partial = rec, false
 	}
 	return m

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -171,5 +172,86 @@ func TestAbsenceByHashLookupNeedsTheScheme(t *testing.T) {
 	h.acct.reach.found(&keyRecord{WorkspaceID: emu.DefaultWorkspace(), Disabled: true})
 	if m, ok := h.acct.absentByHash(context.Background(), goodKey, h.acct.reach.current.at, time.Time{}); ok || m.absent {
 		t.Error("a 404 proved absence without the hash scheme")
+	}
+}
+
+// The hash scheme has one writer: wherever a record hash is first seen to
+// be sha256(key) (a 403's record hash, a record the key check matches by
+// hash, the management key's own record in a listing, the record a 402's
+// balance lookup finds), the proof starts the probe of what GET
+// /keys/{hash} reaches, so that the next deleted key is explained without
+// a listing, and it is published to the other replicas at once.
+func TestSchemeProofStartsTheProbeAndIsShared(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		prove func(t *testing.T, h *Handler, api, mk, key string)
+	}{
+		{"a 403's record hash", func(t *testing.T, h *Handler, _, _, key string) {
+			fb := openrouter.KeyLimitExceeded(openrouter.WindowDaily, "default", recordHash(key), openrouter.WordingCurrent)
+			serve(t, h, failureAnswer(fb, openrouter.EnvelopeOpenAI, nil), "POST", "/api/v1/chat/completions", key)
+		}},
+		{"the key check", func(t *testing.T, _ *Handler, api, mk, key string) {
+			checkKey(t, newKeyCheck(t, api, mk), key)
+		}},
+		{"a listing", func(t *testing.T, h *Handler, _, _, _ string) {
+			if _, err := refreshListing(context.Background(), h.acct); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"a 402's balance lookup", func(t *testing.T, h *Handler, _, _, key string) {
+			fb := openrouter.InsufficientCredits(false, openrouter.WordingCurrent)
+			serve(t, h, failureAnswer(fb, openrouter.EnvelopeOpenAI, nil), "POST", "/api/v1/chat/completions", key)
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			emu, api := startEmulator(t)
+			mk := emu.NewKey(emulator.KeyOptions{Management: true})
+			t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+			emu.NewKey(emulator.KeyOptions{Disabled: true})
+			emu.NewKeys(20, emulator.KeyOptions{})
+			key := emu.NewKey(emulator.KeyOptions{Limit: f64(5), LimitReset: "daily"})
+			h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}", ManagementRate: 100}}
+			newHandler(t, &h, api)
+			store := linkTestStore(t, &h)
+			c.prove(t, &h, api, mk, key)
+			waitIdle(t, h.knowledge)
+			if !h.acct.schemeProven.Load() {
+				t.Fatal("the scheme is not proven")
+			}
+			if !schemeProofPublished(store) {
+				t.Error("the proof was not published to the other replicas")
+			}
+			// No listing may start (and only the one read for the listing
+			// case is there): the reach proven since the proof must make
+			// the 404 count.
+			waitProbe(h.acct)
+			h.acct.listMu.Lock()
+			h.acct.listNext = time.Now().Add(time.Hour)
+			h.acct.listMu.Unlock()
+			deleted := emu.NewKey(emulator.KeyOptions{})
+			emu.Delete(deleted)
+			before := emu.Count("/keys")
+			if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
+				t.Errorf("a deleted key after the proof: reason %q", got)
+			}
+			if n := emu.Count("/keys") - before; n != 0 {
+				t.Errorf("a deleted key after the proof: %d pages listed", n)
+			}
+		})
+	}
+}
+
+// schemeProofPublished reports whether the store was given the proof of
+// the hash scheme to write.
+func schemeProofPublished(s *sharedStore) bool {
+	for {
+		select {
+		case w := <-s.writes:
+			if w.key == s.account+sharedHashScheme {
+				return true
+			}
+		default:
+			return false
+		}
 	}
 }
