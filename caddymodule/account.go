@@ -89,8 +89,8 @@ func (a *account) applyLowestRate() {
 
 // account is one OpenRouter account as the gateway knows it.
 type account struct {
-	// clock is where the account, its gateways, their key watch and the
-	// key check read the time.
+	// clock is where the account, its gateways, their key watch and
+	// shared store, and the key check read the time and time their waits.
 	clock clock
 
 	// life ends when no handler uses the account (Destruct): work the

@@ -42,12 +42,16 @@ func (f *flight[T]) wait(ctx context.Context) (T, error) {
 }
 
 // clock tells the time and times waits: the system's, unless a test set
-// another. It is read on every request, so it is one atomic load.
+// another. It is read on every request, so it is one atomic load. What it
+// does not time: a context's deadline (Go's, on the system's clock), the
+// rate limiters' budgets (they pace requests to OpenRouter in real time),
+// and the lookup latency histograms, which measure real time.
 type clock struct {
 	set atomic.Pointer[func() time.Time]
-	// timer times the key watch's waits between reads and a limit
-	// failure's wait for evidence, from the same source as now, so that a
-	// test moving the time steps them.
+	// timer times the gateway's own waits (the key watch's between reads,
+	// a limit failure's for evidence, the probe's for the budget, the
+	// shared store's health checks and cleanup) from the same source as
+	// now, so that a test moving the time steps them.
 	timer atomic.Pointer[func(time.Duration) <-chan time.Time]
 }
 
