@@ -163,19 +163,9 @@ func (k *knowledge) limitEvidence(ctx context.Context, c credential, fp fingerpr
 // failures. The channel yields the answer once (nil when none can be had
 // now, which leaves the failure with its body alone).
 func (k *knowledge) limitKeyLookup(key string, fp fingerprint) <-chan keyAnswer {
-	k.flightsMu.Lock()
-	f := k.flights[fp]
-	k.flightsMu.Unlock()
+	f, _ := k.lookupKey(key, fp, time.Time{}, true, nil)
 	if f == nil {
-		st, _ := k.cache.get(fp)
-		if st.backingOff(k.now()) {
-			return nil
-		}
-		if !k.lookups.Allow() {
-			gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
-			return nil
-		}
-		f = k.keyFlight(key, fp, nil)
+		return nil
 	}
 	out := make(chan keyAnswer, 1)
 	go func() {
@@ -209,16 +199,14 @@ func (c *metadataClient) workspaceBudgets(ctx context.Context, managementKey, wo
 func (a *account) ownRecord(ctx context.Context, key string) (*keyRecord, error) {
 	if l := a.freshListing(); l != nil {
 		if m := l.findRecord(key, true); m.record != nil {
+			a.proveScheme()
 			return m.record, nil
 		}
 	}
 	if !a.management.Allow() {
 		return nil, errNoBudget
 	}
-	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
-	if rec != nil {
-		a.proveScheme()
-	}
+	rec, res := a.askRecord(ctx, key)
 	return rec, res.err
 }
 

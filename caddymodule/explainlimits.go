@@ -45,7 +45,7 @@ func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp
 		// The key's record hash is sha256 of the key: the account's hash
 		// scheme is proven, as by a record found by hash. The hash itself
 		// goes nowhere but back to this client, inside its body.
-		h.knowledge.hashProven()
+		h.acct.proveScheme()
 	}
 	ev := h.knowledge.limitEvidence(r.Context(), c, fp, f.Kind, start)
 	v := limitVerdict(&f, ev, start)
@@ -103,15 +103,4 @@ func (k *knowledge) capReached(fp fingerprint, facts *limitFacts, now time.Time)
 		st.capReached(now, facts.window, facts.resetsAt)
 		return true
 	})
-}
-
-// hashProven records that a record hash was seen to be sha256 of its key,
-// and tells the other replicas.
-func (k *knowledge) hashProven() {
-	if k.acct.hashProven.Swap(true) {
-		return
-	}
-	if k.shared != nil {
-		k.shared.publishHashProven()
-	}
 }

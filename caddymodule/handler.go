@@ -58,14 +58,19 @@ const (
 )
 
 // Handler sits in front of reverse_proxy to OpenRouter and turns its
-// misleading 401 "User not found." into an accurate error: key expired,
-// disabled, malformed, not found, a management key used for inference, an
-// expired access token, another provider's key, a provider refusing its own
-// credentials, or a key that works and only needs a retry. It learns each
-// key's metadata in the background (GET /key, and the management API when
-// given a management key) into a bounded cache keyed by a fingerprint of
-// the key, never the key itself. Every other response passes through
-// untouched, streams included.
+// misleading failures into accurate ones: a 401 "User not found." into key
+// expired, disabled, malformed, not found, a management key used for
+// inference, an expired access token, another provider's key, a provider
+// refusing its own credentials, or a key that works and only needs a
+// retry; with explain_limits (the default), a key or account 402, 403 or
+// 429 into which limit was hit (the key's cap, the account's balance, a
+// workspace budget, the free-model allowance, a provider), its figures and
+// when it resets. Keys known dead, and keys whose cap is known spent, are
+// answered at the edge (edge_answers). It learns each key's metadata in
+// the background (GET /key, and the management API when given a
+// management key) into a bounded cache keyed by a fingerprint of the key,
+// never the key itself. Every other response passes through untouched,
+// streams included.
 //
 // Zero values mean the default, except for warn_before and watch_keys,
 // where zero (or absence) means off.
@@ -163,6 +168,7 @@ type Handler struct {
 	knowledge     *knowledge
 	acct          *account
 	release       func()
+	unlink        func()
 	cachePoolKey  string
 	edge          edgeRule
 	warnBefore    time.Duration
@@ -209,17 +215,26 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	pooled.(gatewayCache).lookups.SetLimit(rate.Limit(lookupRate))
-	pooled.(gatewayCache).lookups.SetBurst(max(1, int(lookupRate)))
-	fresh := freshness{ttl: positiveOr(time.Duration(h.CacheTTL), DefaultCacheTTL)}
-	h.knowledge = newKnowledge(ctx, acct, pooled.(gatewayCache), fresh, up.timeout, h.logger)
-	h.knowledge.limits.timeout = min(positiveOr(time.Duration(h.LimitLookupTimeout), DefaultLimitLookupTimeout), up.timeout)
-	h.explainLimits = h.ExplainLimits != ExplainLimitsOff
-	acct.attach(h.knowledge.cache, fresh)
-
+	gc := pooled.(gatewayCache)
+	gc.lookups.SetLimit(rate.Limit(lookupRate))
+	gc.lookups.SetBurst(max(1, int(lookupRate)))
+	opts := knowledgeOptions{
+		fresh:        freshness{ttl: positiveOr(time.Duration(h.CacheTTL), DefaultCacheTTL)},
+		timeout:      up.timeout,
+		limitTimeout: min(positiveOr(time.Duration(h.LimitLookupTimeout), DefaultLimitLookupTimeout), up.timeout),
+		logger:       h.logger,
+	}
 	if h.SharedStorage {
-		h.knowledge.shared = newSharedStore(ctx, ctx.Storage(), up.managementKey, h.logger)
-		go h.knowledge.loadSharedProof()
+		opts.shared = newSharedStore(ctx, ctx.Storage(), &acct.clock, up.managementKey, h.logger)
+	}
+	watching := h.WatchKeys > 0 && up.managementKey != ""
+	if watching {
+		opts.usage = gc.usage
+	}
+	h.knowledge = newKnowledge(ctx, acct, gc, opts)
+	h.explainLimits = h.ExplainLimits != ExplainLimitsOff
+	if opts.shared != nil {
+		go h.knowledge.loadSchemeProof()
 	}
 	h.edge = edgeRule{
 		dead:        h.EdgeAnswers != EdgeAnswersOff,
@@ -231,11 +246,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.edge.cappedFor = positiveOr(time.Duration(h.EdgeCappedFor), DefaultEdgeCappedFor)
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
-	if h.WatchKeys > 0 && up.managementKey != "" {
-		h.knowledge.usage = pooled.(gatewayCache).usage
+	if watching {
 		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), positiveOr(h.WatchMaxKeys, DefaultWatchMaxKeys), h.logger)
 		h.watch.register(ctx.GetMetricsRegistry())
 	}
+	// The key check of the account reads what this gateway learns and
+	// when its watch saw keys used; proofs about the account reach the
+	// other replicas through its shared store.
+	h.unlink = acct.link(&gatewayLink{cache: gc.keyCache, fresh: opts.fresh, shared: opts.shared, watch: h.watch})
 	up.logSettings(h.logger)
 	warnIfKeysReachLogs(ctx, h.logger)
 	return nil
@@ -303,8 +321,8 @@ func (h *Handler) Validate() error {
 // Cleanup lets go of what the next config does not use. Lookups in flight
 // end with the config's context.
 func (h *Handler) Cleanup() error {
-	if h.knowledge != nil {
-		h.acct.detach(h.knowledge.cache)
+	if h.unlink != nil {
+		h.unlink()
 	}
 	if h.cachePoolKey != "" {
 		_, _ = gatewayCaches.Delete(h.cachePoolKey)
@@ -320,8 +338,10 @@ func (g gatewayCache) Destruct() error { return g.keyCache.Destruct() }
 
 var heldWriters = sync.Pool{New: func() any { return new(heldWriter) }}
 
-// ServeHTTP passes the request on and explains a misleading 401 on its way
-// back. Requests without a credential pass untouched.
+// ServeHTTP answers a key known dead or capped at the edge, passes every
+// other request on, and explains a held 401 (with explain_limits, a 402,
+// 403 or 429 too) on its way back. Requests without a credential pass
+// untouched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c := credentialOf(r.Header)
 	if c.kind == credNone {
@@ -344,7 +364,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return h.passOn(w, r, next, c, fp, st, start)
 }
 
-// passOn runs the rest of the chain with the 401-holding writer.
+// passOn runs the rest of the chain with the writer that holds the
+// failures it may explain.
 func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c credential, fp fingerprint, st keyState, start time.Time) error {
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)

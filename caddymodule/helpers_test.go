@@ -286,10 +286,13 @@ func (c *testClock) awaitTimer() {
 // check, read the time from c.
 func useClock(h *Handler, c *testClock) { setClock(h.acct, c) }
 
-func setClock(a *account, c *testClock) {
+func setClock(a *account, c *testClock) { c.drive(&a.clock) }
+
+// drive makes clk read the time from c and time its waits by c's timers.
+func (c *testClock) drive(clk *clock) {
 	now, after := c.now, c.after
-	a.clock.set.Store(&now)
-	a.clock.timer.Store(&after)
+	clk.set.Store(&now)
+	clk.timer.Store(&after)
 }
 
 // provisionOnClock provisions h with c as its account's clock from the
@@ -398,10 +401,12 @@ func randomKey() string {
 	return "sk-or-v1-" + hex.EncodeToString(b[:])
 }
 
-// learnNow makes the gateway ask GET /key about key and waits for the
-// answer to be stored.
+// learnNow makes the gateway ask GET /key about key (within its lookup
+// rate) and waits for the answer to be stored.
 func learnNow(k *knowledge, key string) {
-	<-k.keyFlight(key, fingerprintOf(key), nil).done
+	if f, _ := k.lookupKey(key, fingerprintOf(key), time.Time{}, false, nil); f != nil {
+		<-f.done
+	}
 }
 
 var okNext = caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
@@ -570,4 +575,25 @@ func value(m *dto.Metric) float64 {
 		return m.GetCounter().GetValue()
 	}
 	return 0
+}
+
+// waitProbe waits for the account's probe of reach in flight, if any.
+func waitProbe(a *account) {
+	a.probeMu.Lock()
+	f := a.probe
+	a.probeMu.Unlock()
+	if f != nil {
+		<-f.done // ends within probeTimeout
+	}
+}
+
+// linkTestStore links to h's account a gateway whose shared store, over a
+// storage double, keeps its writes queued for the test to read.
+func linkTestStore(t *testing.T, h *Handler) *sharedStore {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	s := openSharedStore(ctx, newStorageDouble(), &h.acct.clock, h.acct.managementKey, zap.NewNop())
+	t.Cleanup(h.acct.link(&gatewayLink{cache: newKeyCache(16), shared: s}))
+	return s
 }

@@ -283,11 +283,10 @@ func (c *checker) explainRefused(rep *report, cred credential, ev refusedEvidenc
 // lastUsed is when the key watch of a gateway of this account last saw the
 // key of a record matched by hash used.
 func (c *checker) lastUsed(m match) *time.Time {
-	w := c.acct.watch.Load()
-	if w == nil || m.record == nil || m.record.Hash == "" {
+	if m.record == nil || m.record.Hash == "" {
 		return nil
 	}
-	if t, ok := w.lastUsed(m.record.Hash); ok {
+	if t, ok := c.acct.lastUsed(m.record.Hash); ok {
 		return &t
 	}
 	return nil

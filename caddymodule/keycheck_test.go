@@ -123,7 +123,7 @@ func TestKeyCheckReadsButNeverWritesWhatTheGatewayKnows(t *testing.T) {
 			t.Error("the key check added a checked key to the gateway's knowledge")
 		}
 	}
-	if !h.acct.hashProven.Load() {
+	if !h.acct.schemeProven.Load() {
 		t.Error("a record the check matched by hash did not prove the account's hash scheme")
 	}
 	// It reads it: an expiry only the gateway learned explains a key
@@ -660,6 +660,62 @@ func TestKeyCheckCmdHelpAndFlags(t *testing.T) {
 	cmd, out, errOut := newCmd("--key", "x")
 	if err := cmd.Execute(); err == nil || out.Len() != 0 || !strings.Contains(errOut.String(), "openrouter-keycheck: unknown flag: --key\nSee: caddy openrouter-keycheck --help") {
 		t.Errorf("unknown flag: %v, %q, %q", err, out, errOut)
+	}
+}
+
+// A config reload that changes the key check (here its management_rate)
+// provisions the new gateway and check before the old ones are cleaned up,
+// and the new gateway keeps the old one's cache: the check still reads what
+// the gateway proved, and reads nothing of the account for a key the
+// gateway has just proven deleted.
+func TestKeyCheckReadsTheGatewayAcrossAReload(t *testing.T) {
+	emu, api := startEmulator(t)
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	options := func(rate float64) UpstreamOptions {
+		return UpstreamOptions{Upstream: api, ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}", ManagementRate: rate}
+	}
+	// load provisions a config's gateway and key check, as Caddy does, and
+	// returns its cleanup.
+	load := func(checkRate float64) (*Handler, *KeyCheck, func()) {
+		t.Helper()
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		h := &Handler{UpstreamOptions: options(0)}
+		kc := &KeyCheck{UpstreamOptions: options(checkRate)}
+		if err := h.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := kc.Provision(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return h, kc, func() {
+			_ = h.Cleanup()
+			_ = kc.Cleanup()
+			cancel()
+		}
+	}
+	old, _, unloadOld := load(0)
+	deleted := emu.NewKey(emulator.KeyOptions{})
+	emu.Delete(deleted)
+	if got := reasonOf(t, serve(t, old, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
+		t.Fatalf("the gateway: %q", got)
+	}
+	h, kc, unload := load(2)
+	defer unload()
+	unloadOld()
+	if h.acct != old.acct || kc.checker.acct != h.acct {
+		t.Fatal("the reloaded config does not share the account")
+	}
+	waitProbe(h.acct)
+	read := func() int { return emu.Count("/workspaces") + emu.Count("/keys") }
+	before := read()
+	rep, _ := checkKey(t, kc, deleted)
+	waitProbe(h.acct)
+	if rep.Status != "key_not_found" {
+		t.Errorf("after the reload the check says %q", rep.Status)
+	}
+	if n := read() - before; n != 0 {
+		t.Errorf("the check read the account again: %d requests", n)
 	}
 }
 

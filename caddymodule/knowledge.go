@@ -62,13 +62,26 @@ type keyAnswer struct {
 	res lookupResult
 }
 
-func newKnowledge(life context.Context, acct *account, gc gatewayCache, fresh freshness, timeout time.Duration, logger *zap.Logger) *knowledge {
+// knowledgeOptions are a gateway's settings for what it learns.
+type knowledgeOptions struct {
+	fresh freshness
+	// timeout is lookup_timeout: the longest a failing request waits for
+	// evidence; limitTimeout (limit_lookup_timeout, at most timeout) the
+	// longest a 402, 403 or 429 does.
+	timeout, limitTimeout time.Duration
+	shared                *sharedStore // nil unless shared_storage
+	// usage, when the key watch runs, is told which keys are used.
+	usage  *usageLog
+	logger *zap.Logger
+}
+
+func newKnowledge(life context.Context, acct *account, gc gatewayCache, o knowledgeOptions) *knowledge {
 	return &knowledge{
-		acct: acct, cache: gc.keyCache, lookups: gc.lookups, fresh: fresh, timeout: timeout,
-		life: life, logger: logger,
+		acct: acct, cache: gc.keyCache, lookups: gc.lookups, fresh: o.fresh, timeout: o.timeout,
+		shared: o.shared, usage: o.usage, life: life, logger: o.logger,
 		background: make(chan struct{}, maxBackgroundLookups),
 		flights:    make(map[fingerprint]*flight[keyAnswer]),
-		limits:     newLimitLookups(timeout),
+		limits:     newLimitLookups(o.limitTimeout),
 	}
 }
 
@@ -109,81 +122,71 @@ func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyStat
 // the lookup rate allows; otherwise the key's short reservation lapses and
 // a later request tries again.
 func (k *knowledge) learnInBackground(key string, fp fingerprint) {
-	k.flightsMu.Lock()
-	inFlight := k.flights[fp] != nil
-	k.flightsMu.Unlock()
-	if inFlight {
-		return
-	}
 	select {
 	case k.background <- struct{}{}:
 	default:
 		return
 	}
-	if !k.lookups.Allow() {
-		<-k.background
-		gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
-		return
-	}
-	k.keyFlight(key, fp, func() { <-k.background })
+	k.lookupKey(key, fp, time.Time{}, false, func() { <-k.background })
 }
 
-// keyFlight starts a GET /key for the key, or joins the one in flight.
-// The lookup runs within the config's lifetime and the lookup timeout,
-// whoever waits for it. release, when not nil, runs once the lookup is
-// over (at once when an earlier lookup is joined).
-func (k *knowledge) keyFlight(key string, fp fingerprint, release func()) *flight[keyAnswer] {
-	k.flightsMu.Lock()
-	if f := k.flights[fp]; f != nil {
-		k.flightsMu.Unlock()
+// lookupKey is the one way to a GET /key for the key: it joins the
+// lookup in flight if that started at or after since; otherwise, unless an
+// older one is in flight, lookups of the key are backing off after failures
+// (checked when backoff is set: a lookup the key's state reserved has
+// passed it), or the lookup rate refuses, it starts one, which runs within
+// the config's lifetime and the lookup timeout whoever waits for it. With
+// no lookup to be had now it returns nil and the class of the refusal: the
+// failing request must not queue. release, when not nil, runs once the
+// lookup is over, at once when none was started.
+func (k *knowledge) lookupKey(key string, fp fingerprint, since time.Time, backoff bool, release func()) (*flight[keyAnswer], string) {
+	done := func() {
 		if release != nil {
 			release()
 		}
-		return f
 	}
-	f := newFlight[keyAnswer](k.now())
-	k.flights[fp] = f
-	k.flightsMu.Unlock()
-	go func() {
-		ctx, cancel := context.WithTimeout(k.life, k.timeout)
-		defer cancel()
-		md, res := k.acct.client.keyInfo(ctx, key)
-		k.record(fp, md, res)
-		k.limits.remember(fp, md, k.now())
-		k.flightsMu.Lock()
-		delete(k.flights, fp)
-		k.flightsMu.Unlock()
-		f.finish(keyAnswer{md, res}, nil)
-		if release != nil {
-			release()
-		}
-	}()
-	return f
-}
-
-// startedKeyFlight joins a GET /key in flight that started at or after
-// since, or starts one now if the lookup rate allows and lookups of the key
-// are not backing off after failures. It returns the class of the refusal
-// when no lookup can be had now: the failing request must not queue.
-func (k *knowledge) startedKeyFlight(key string, fp fingerprint, st keyState, since time.Time) (*flight[keyAnswer], string) {
 	k.flightsMu.Lock()
 	f := k.flights[fp]
-	k.flightsMu.Unlock()
+	class := ""
 	switch {
 	case f != nil && !f.started.Before(since):
-		return f, ""
 	case f != nil:
-		// An older lookup is in flight: its answer may predate the
-		// failure.
-		return nil, classBusy
-	case st.backingOff(k.now()):
+		// An older lookup is in flight: its answer may predate what the
+		// caller needs.
+		f, class = nil, classBusy
+	case backoff && k.backingOff(fp):
 		// A metadata endpoint that failed is not hammered.
-		return nil, classLookupFailed
+		class = classLookupFailed
 	case !k.lookups.Allow():
 		gatewayMetrics.lookups.WithLabelValues(endpointKey, "refused").Inc()
-		return nil, classBusy
+		class = classBusy
+	default:
+		f = newFlight[keyAnswer](k.now())
+		k.flights[fp] = f
+		k.flightsMu.Unlock()
+		go func() {
+			ctx, cancel := context.WithTimeout(k.life, k.timeout)
+			defer cancel()
+			md, res := k.acct.client.keyInfo(ctx, key)
+			k.record(fp, md, res)
+			k.limits.remember(fp, md, k.now())
+			k.flightsMu.Lock()
+			delete(k.flights, fp)
+			k.flightsMu.Unlock()
+			f.finish(keyAnswer{md, res}, nil)
+			done()
+		}()
+		return f, ""
 	}
-	return k.keyFlight(key, fp, nil), ""
+	k.flightsMu.Unlock()
+	done()
+	return f, class
+}
+
+// backingOff reports whether lookups of the key failed moments ago.
+func (k *knowledge) backingOff(fp fingerprint) bool {
+	st, _ := k.cache.get(fp)
+	return st.backingOff(k.now())
 }
 
 // record stores what GET /key answered.
@@ -265,7 +268,7 @@ const (
 	classNoCredentials       = "no_credentials"       // no credential the gateway reads
 	classUnrecognizedMessage = "unrecognized_message" // a 401 message the gateway does not know
 	classNotJSON             = "not_json"             // not an error body in a known envelope
-	classTooLarge            = "too_large"            // over maxErrorBody
+	classTooLarge            = "too_large"            // over errbody.HoldLimit
 	classEncoding            = "encoding"             // a Content-Encoding that cannot be undone within bounds
 	classUneditable          = "uneditable"           // metadata the rewriter cannot edit without loss or ambiguity
 	classNoEvidence          = "no_evidence"          // looked, and nothing can be claimed
@@ -317,7 +320,7 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 
 	// Evidence 1: GET /key with the key itself, now. A key that works is
 	// not dead; a management key answers too.
-	f, class := k.startedKeyFlight(c.token, fp, st, since)
+	f, class := k.lookupKey(c.token, fp, since, true, nil)
 	if f == nil {
 		return verdict{}, class
 	}
@@ -359,7 +362,7 @@ func (k *knowledge) fromListing(c credential, fp fingerprint, st keyState, infer
 	if l == nil || !k.acct.hasManagementKey() || st.deadAt == 0 || st.aliveAt > st.deadAt {
 		return verdict{}
 	}
-	m := l.findRecord(c.token, k.acct.hashProven.Load())
+	m := l.findRecord(c.token, k.acct.schemeProven.Load())
 	if m.record != nil {
 		k.acct.proveScheme()
 	}
@@ -379,9 +382,6 @@ func (k *knowledge) applyMatch(m match, fp fingerprint, inference bool) (verdict
 			return true
 		})
 		k.share(fp, st, now)
-		if k.shared != nil {
-			k.shared.publishHashProven()
-		}
 		if v := k.fresh.verdict(st, now, inference); v.known() {
 			return v, ""
 		}
@@ -407,12 +407,12 @@ func (k *knowledge) applyMatch(m match, fp fingerprint, inference bool) (verdict
 	return verdict{}, classNoEvidence
 }
 
-// loadSharedProof learns from shared storage whether another replica
+// loadSchemeProof learns from shared storage whether another replica
 // proved the account's hash scheme.
-func (k *knowledge) loadSharedProof() {
+func (k *knowledge) loadSchemeProof() {
 	ctx, cancel := context.WithTimeout(k.life, storageTimeout)
 	defer cancel()
-	if k.shared.hashProven(ctx) {
+	if k.shared.schemeProofStored(ctx) {
 		k.acct.proveScheme()
 	}
 }

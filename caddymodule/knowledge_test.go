@@ -3,7 +3,9 @@ package caddymodule
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -132,7 +134,10 @@ func TestCancelledLookupIsNoFailure(t *testing.T) {
 	newHandler(t, &h, api)
 	h.knowledge.life = life
 	key := randomKey()
-	f := h.knowledge.keyFlight(key, fingerprintOf(key), nil)
+	f, _ := h.knowledge.lookupKey(key, fingerprintOf(key), time.Time{}, false, nil)
+	if f == nil {
+		t.Fatal("no lookup started")
+	}
 	cancel()
 	<-f.done
 	st, _ := h.knowledge.cache.get(fingerprintOf(key))
@@ -209,17 +214,23 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 // A listing proves a key absent only if it started after the gateway first
 // saw the key: a key created after the listing was read, then disabled, is
 // not "not found" (the account's hashes are opaque here, so the listing is
-// the only evidence).
+// the only evidence). A small account is listed again at once for it; a
+// large one (here: a listing costs more than the management budget's
+// burst) only once listingRetry has passed.
 func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
 	for _, c := range []struct {
 		name  string
+		rate  float64       // management_rate: 1 makes the account large
 		after time.Duration // from the listing to the key's creation and refusal
 		want  string
 	}{
 		// A new listing may start (listingRetry passed): it finds the key.
-		{"a new listing is read", 37 * time.Second, "key_disabled"},
+		{"a new listing is read", 1, 37 * time.Second, "key_disabled"},
 		// None may start yet: the refusal stays unexplained.
-		{"no new listing yet", 20 * time.Second, ""},
+		{"no new listing yet", 1, 20 * time.Second, ""},
+		// A small account's listing fits in the lookup timeout and the
+		// management budget: it is read for the key at once.
+		{"a small account is listed again", 0, 20 * time.Second, "key_disabled"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			emu, api := startEmulator(t)
@@ -227,7 +238,7 @@ func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
 			mk := emu.NewKey(emulator.KeyOptions{Management: true})
 			emu.NewKeys(50, emulator.KeyOptions{})
 			t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
-			h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}"}, EdgeAnswers: EdgeAnswersOff}
+			h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}", ManagementRate: c.rate}, EdgeAnswers: EdgeAnswersOff}
 			newHandler(t, &h, api)
 			clk := newTestClock(time.Now())
 			useClock(&h, clk)
@@ -241,5 +252,66 @@ func TestListingOlderThanTheKeyProvesNothing(t *testing.T) {
 				t.Errorf("reason %q, want %q: %s", got, c.want, rec.Body.String())
 			}
 		})
+	}
+}
+
+// With opaque record hashes only a listing begun after a key was first
+// seen proves it absent. In a small account, the first refusal of a key
+// deleted moments after the last listing is explained by a listing read
+// for it, whenever it comes (the issue tried 0, 2, 7 and 17 s); refusals
+// at the same time share that one listing.
+func TestFirstRefusalOfASmallAccountIsExplained(t *testing.T) {
+	emu, api := startEmulator(t)
+	emu.OpaqueHashes = true
+	mk := emu.NewKey(emulator.KeyOptions{Management: true})
+	emu.NewKeys(50, emulator.KeyOptions{})
+	t.Setenv("OPENROUTER_KEYS_TEST_MK", mk)
+	h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "{env.OPENROUTER_KEYS_TEST_MK}", ManagementRate: 100}, EdgeAnswers: EdgeAnswersOff}
+	newHandler(t, &h, api)
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
+	listing, err := refreshListing(context.Background(), h.acct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := func() string {
+		k := emu.NewKey(emulator.KeyOptions{})
+		emu.Delete(k)
+		return k
+	}
+	for _, at := range []time.Duration{0, 2 * time.Second, 7 * time.Second, 17 * time.Second} {
+		clk.advance(at - clk.now().Sub(listing.readAt))
+		if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted())); got != "key_not_found" {
+			t.Errorf("%v after the last listing: reason %q", at, got)
+		}
+	}
+
+	// Refusals of new keys at once: one listing serves them all.
+	clk.advance(time.Second)
+	keys := []string{deleted(), deleted(), deleted(), deleted()}
+	before := emu.Count("/keys")
+	var wg sync.WaitGroup
+	reasons := make([]string, len(keys))
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rec := httptest.NewRecorder()
+			req := httptest.NewRequest("POST", "/api/v1/chat/completions", nil)
+			req.Header.Set("Authorization", "Bearer "+k)
+			_ = h.ServeHTTP(rec, req, refused)
+			reasons[i] = rec.Header().Get("X-OpenRouter-Key-Status")
+		}()
+	}
+	wg.Wait()
+	for i, r := range reasons {
+		if r != "key_not_found" {
+			t.Errorf("refusal %d at once: reason %q", i, r)
+		}
+	}
+	// One listing of one workspace of 55 keys: a page, an empty page and
+	// the first page again.
+	if n := emu.Count("/keys") - before; n > 3 {
+		t.Errorf("%d refusals at once read %d pages: more than one listing", len(keys), n)
 	}
 }

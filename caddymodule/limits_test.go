@@ -535,11 +535,11 @@ func TestKeyLimitHashProvesTheScheme(t *testing.T) {
 	}{{strings.Repeat("0f", 32), false}, {recordHash(key), true}} {
 		h := Handler{UpstreamOptions: UpstreamOptions{ManagementKey: "sk-or-v1-" + strings.Repeat("9", 64)}, EdgeAnswers: EdgeAnswersOff}
 		logs := newHandler(t, &h, base)
-		h.acct.hashProven.Store(false)
+		h.acct.schemeProven.Store(false)
 		fb := openrouter.KeyLimitExceeded(openrouter.WindowDaily, "default", tc.hash, openrouter.WordingCurrent)
 		rec := serve(t, &h, failureAnswer(fb, openrouter.EnvelopeOpenAI, nil), "POST", "/api/v1/chat/completions", key)
 		waitIdle(t, h.knowledge)
-		if got := h.acct.hashProven.Load(); got != tc.prove {
+		if got := h.acct.schemeProven.Load(); got != tc.prove {
 			t.Errorf("hash proven %v, want %v", got, tc.prove)
 		}
 		if !strings.Contains(rec.Body.String(), tc.hash) {

@@ -24,7 +24,8 @@ func listingOf(complete bool, recs ...keyRecord) *keyListing {
 		}
 		b.records(ws, []keyRecord{r})
 	}
-	return b.listing(wss, time.Now(), complete)
+	now := time.Now()
+	return b.listing(wss, now, now, complete)
 }
 
 // The identity rules: a record describes a key when matched by hash; a
@@ -84,7 +85,7 @@ func readFake(t *testing.T, f *fakeAccount) (*keyListing, error) {
 	t.Cleanup(srv.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return readListing(ctx, newMetadataClient(srv.URL+"/api/v1"), "mk")
+	return readListing(ctx, newMetadataClient(srv.URL+"/api/v1"), "mk", &clock{})
 }
 
 func TestReadListing(t *testing.T) {
@@ -203,7 +204,7 @@ func BenchmarkListingMemory(b *testing.B) {
 					}
 					ib.records((j/openrouter.KeysPageSize)%len(wss), page)
 				}
-				l := ib.listing(wss, time.Now(), true)
+				l := ib.listing(wss, time.Now(), time.Now(), true)
 				runtime.GC()
 				runtime.ReadMemStats(&after)
 				if l.size() != n {

@@ -83,10 +83,14 @@ func sharedAccount(managementKey string) string {
 	return sharedAccounts + hex.EncodeToString(fp[:])
 }
 
-// liveEntry reports whether b is a key entry still to be kept at now.
-func liveEntry(b []byte, now time.Time) bool {
+// liveEntry decodes b, a key entry, and reports whether it is still to be
+// kept at now.
+func liveEntry(b []byte, now time.Time) (sharedEntry, bool) {
 	var e sharedEntry
-	return json.Unmarshal(b, &e) == nil && e.KeepUntil >= now.Unix()
+	if json.Unmarshal(b, &e) != nil || e.KeepUntil < now.Unix() {
+		return sharedEntry{}, false
+	}
+	return e, true
 }
 
 // publish queues a key's entry for writing; it never blocks.
@@ -102,21 +106,20 @@ func (s *sharedStore) publish(fp fingerprint, e sharedEntry) {
 // ctx (the failing request's remaining time).
 func (s *sharedStore) read(ctx context.Context, fp fingerprint) (sharedEntry, bool) {
 	b, err := s.load(ctx, "load", sharedKey(fp))
-	var e sharedEntry
-	if err != nil || json.Unmarshal(b, &e) != nil || e.KeepUntil < time.Now().Unix() {
+	if err != nil {
 		return sharedEntry{}, false
 	}
-	return e, true
+	return liveEntry(b, s.clock.now())
 }
 
-// publishHashProven shares the proof that this account's record hashes are
+// storeSchemeProof shares the proof that this account's record hashes are
 // sha256 of the key.
-func (s *sharedStore) publishHashProven() {
+func (s *sharedStore) storeSchemeProof() {
 	s.enqueue(s.account+sharedHashScheme, []byte(`"sha256"`))
 }
 
-// hashProven reads whether another replica proved the hash scheme.
-func (s *sharedStore) hashProven(ctx context.Context) bool {
+// schemeProofStored reads whether a replica proved the hash scheme.
+func (s *sharedStore) schemeProofStored(ctx context.Context) bool {
 	b, err := s.load(ctx, "load", s.account+sharedHashScheme)
 	return err == nil && string(b) == `"sha256"`
 }

@@ -51,10 +51,13 @@ var errStorageUnavailable = errors.New("shared storage paused after errors")
 // client.
 type sharedStore struct {
 	storage certmagic.Storage
-	logger  *zap.Logger
-	writes  chan sharedWrite
-	calls   chan struct{}
-	ctx     context.Context
+	// clock is the account's: it times the breaker, the health check and
+	// cleanup, and tells whether an entry is live.
+	clock  *clock
+	logger *zap.Logger
+	writes chan sharedWrite
+	calls  chan struct{}
+	ctx    context.Context
 	// account names this account's own entries (the hash scheme).
 	account string
 
@@ -71,8 +74,8 @@ type sharedWrite struct {
 
 // newSharedStore starts the store's writer, health check and cleanup, which
 // run until ctx (the config's lifetime) ends.
-func newSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
-	s := openSharedStore(ctx, storage, managementKey, logger)
+func newSharedStore(ctx context.Context, storage certmagic.Storage, clk *clock, managementKey string, logger *zap.Logger) *sharedStore {
+	s := openSharedStore(ctx, storage, clk, managementKey, logger)
 	go s.writer()
 	go s.maintain()
 	return s
@@ -80,10 +83,10 @@ func newSharedStore(ctx context.Context, storage certmagic.Storage, managementKe
 
 // openSharedStore is the store without its background work: calls made on
 // it run only when its caller makes them.
-func openSharedStore(ctx context.Context, storage certmagic.Storage, managementKey string, logger *zap.Logger) *sharedStore {
+func openSharedStore(ctx context.Context, storage certmagic.Storage, clk *clock, managementKey string, logger *zap.Logger) *sharedStore {
 	gatewayMetrics.storageAvailable.Set(1)
 	return &sharedStore{
-		storage: storage, logger: logger, ctx: ctx,
+		storage: storage, clock: clk, logger: logger, ctx: ctx,
 		writes:  make(chan sharedWrite, sharedWriteQueue),
 		calls:   make(chan struct{}, storageCallsInFlight),
 		account: sharedAccount(managementKey),
@@ -153,7 +156,7 @@ func (s *sharedStore) store(ctx context.Context, op, key string, data []byte) er
 func (s *sharedStore) available() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return time.Now().After(s.openUntil)
+	return s.clock.now().After(s.openUntil)
 }
 
 func (s *sharedStore) succeeded(op string) {
@@ -173,7 +176,7 @@ func (s *sharedStore) failed(op string, err error) {
 	s.mu.Lock()
 	wasDown := s.down
 	s.pause = min(max(2*s.pause, breakerPause), breakerMaxPause)
-	s.openUntil, s.down = time.Now().Add(s.pause), true
+	s.openUntil, s.down = s.clock.now().Add(s.pause), true
 	pause := s.pause
 	s.mu.Unlock()
 	if !wasDown {
@@ -207,20 +210,19 @@ func (s *sharedStore) writer() {
 // maintain checks the storage's health and cleans up expired entries, once
 // an hour across all replicas.
 func (s *sharedStore) maintain() {
-	health := time.NewTicker(healthEvery)
-	defer health.Stop()
-	cleanup := time.NewTimer(time.Second) // soon after start, then hourly
-	defer cleanup.Stop()
 	s.checkHealth()
+	health := s.clock.after(healthEvery)
+	cleanup := s.clock.after(time.Second) // soon after start, then hourly
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-health.C:
+		case <-health:
 			s.checkHealth()
-		case <-cleanup.C:
+			health = s.clock.after(healthEvery)
+		case <-cleanup:
 			s.cleanup()
-			cleanup.Reset(sharedCleanupEvery)
+			cleanup = s.clock.after(sharedCleanupEvery)
 		}
 	}
 }
@@ -229,7 +231,7 @@ func (s *sharedStore) maintain() {
 // says it does not exist, is failing, whatever error it reports.
 func (s *sharedStore) checkHealth() {
 	key := s.healthKey()
-	mark := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	mark := []byte(s.clock.now().UTC().Format(time.RFC3339Nano))
 	if s.store(s.ctx, "health", key, mark) != nil {
 		return
 	}
@@ -293,7 +295,7 @@ func (s *sharedStore) cleanup() {
 		return
 	}
 	defer unlock()
-	now := time.Now()
+	now := s.clock.now()
 	var marked bool
 	_ = s.call(ctx, "stat", func(ctx context.Context) error {
 		info, err := s.storage.Stat(ctx, sharedCleanupMark)
@@ -318,7 +320,7 @@ func (s *sharedStore) cleanup() {
 		if err != nil {
 			continue
 		}
-		if liveEntry(b, now) {
+		if _, live := liveEntry(b, now); live {
 			continue
 		}
 		if s.call(ctx, "delete", func(ctx context.Context) error { return s.storage.Delete(ctx, key) }) == nil {

@@ -119,14 +119,18 @@ func (s *storageDouble) Stat(_ context.Context, key string) (certmagic.KeyInfo, 
 func (s *storageDouble) Lock(context.Context, string) error   { return s.behave() }
 func (s *storageDouble) Unlock(context.Context, string) error { return nil }
 
-func newTestStore(t *testing.T, st certmagic.Storage) (*sharedStore, *observer.ObservedLogs) {
+// newTestStore opens a store over st whose clock the test advances.
+func newTestStore(t *testing.T, st certmagic.Storage) (*sharedStore, *observer.ObservedLogs, *testClock) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	core, logs := observer.New(zapcore.DebugLevel)
+	clk := newTestClock(time.Now())
+	var c clock
+	clk.drive(&c)
 	// No health check or writer runs by itself: each test makes the calls
 	// it checks.
-	return openSharedStore(ctx, st, "sk-or-v1-mk", zap.New(core)), logs
+	return openSharedStore(ctx, st, &c, "sk-or-v1-mk", zap.New(core)), logs, clk
 }
 
 // A storage that ignores its context never sets how long a request waits,
@@ -134,7 +138,7 @@ func newTestStore(t *testing.T, st certmagic.Storage) (*sharedStore, *observer.O
 func TestStorageThatStallsIsNotWaitedOn(t *testing.T) {
 	double := newStorageDouble()
 	defer close(double.release)
-	s, logs := newTestStore(t, double)
+	s, logs, _ := newTestStore(t, double)
 	double.mode.Store(storageStalls)
 
 	// The storage never returns before the test ends: a read that returns
@@ -165,12 +169,10 @@ func TestStorageThatStallsIsNotWaitedOn(t *testing.T) {
 func TestStorageCallsInFlightAreBounded(t *testing.T) {
 	double := newStorageDouble()
 	defer close(double.release)
-	s, _ := newTestStore(t, double)
+	s, _, clk := newTestStore(t, double)
 	double.mode.Store(storageStalls)
 	for i := 0; i < 50; i++ {
-		s.mu.Lock()
-		s.openUntil = time.Time{} // as if every pause had passed
-		s.mu.Unlock()
+		clk.advance(breakerMaxPause) // every pause has passed
 		ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 		s.read(ctx, fingerprintOf(goodKey))
 		cancel()
@@ -186,16 +188,21 @@ func TestStorageCallsInFlightAreBounded(t *testing.T) {
 // A failing storage pauses, and comes back when it answers again.
 func TestStorageBreakerRecovers(t *testing.T) {
 	double := newStorageDouble()
-	s, logs := newTestStore(t, double)
+	s, logs, clk := newTestStore(t, double)
 	double.mode.Store(storageFails)
 	s.read(context.Background(), fingerprintOf(goodKey))
 	if s.available() {
 		t.Fatal("available right after an error")
 	}
+	clk.advance(breakerPause - time.Millisecond)
+	if s.available() {
+		t.Fatal("available before the pause is over")
+	}
 	double.mode.Store(storageWorks)
-	s.mu.Lock()
-	s.openUntil = time.Time{} // the pause is over
-	s.mu.Unlock()
+	clk.advance(2 * time.Millisecond)
+	if !s.available() {
+		t.Fatal("still paused once the pause is over")
+	}
 	s.checkHealth()
 	if !s.available() {
 		t.Error("not available after a successful check")
@@ -210,7 +217,7 @@ func TestStorageBreakerRecovers(t *testing.T) {
 func TestStorageThatLiesIsCaught(t *testing.T) {
 	double := newStorageDouble()
 	double.mode.Store(storageLies)
-	s, logs := newTestStore(t, double)
+	s, logs, _ := newTestStore(t, double)
 	s.checkHealth()
 	if s.available() {
 		t.Error("available after a mark written could not be read back")
@@ -260,7 +267,7 @@ func TestScrubEntryNames(t *testing.T) {
 // any "in use" window; a live replica's are kept.
 func TestCleanupDeletesStaleUses(t *testing.T) {
 	double := newStorageDouble()
-	s, _ := newTestStore(t, double)
+	s, _, _ := newTestStore(t, double)
 	a, b := s.account+sharedWatchUsed+"a", s.account+sharedWatchUsed+"b"
 	ctx := context.Background()
 	_ = double.Store(ctx, a, []byte(`{}`))

@@ -46,9 +46,13 @@ type UpstreamOptions struct {
 	// The most management requests per second made one key at a time
 	// (GET /keys/{hash}, GET /credits), for failing requests and key checks
 	// together, so that no number of them costs the account more. Listings
-	// have their own budget: at most one every 30s. Handlers of one
-	// upstream and management key share one account and one budget: the
-	// lowest management_rate among them applies. Default: 5.
+	// have their own budget: at most one every 30s; but a small account,
+	// whose last listing took no more requests than twice this rate and
+	// less time than lookup_timeout, is listed again at once for a key
+	// first seen after that listing began, its requests taken from this
+	// budget. Handlers of one upstream and management key share one
+	// account and one budget: the lowest management_rate among them
+	// applies. Default: 5.
 	ManagementRate float64 `json:"management_rate,omitempty"`
 }
 

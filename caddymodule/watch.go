@@ -164,11 +164,7 @@ type accountRead struct {
 // startKeyWatch starts the watch; it stops with ctx.
 func startKeyWatch(ctx context.Context, k *knowledge, interval time.Duration, maxKeys int, logger *zap.Logger) *keyWatch {
 	w := newKeyWatch(k, interval, maxKeys, logger)
-	k.acct.watch.Store(w)
-	go func() {
-		w.run(ctx)
-		k.acct.watch.CompareAndSwap(w, nil)
-	}()
+	go w.run(ctx)
 	return w
 }
 
