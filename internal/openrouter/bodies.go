@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -103,13 +104,6 @@ func withSource(ms Members, w Wording, source string) Members {
 	return ms
 }
 
-// The URLs OpenRouter's failure sentences end with.
-const (
-	URLCredits      = "https://openrouter.ai/settings/credits"
-	URLKeys         = "https://openrouter.ai/settings/keys"
-	URLIntegrations = "https://openrouter.ai/settings/integrations"
-)
-
 const affordSentence = "This request requires more credits, or fewer max_tokens. You requested up to %d tokens, but can only afford %d. "
 
 // BalanceAfford is the 402 of an account whose balance cannot cover the
@@ -125,6 +119,16 @@ func BalanceAfford(requested, affordable int64, w Wording) FailureBody {
 		Status:   http.StatusPaymentRequired,
 		Message:  fmt.Sprintf(affordSentence, requested, affordable) + tail,
 		Metadata: withSource(Members{{"provider_name", nil}}, w, LimitSourceCredits),
+	}
+}
+
+// CreditsUnscoped is the 402 whose sentence ends at "can only afford M.",
+// without the URL that tells the key's cap from the account's balance.
+func CreditsUnscoped(requested, affordable int64) FailureBody {
+	return FailureBody{
+		Status:   http.StatusPaymentRequired,
+		Message:  strings.TrimSuffix(fmt.Sprintf(affordSentence, requested, affordable), " "),
+		Metadata: Members{{"provider_name", nil}},
 	}
 }
 
@@ -182,7 +186,7 @@ func InFlight(retryAfterSeconds int, w Wording) FailureBody {
 // WordingOld the URL is https://openrouter.ai/settings/keys. recordHash is
 // key material: the body goes only to the client that sent the key.
 func KeyLimitExceeded(window Window, workspaceSlug, recordHash string, w Wording) FailureBody {
-	url := "https://openrouter.ai/workspaces/" + workspaceSlug + "/keys/" + recordHash
+	url := keyPageURL(workspaceSlug, recordHash)
 	if w == WordingOld {
 		url = URLKeys
 	}

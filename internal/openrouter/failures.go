@@ -192,7 +192,7 @@ func (h RecordHash) MarshalJSON() ([]byte, error) {
 // Matches reports, in constant time, whether the hash is sha256 of key:
 // proof that the account hashes its keys' records that way.
 func (h RecordHash) Matches(key string) bool {
-	sum := sha256.Sum256([]byte(key))
+	sum := RecordHashSum(key)
 	var want [2 * sha256.Size]byte
 	hex.Encode(want[:], sum[:])
 	return len(h) == len(want) && subtle.ConstantTimeCompare([]byte(h), want[:]) == 1
