@@ -1,9 +1,10 @@
 package caddymodule
 
-// records.go owns the management API's word on keys: reading records and
-// complete listings of every workspace page by page, the compact index a
-// listing keeps (not the records), matching a key to its record with the
-// identity rules, and turning a record into facts about the key.
+// records.go owns the management API's word on one key: the compact index
+// a listing keeps (not the records) and its builder, matching a key to its
+// record with the identity rules (findRecord, label verdicts), and the way
+// the account finds a key's record (recordsFor: a fresh listing, GET
+// /keys/{hash}, then a listing) and completes one.
 
 import (
 	"bytes"
@@ -12,13 +13,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -262,28 +260,6 @@ func (m match) labelVerdict(now time.Time) verdict {
 	return verdict{}
 }
 
-// Limits of a listing.
-const (
-	// listStep is the offset between pages: one less than a page, so that
-	// each page repeats the last record of the one before, which proves
-	// that nothing shifted between the two reads.
-	listStep = openrouter.KeysPageSize - 1
-	// maxListPages bounds a listing across all workspaces (about 2.5
-	// million keys, an index of about 130 MB); past it the listing is
-	// incomplete.
-	maxListPages = 25000
-	// maxWorkspaces bounds the workspaces a listing reads; an account
-	// with more is listed without them, and absence is never proven.
-	maxWorkspaces = 1000
-	// listConcurrency is how many pages are read at once.
-	listConcurrency = 8
-)
-
-// errListingShifted means records moved between pages while the listing
-// was read (a key created or deleted meanwhile): the listing proves nothing
-// about absence.
-var errListingShifted = errors.New("the listing changed while it was read")
-
 // indexBuilder builds a listing's index from its pages, for several
 // workspaces read at once.
 type indexBuilder struct {
@@ -334,217 +310,80 @@ func (b *indexBuilder) listing(wss []workspace, startedAt time.Time, complete bo
 	return l
 }
 
-// readListing reads every workspace and every page of each, and checks that
-// nothing shifted, keeping an index of the records. A listing that cannot
-// be proven complete is returned with complete false (it can still find
-// records by hash), or an error when nothing usable was read.
-func readListing(ctx context.Context, c *metadataClient, managementKey string) (*keyListing, error) {
-	startedAt := time.Now()
-	complete := true
-	wss, err := readWorkspaces(ctx, c, managementKey)
+// recordsFor finds what the account's records say of key, within ctx:
+// a fresh listing's index; GET /keys/{hash}, whose 404 proves the key
+// absent once the lookup is proven to reach every workspace (absentByHash);
+// then a listing. lifetime bounds work that outlives the caller (a
+// listing). A record matched by hash proves the hash scheme. seen is when
+// the key was first seen: only a listing started after it can prove the
+// key absent, so an older one is read again when it may be.
+func (a *account) recordsFor(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
+	if l := a.freshListing(); l != nil {
+		if m := l.findRecord(key, a.hashProven.Load()); m.record != nil {
+			a.proveScheme()
+			// A record that does not explain the refusal saw the key
+			// working, a minute ago at most: its own record may say more
+			// now, if it can be asked.
+			if explainsRefusal(m.record, a.clock.now()) || !a.management.Allow() {
+				return m, nil
+			}
+			return a.askByHash(lifetime, ctx, key, seen)
+		}
+	}
+	if !a.management.Allow() {
+		return a.listed(lifetime, ctx, key, seen, errNoBudget)
+	}
+	return a.askByHash(lifetime, ctx, key, seen)
+}
+
+// askByHash asks GET /keys/{hash} (its budget taken), then a listing
+// when the answer proves nothing.
+func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time.Time) (match, error) {
+	asked := a.clock.now()
+	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
+	if rec != nil {
+		a.reach.found(rec)
+		a.proveScheme()
+		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
+	}
+	if res.err == nil && res.status == http.StatusNotFound {
+		if m, ok := a.absentByHash(ctx, key, asked, seen); ok {
+			return m, nil
+		}
+		a.probeReach()
+	}
+	return a.listed(lifetime, ctx, key, seen, res.err)
+}
+
+// workspaceName names a workspace for people: from the last listing, or
+// the workspaces last read, or read now if the management budget allows.
+func (a *account) workspaceName(ctx context.Context, id string) string {
+	if l := a.lastListing(); l != nil {
+		return l.workspaceName(id)
+	}
+	wss, _, err := a.workspaces(ctx, time.Time{})
 	if err != nil {
-		if failureOf(err) == failCancelled {
-			return nil, err
-		}
-		// Without the workspaces, the default one is all that can be read,
-		// and absence cannot be proven.
-		complete = false
-		wss = []workspace{{}}
+		return id
 	}
-	index := newIndexBuilder(len(wss))
-
-	var (
-		mu     sync.Mutex
-		errs   []error
-		wg     sync.WaitGroup
-		sem    = make(chan struct{}, listConcurrency)
-		budget = maxListPages
-	)
-	for i, ws := range wss {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := readWorkspaceKeys(ctx, c, managementKey, ws.ID, i, index, sem, &mu, &budget)
-			if errors.Is(err, errListingShifted) {
-				// Keys come and go: a second read usually finds a quiet
-				// moment.
-				index.restart(i)
-				err = readWorkspaceKeys(ctx, c, managementKey, ws.ID, i, index, sem, &mu, &budget)
-			}
-			if err != nil {
-				// What was read of it still finds records by hash.
-				mu.Lock()
-				errs = append(errs, err)
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	l := index.listing(wss, startedAt, complete && len(errs) == 0)
-	if len(errs) > 0 && (l.size() == 0 || failureOf(errs[0]) == failCancelled) {
-		return nil, errs[0]
-	}
-	return l, nil
+	return (&keyListing{workspaces: wss}).workspaceName(id)
 }
 
-// readWorkspaces pages through GET /workspaces until an empty page.
-func readWorkspaces(ctx context.Context, c *metadataClient, managementKey string) ([]workspace, error) {
-	var out []workspace
-	for offset := 0; ; {
-		var page []workspace
-		res := c.get(ctx, endpointWorkspaces, "/workspaces?limit="+strconv.Itoa(openrouter.WorkspacesPageSize)+"&offset="+strconv.Itoa(offset),
-			managementKey, maxPageResponse, &page)
-		if res.err != nil {
-			return nil, res.err
-		}
-		if len(page) == 0 {
-			break
-		}
-		out = append(out, page...)
-		offset += len(page)
-		if len(out) > maxWorkspaces {
-			return nil, fmt.Errorf("more than %d workspaces", maxWorkspaces)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no workspace listed")
-	}
-	return out, nil
+// explainsRefusal reports whether a record says its key is refused:
+// disabled, or expired.
+func explainsRefusal(r *keyRecord, now time.Time) bool {
+	return r.Disabled || r.ExpiresAt != nil && !now.Before(*r.ExpiresAt)
 }
 
-// readWorkspaceKeys reads one workspace's keys in overlapping pages, a wave
-// of listConcurrency pages at a time, until an empty page, telling visit
-// each page's new records once its overlap with the page before is
-// checked; then reads the first page again, which must be unchanged (a key
-// created meanwhile would have shifted it). Only a wave of pages is held
-// at a time.
-func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, workspaceID string, ws int, index *indexBuilder,
-	sem chan struct{}, mu *sync.Mutex, budget *int) error {
-	readPage := func(page int) ([]keyRecord, error) {
-		mu.Lock()
-		if *budget == 0 {
-			mu.Unlock()
-			return nil, fmt.Errorf("the listing has more than %d pages", maxListPages)
-		}
-		*budget--
-		mu.Unlock()
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil, &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, ctx.Err())}
-		}
-		defer func() { <-sem }()
-		return readKeysPage(ctx, c, managementKey, workspaceID, page*listStep)
+// completeRecord replaces a record from a listing's index (no name, no
+// limits) by the key's own record from GET /keys/{hash}, when the
+// management budget allows; otherwise m is returned as it is.
+func (a *account) completeRecord(ctx context.Context, key string, m match) match {
+	if m.record == nil || !m.partial || !a.management.Allow() {
+		return m
 	}
-
-	// Waves grow from 2 pages to listConcurrency, so that a small
-	// workspace costs few requests and a large one is read in parallel;
-	// after a short page, one more page proves the end.
-	var (
-		first    []string // identities of the first page
-		last     string   // identity of the record that ended the page before
-		lastFull = true   // the page before was full
-		pages    int
-	)
-	for size, done := 2, false; !done; {
-		wave := make([][]keyRecord, size)
-		errs := make([]error, size)
-		var wg sync.WaitGroup
-		for i := range wave {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				wave[i], errs[i] = readPage(pages + i)
-			}()
-		}
-		wg.Wait()
-		for i, page := range wave {
-			switch {
-			case errs[i] != nil:
-				return errs[i]
-			case done && len(page) > 0:
-				return errListingShifted // a page after an empty one
-			case len(page) == 0:
-				done = true
-				continue
-			case !lastFull:
-				return errListingShifted // a short page before this one
-			}
-			// Every page but the first begins with the record that ended
-			// the page before.
-			fresh := page
-			if pages > 0 {
-				if recordIdentity(&page[0]) != last {
-					return errListingShifted
-				}
-				fresh = page[1:]
-			} else {
-				first = identities(page)
-			}
-			index.records(ws, fresh)
-			pages++
-			last, lastFull = recordIdentity(&page[len(page)-1]), len(page) == openrouter.KeysPageSize
-		}
-		size = min(size*2, listConcurrency)
-		if !lastFull {
-			size = 1
-		}
+	if rec, _ := recordByHash(ctx, a.client, a.managementKey, key); rec != nil {
+		a.reach.found(rec)
+		m.record, m.partial = rec, false
 	}
-	if pages > 0 {
-		again, err := readPage(0)
-		if err != nil {
-			return err
-		}
-		if !slices.Equal(identities(again), first) {
-			return errListingShifted
-		}
-	}
-	return nil
-}
-
-// identities are the identities of a page's records.
-func identities(page []keyRecord) []string {
-	ids := make([]string, len(page))
-	for i := range page {
-		ids[i] = recordIdentity(&page[i])
-	}
-	return ids
-}
-
-// recordByHash asks GET /keys/{hash} for the record whose hash is
-// sha256(key). A 404 is a normal answer: the key may be of another account,
-// deleted, or the account's hashes may be something else.
-func recordByHash(ctx context.Context, c *metadataClient, managementKey, key string) (*keyRecord, lookupResult) {
-	return recordWithHash(ctx, c, managementKey, recordHash(key))
-}
-
-// recordWithHash asks GET /keys/{hash} for the record with that hash.
-func recordWithHash(ctx context.Context, c *metadataClient, managementKey, hash string) (*keyRecord, lookupResult) {
-	var rec keyRecord
-	res := c.get(ctx, endpointKeyRecord, "/keys/"+hash, managementKey, maxKeyResponse, &rec, http.StatusNotFound)
-	if res.err != nil || res.status != http.StatusOK {
-		return nil, res
-	}
-	return &rec, res
-}
-
-// readKeysPage reads one page of a workspace's keys (disabled ones
-// included) from offset, for readers that go page by page and keep no
-// listing (the key watch).
-func readKeysPage(ctx context.Context, c *metadataClient, managementKey, workspaceID string, offset int) ([]keyRecord, error) {
-	q := url.Values{"include_disabled": {"true"}, "offset": {strconv.Itoa(offset)}}
-	if workspaceID != "" {
-		q.Set("workspace_id", workspaceID)
-	}
-	var recs []keyRecord
-	res := c.get(ctx, endpointKeysList, "/keys?"+q.Encode(), managementKey, maxPageResponse, &recs)
-	if res.err == nil && res.status != http.StatusOK {
-		res.err = &lookupError{endpoint: endpointKeysList, kind: failStatus, status: res.status}
-	}
-	for i := range recs {
-		if recs[i].WorkspaceID == "" {
-			recs[i].WorkspaceID = workspaceID
-		}
-	}
-	return recs, res.err
+	return m
 }

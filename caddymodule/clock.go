@@ -1,0 +1,81 @@
+package caddymodule
+
+// clock.go owns the clock that everything that waits or stamps reads (set
+// by tests), flight (one piece of work several callers wait for), and
+// minTime and maxTime.
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+)
+
+// flight is one piece of work that several callers wait for, each until
+// its own context is done; the work runs to its own deadline whoever
+// stops waiting.
+type flight[T any] struct {
+	done    chan struct{}
+	started time.Time
+	value   T
+	err     error
+}
+
+func newFlight[T any](started time.Time) *flight[T] {
+	return &flight[T]{done: make(chan struct{}), started: started}
+}
+
+func (f *flight[T]) finish(v T, err error) {
+	f.value, f.err = v, err
+	close(f.done)
+}
+
+// wait returns the flight's result, or a cancelled or timed-out lookup
+// error when ctx ends first.
+func (f *flight[T]) wait(ctx context.Context) (T, error) {
+	select {
+	case <-f.done:
+		return f.value, f.err
+	case <-ctx.Done():
+		var zero T
+		return zero, &lookupError{endpoint: "wait", kind: transportFailure(ctx, ctx.Err())}
+	}
+}
+
+// clock tells the time and times waits: the system's, unless a test set
+// another. It is read on every request, so it is one atomic load.
+type clock struct {
+	set atomic.Pointer[func() time.Time]
+	// timer times the key watch's waits between reads and a limit
+	// failure's wait for evidence, from the same source as now, so that a
+	// test moving the time steps them.
+	timer atomic.Pointer[func(time.Duration) <-chan time.Time]
+}
+
+func (c *clock) now() time.Time {
+	if f := c.set.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
+
+// after is a channel that receives the time once d has passed.
+func (c *clock) after(d time.Duration) <-chan time.Time {
+	if f := c.timer.Load(); f != nil {
+		return (*f)(d)
+	}
+	return time.After(d)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

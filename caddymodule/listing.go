@@ -1,0 +1,355 @@
+package caddymodule
+
+// listing.go owns listings of the account's keys: their timing, the cached
+// listing and the one flight that reads it (lastListing, freshListing,
+// currentListing, startListing, listed), and the reader that pages through
+// every workspace's keys and checks that nothing shifted (readListing,
+// readWorkspaces, readWorkspaceKeys, readKeysPage).
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
+)
+
+// Timing of the management listing.
+const (
+	// listingFresh is how long a listing serves explanations: a burst of
+	// failures reads it once.
+	listingFresh = time.Minute
+	// listingTimeout is a listing's own deadline, separate from any
+	// request's: a request waits for it at most its lookup_timeout, and
+	// the listing goes on, to serve the next failure. A million keys are
+	// about 10,000 pages: minutes at OpenRouter's pace.
+	listingTimeout = 10 * time.Minute
+	// listingRetry is the least time between two listings started for
+	// explanations, so that failures cannot make the gateway list the
+	// account over and over; after a long listing, the pause is as long
+	// as the listing took.
+	listingRetry = 30 * time.Second
+)
+
+// listed is what a listing says of key; lastErr is why nothing cheaper
+// answered.
+func (a *account) listed(lifetime, ctx context.Context, key string, seen time.Time, lastErr error) (match, error) {
+	l, err := a.currentListing(lifetime, ctx, seen)
+	if err != nil {
+		return match{}, errors.Join(lastErr, err)
+	}
+	m := l.findRecord(key, a.hashProven.Load())
+	a.proveHash(m)
+	return m, nil
+}
+
+// lastListing is the last listing read, however old.
+func (a *account) lastListing() *keyListing {
+	a.listMu.Lock()
+	defer a.listMu.Unlock()
+	return a.listing
+}
+
+// freshListing is the cached listing while it is fresh.
+func (a *account) freshListing() *keyListing {
+	a.listMu.Lock()
+	defer a.listMu.Unlock()
+	if a.listing != nil && a.clock.now().Sub(a.listing.readAt) < listingFresh {
+		return a.listing
+	}
+	return nil
+}
+
+// errListingPaused means a listing was started moments ago and failed.
+var errListingPaused = &lookupError{endpoint: endpointKeysList, kind: failRefused}
+
+// currentListing returns a fresh listing started at or after since,
+// reading one when there is none: once, however many callers ask at the
+// same time, at most once per listingRetry, under its own deadline within
+// lifetime. The caller waits for it until ctx is done. While no new listing
+// may start, a fresh older one (or one in flight) is returned: it can
+// still find records, though not prove a key absent.
+func (a *account) currentListing(lifetime, ctx context.Context, since time.Time) (*keyListing, error) {
+	now := a.clock.now()
+	a.listMu.Lock()
+	fresh := a.listing
+	if fresh != nil && now.Sub(fresh.readAt) >= listingFresh {
+		fresh = nil
+	}
+	if fresh != nil && !fresh.startedAt.Before(since) {
+		a.listMu.Unlock()
+		return fresh, nil
+	}
+	f := a.listFlight
+	switch {
+	case f != nil && !f.started.Before(since):
+	case f == nil && !now.Before(a.listNext):
+		f = a.startListing(lifetime)
+	case fresh != nil:
+		a.listMu.Unlock()
+		return fresh, nil
+	case f == nil:
+		a.listMu.Unlock()
+		return nil, errListingPaused
+	}
+	a.listMu.Unlock()
+	return f.wait(ctx)
+}
+
+// startListing starts reading the listing; a.listMu is held. Once read,
+// the listing proves the hash scheme if it has the management key's own
+// record, and serves to prove what GET /keys/{hash} reaches.
+func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
+	f := newFlight[*keyListing](a.clock.now())
+	a.listFlight, a.listNext = f, f.started.Add(listingRetry)
+	go func() {
+		ctx, cancel := context.WithTimeout(lifetime, listingTimeout)
+		defer cancel()
+		l, err := readListing(ctx, a.client, a.managementKey)
+		if err == nil {
+			if _, ok := l.byHash(sha256.Sum256([]byte(a.managementKey))); ok {
+				a.hashProven.Store(true)
+			}
+			a.proveReach(ctx, l)
+		}
+		a.listMu.Lock()
+		if err == nil {
+			l.startedAt, l.readAt = f.started, a.clock.now()
+			a.listing = l
+		}
+		if now := a.clock.now(); now.Sub(f.started) > listingRetry {
+			a.listNext = now.Add(now.Sub(f.started))
+		}
+		a.listFlight = nil
+		a.listMu.Unlock()
+		f.finish(l, err)
+	}()
+	return f
+}
+
+// Limits of a listing.
+const (
+	// listStep is the offset between pages: one less than a page, so that
+	// each page repeats the last record of the one before, which proves
+	// that nothing shifted between the two reads.
+	listStep = openrouter.KeysPageSize - 1
+	// maxListPages bounds a listing across all workspaces (about 2.5
+	// million keys, an index of about 130 MB); past it the listing is
+	// incomplete.
+	maxListPages = 25000
+	// maxWorkspaces bounds the workspaces a listing reads; an account
+	// with more is listed without them, and absence is never proven.
+	maxWorkspaces = 1000
+	// listConcurrency is how many pages are read at once.
+	listConcurrency = 8
+)
+
+// errListingShifted means records moved between pages while the listing
+// was read (a key created or deleted meanwhile): the listing proves nothing
+// about absence.
+var errListingShifted = errors.New("the listing changed while it was read")
+
+// readListing reads every workspace and every page of each, and checks that
+// nothing shifted, keeping an index of the records. A listing that cannot
+// be proven complete is returned with complete false (it can still find
+// records by hash), or an error when nothing usable was read.
+func readListing(ctx context.Context, c *metadataClient, managementKey string) (*keyListing, error) {
+	startedAt := time.Now()
+	complete := true
+	wss, err := readWorkspaces(ctx, c, managementKey)
+	if err != nil {
+		if failureOf(err) == failCancelled {
+			return nil, err
+		}
+		// Without the workspaces, the default one is all that can be read,
+		// and absence cannot be proven.
+		complete = false
+		wss = []workspace{{}}
+	}
+	index := newIndexBuilder(len(wss))
+
+	var (
+		mu     sync.Mutex
+		errs   []error
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, listConcurrency)
+		budget = maxListPages
+	)
+	for i, ws := range wss {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := readWorkspaceKeys(ctx, c, managementKey, ws.ID, i, index, sem, &mu, &budget)
+			if errors.Is(err, errListingShifted) {
+				// Keys come and go: a second read usually finds a quiet
+				// moment.
+				index.restart(i)
+				err = readWorkspaceKeys(ctx, c, managementKey, ws.ID, i, index, sem, &mu, &budget)
+			}
+			if err != nil {
+				// What was read of it still finds records by hash.
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	l := index.listing(wss, startedAt, complete && len(errs) == 0)
+	if len(errs) > 0 && (l.size() == 0 || failureOf(errs[0]) == failCancelled) {
+		return nil, errs[0]
+	}
+	return l, nil
+}
+
+// readWorkspaces pages through GET /workspaces until an empty page.
+func readWorkspaces(ctx context.Context, c *metadataClient, managementKey string) ([]workspace, error) {
+	var out []workspace
+	for offset := 0; ; {
+		var page []workspace
+		res := c.get(ctx, endpointWorkspaces, "/workspaces?limit="+strconv.Itoa(openrouter.WorkspacesPageSize)+"&offset="+strconv.Itoa(offset),
+			managementKey, maxPageResponse, &page)
+		if res.err != nil {
+			return nil, res.err
+		}
+		if len(page) == 0 {
+			break
+		}
+		out = append(out, page...)
+		offset += len(page)
+		if len(out) > maxWorkspaces {
+			return nil, fmt.Errorf("more than %d workspaces", maxWorkspaces)
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no workspace listed")
+	}
+	return out, nil
+}
+
+// readWorkspaceKeys reads one workspace's keys in overlapping pages, a wave
+// of listConcurrency pages at a time, until an empty page, telling visit
+// each page's new records once its overlap with the page before is
+// checked; then reads the first page again, which must be unchanged (a key
+// created meanwhile would have shifted it). Only a wave of pages is held
+// at a time.
+func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, workspaceID string, ws int, index *indexBuilder,
+	sem chan struct{}, mu *sync.Mutex, budget *int) error {
+	readPage := func(page int) ([]keyRecord, error) {
+		mu.Lock()
+		if *budget == 0 {
+			mu.Unlock()
+			return nil, fmt.Errorf("the listing has more than %d pages", maxListPages)
+		}
+		*budget--
+		mu.Unlock()
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, ctx.Err())}
+		}
+		defer func() { <-sem }()
+		return readKeysPage(ctx, c, managementKey, workspaceID, page*listStep)
+	}
+
+	// Waves grow from 2 pages to listConcurrency, so that a small
+	// workspace costs few requests and a large one is read in parallel;
+	// after a short page, one more page proves the end.
+	var (
+		first    []string // identities of the first page
+		last     string   // identity of the record that ended the page before
+		lastFull = true   // the page before was full
+		pages    int
+	)
+	for size, done := 2, false; !done; {
+		wave := make([][]keyRecord, size)
+		errs := make([]error, size)
+		var wg sync.WaitGroup
+		for i := range wave {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				wave[i], errs[i] = readPage(pages + i)
+			}()
+		}
+		wg.Wait()
+		for i, page := range wave {
+			switch {
+			case errs[i] != nil:
+				return errs[i]
+			case done && len(page) > 0:
+				return errListingShifted // a page after an empty one
+			case len(page) == 0:
+				done = true
+				continue
+			case !lastFull:
+				return errListingShifted // a short page before this one
+			}
+			// Every page but the first begins with the record that ended
+			// the page before.
+			fresh := page
+			if pages > 0 {
+				if recordIdentity(&page[0]) != last {
+					return errListingShifted
+				}
+				fresh = page[1:]
+			} else {
+				first = identities(page)
+			}
+			index.records(ws, fresh)
+			pages++
+			last, lastFull = recordIdentity(&page[len(page)-1]), len(page) == openrouter.KeysPageSize
+		}
+		size = min(size*2, listConcurrency)
+		if !lastFull {
+			size = 1
+		}
+	}
+	if pages > 0 {
+		again, err := readPage(0)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(identities(again), first) {
+			return errListingShifted
+		}
+	}
+	return nil
+}
+
+// identities are the identities of a page's records.
+func identities(page []keyRecord) []string {
+	ids := make([]string, len(page))
+	for i := range page {
+		ids[i] = recordIdentity(&page[i])
+	}
+	return ids
+}
+
+// readKeysPage reads one page of a workspace's keys (disabled ones
+// included) from offset, for readers that go page by page and keep no
+// listing (the key watch).
+func readKeysPage(ctx context.Context, c *metadataClient, managementKey, workspaceID string, offset int) ([]keyRecord, error) {
+	q := url.Values{"include_disabled": {"true"}, "offset": {strconv.Itoa(offset)}}
+	if workspaceID != "" {
+		q.Set("workspace_id", workspaceID)
+	}
+	var recs []keyRecord
+	res := c.get(ctx, endpointKeysList, "/keys?"+q.Encode(), managementKey, maxPageResponse, &recs)
+	if res.err == nil && res.status != http.StatusOK {
+		res.err = &lookupError{endpoint: endpointKeysList, kind: failStatus, status: res.status}
+	}
+	for i := range recs {
+		if recs[i].WorkspaceID == "" {
+			recs[i].WorkspaceID = workspaceID
+		}
+	}
+	return recs, res.err
+}
