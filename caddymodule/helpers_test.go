@@ -7,7 +7,9 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -318,4 +320,12 @@ func refreshListing(lifetime context.Context, a *account) (*keyListing, error) {
 	}
 	a.listMu.Unlock()
 	return f.wait(lifetime)
+}
+
+// recordHash is the record hash OpenRouter's management API is documented
+// to give a key, sha256 of it in hex, computed here rather than by
+// package openrouter so that the tests witness the scheme on their own.
+func recordHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }

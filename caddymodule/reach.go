@@ -8,7 +8,6 @@ package caddymodule
 import (
 	"context"
 	"encoding/hex"
-	"net/http"
 	"sync"
 	"time"
 
@@ -125,7 +124,7 @@ func (a *account) readWorkspaces(ctx context.Context) ([]workspace, time.Time, e
 	// The list's time is when it began to be read: a workspace created
 	// while it was read may be missing from it.
 	started := a.clock.now()
-	wss, err := readWorkspaces(ctx, a.client, a.managementKey)
+	wss, err := a.client.Workspaces(ctx, a.managementKey, maxWorkspaces)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -168,7 +167,7 @@ func (a *account) proveReach(ctx context.Context, l *keyListing) {
 		if !a.management.Allow() {
 			return
 		}
-		if rec, _ := recordWithHash(ctx, a.client, a.managementKey, hex.EncodeToString(e.hash[:])); rec != nil {
+		if rec, _ := a.client.KeyRecord(ctx, a.managementKey, hex.EncodeToString(e.hash[:])); rec != nil {
 			r.found(rec)
 		}
 	}
@@ -246,7 +245,8 @@ func (a *account) probeWorkspaces(ctx context.Context) error {
 	}
 	r := &a.reach
 	for _, ws := range wss {
-		for page, offset := 0, 0; page < probePages; page++ {
+		var walk openrouter.KeysWalk
+		for !walk.Ended() && walk.Pages() < probePages {
 			r.mu.Lock()
 			reached, disabled := r.workspaces[ws.ID], r.disabled
 			r.mu.Unlock()
@@ -256,17 +256,16 @@ func (a *account) probeWorkspaces(ctx context.Context) error {
 			if err := a.probeWait(ctx); err != nil {
 				return err
 			}
-			recs, err := readKeysPage(ctx, a.client, a.managementKey, ws.ID, offset)
+			page, err := a.client.KeysPage(ctx, a.managementKey, ws.ID, walk.Next())
 			if err != nil {
 				return err
 			}
+			// A shift costs the probe nothing: any record of the
+			// workspace serves.
+			recs, _ := walk.Take(page)
 			if err := a.askForReach(ctx, recs, !reached, !disabled); err != nil {
 				return err
 			}
-			if len(recs) < openrouter.KeysPageSize {
-				break
-			}
-			offset += len(recs)
 		}
 	}
 	return nil
@@ -305,7 +304,7 @@ func (a *account) askForReach(ctx context.Context, recs []keyRecord, anyWanted, 
 		}
 		// One request for each wanted record: a record deleted since the
 		// page was read leaves the want for the next probe.
-		got, _ := recordWithHash(ctx, a.client, a.managementKey, rec.Hash)
+		got, _ := a.client.KeyRecord(ctx, a.managementKey, rec.Hash)
 		if got != nil {
 			a.reach.found(got)
 		}
@@ -337,16 +336,6 @@ func (a *account) proveScheme() {
 // recordByHash asks GET /keys/{hash} for the record whose hash is
 // sha256(key). A 404 is a normal answer: the key may be of another account,
 // deleted, or the account's hashes may be something else.
-func recordByHash(ctx context.Context, c *metadataClient, managementKey, key string) (*keyRecord, lookupResult) {
-	return recordWithHash(ctx, c, managementKey, recordHash(key))
-}
-
-// recordWithHash asks GET /keys/{hash} for the record with that hash.
-func recordWithHash(ctx context.Context, c *metadataClient, managementKey, hash string) (*keyRecord, lookupResult) {
-	var rec keyRecord
-	res := c.get(ctx, endpointKeyRecord, "/keys/"+hash, managementKey, maxKeyResponse, &rec, http.StatusNotFound)
-	if res.err != nil || res.status != http.StatusOK {
-		return nil, res
-	}
-	return &rec, res
+func recordByHash(ctx context.Context, c *openrouter.Client, managementKey, key string) (*keyRecord, openrouter.Result) {
+	return c.KeyRecord(ctx, managementKey, openrouter.RecordHashOf(key))
 }
