@@ -166,15 +166,15 @@ func KeyCapAfford(requested, affordable int64, window Window, w Wording) Failure
 	}
 }
 
-// MessageInFlight is the 402 of requests in flight reserving the balance.
-const MessageInFlight = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits."
+// messageInFlight is the 402 of requests in flight reserving the balance.
+const messageInFlight = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits."
 
 // InFlight is the in-flight 402, with its Retry-After: the only 402 a
 // retry can cure.
 func InFlight(retryAfterSeconds int, w Wording) FailureBody {
 	return FailureBody{
 		Status:   http.StatusPaymentRequired,
-		Message:  MessageInFlight,
+		Message:  messageInFlight,
 		Metadata: withSource(Members{{"reason", "in_flight_budget_exhausted"}}, w, LimitSourceInFlightBudget),
 		Header:   http.Header{"Retry-After": {strconv.Itoa(retryAfterSeconds)}},
 	}
@@ -224,8 +224,8 @@ func BYOKRequired(provider string) FailureBody {
 
 // The free-model 429 messages; the trailing spaces are OpenRouter's.
 const (
-	MessageFreeDaily            = "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day"
-	MessageFreeDailyHighBalance = "Rate limit exceeded: free-models-per-day-high-balance. "
+	messageFreeDaily            = "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day"
+	messageFreeDailyHighBalance = "Rate limit exceeded: free-models-per-day-high-balance. "
 	MessageFreePerMinute        = "Rate limit exceeded: free-models-per-min. "
 )
 
@@ -233,9 +233,9 @@ const (
 // metadata.headers; reset is sent in epoch milliseconds.
 func rateLimited(msg string, limit, remaining int, reset time.Time, ms Members) FailureBody {
 	figures := map[string]string{
-		HeaderRateLimitLimit:     strconv.Itoa(limit),
-		HeaderRateLimitRemaining: strconv.Itoa(remaining),
-		HeaderRateLimitReset:     strconv.FormatInt(reset.UnixMilli(), 10),
+		headerRateLimitLimit:     strconv.Itoa(limit),
+		headerRateLimitRemaining: strconv.Itoa(remaining),
+		headerRateLimitReset:     strconv.FormatInt(reset.UnixMilli(), 10),
 	}
 	h := http.Header{}
 	for k, v := range figures {
@@ -253,9 +253,9 @@ func rateLimited(msg string, limit, remaining int, reset time.Time, ms Members) 
 // used up (50 requests, or 1000 with highBalance); reset is the next
 // 00:00 UTC. No Retry-After is sent.
 func FreeDaily(highBalance bool, reset time.Time, w Wording) FailureBody {
-	msg, limit := MessageFreeDaily, FreeDailyLow
+	msg, limit := messageFreeDaily, FreeDailyLow
 	if highBalance {
-		msg, limit = MessageFreeDailyHighBalance, FreeDailyHighBalance
+		msg, limit = messageFreeDailyHighBalance, FreeDailyHighBalance
 	}
 	return rateLimited(msg, limit, 0, reset, withSource(nil, w, LimitSourceFreeTierDaily))
 }

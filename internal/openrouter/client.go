@@ -329,7 +329,7 @@ func (c *Client) Workspaces(ctx context.Context, managementKey string, limit int
 	var out []Workspace
 	for offset := 0; ; {
 		var page []Workspace
-		q := WorkspacesQuery{Offset: offset, Limit: WorkspacesPageSize}
+		q := WorkspacesQuery{Offset: offset, Limit: workspacesPageSize}
 		if res := c.get(ctx, EndpointWorkspaces, q.path(), managementKey, maxPageResponse, &page); res.Err != nil {
 			return nil, res.Err
 		}
@@ -362,7 +362,7 @@ func (c *Client) WorkspaceBudgets(ctx context.Context, managementKey, workspaceI
 // Credits reads GET /credits with bearer, which must be a management key.
 func (c *Client) Credits(ctx context.Context, bearer string) (*Credits, Result) {
 	var cr Credits
-	res := c.get(ctx, EndpointCredits, PathCredits, bearer, maxKeyResponse, &cr)
+	res := c.get(ctx, EndpointCredits, pathCredits, bearer, maxKeyResponse, &cr)
 	if res.Err != nil {
 		return nil, res
 	}
@@ -374,7 +374,7 @@ func (c *Client) ModelIDs(ctx context.Context) ([]string, Result) {
 	var models []struct {
 		ID string `json:"id"`
 	}
-	res := c.get(ctx, EndpointModels, PathModels, "", maxModelsResponse, &models)
+	res := c.get(ctx, EndpointModels, pathModels, "", maxModelsResponse, &models)
 	if res.Err != nil {
 		return nil, res
 	}

@@ -95,7 +95,7 @@ func TestClientEndpoints(t *testing.T) {
 	if err != nil || len(recs) != 2 || recs[0].WorkspaceID != "w1" || recs[1].WorkspaceID != "w9" || o.last() != "keys_list ok" {
 		t.Errorf("KeysPage: %+v %v, hook %q", recs, err, o.last())
 	}
-	if recs, err := c.KeysPage(ctx, testMgmt, "", KeysPageStep); err != nil || len(recs) != 0 {
+	if recs, err := c.KeysPage(ctx, testMgmt, "", keysPageStep); err != nil || len(recs) != 0 {
 		t.Errorf("KeysPage of the default workspace: %+v %v", recs, err)
 	}
 	rec, res := c.KeyRecord(ctx, testMgmt, "ab12")

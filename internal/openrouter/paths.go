@@ -23,15 +23,15 @@ const (
 	PathKey = "/key"
 	// pathKeyLegacy is GET /key's older alias.
 	pathKeyLegacy = "/auth/key"
-	// PathKeys is GET /keys: one page of a workspace's key records.
-	PathKeys = "/keys"
-	// PathWorkspaces is GET /workspaces: one page of the account's
+	// pathKeys is GET /keys: one page of a workspace's key records.
+	pathKeys = "/keys"
+	// pathWorkspaces is GET /workspaces: one page of the account's
 	// workspaces.
-	PathWorkspaces = "/workspaces"
-	// PathCredits is GET /credits: the account's credits.
-	PathCredits = "/credits"
-	// PathModels is GET /models: the public model catalogue.
-	PathModels = "/models"
+	pathWorkspaces = "/workspaces"
+	// pathCredits is GET /credits: the account's credits.
+	pathCredits = "/credits"
+	// pathModels is GET /models: the public model catalogue.
+	pathModels = "/models"
 	// PathChatCompletions, PathMessages and PathResponses are the
 	// inference endpoints (POST).
 	PathChatCompletions = "/chat/completions"
@@ -100,12 +100,12 @@ var endpointNames = [endpointCount][2]string{
 	// metric label, path template
 	EndpointNone:       {"none", ""},
 	EndpointKey:        {"key", PathKey},
-	EndpointKeyRecord:  {"key_record", PathKeys + "/{hash}"},
-	EndpointKeys:       {"keys_list", PathKeys},
-	EndpointWorkspaces: {"workspaces", PathWorkspaces},
-	EndpointBudgets:    {"budgets", PathWorkspaces + "/{id}/budgets"},
-	EndpointCredits:    {"credits", PathCredits},
-	EndpointModels:     {"models", PathModels},
+	EndpointKeyRecord:  {"key_record", pathKeys + "/{hash}"},
+	EndpointKeys:       {"keys_list", pathKeys},
+	EndpointWorkspaces: {"workspaces", pathWorkspaces},
+	EndpointBudgets:    {"budgets", pathWorkspaces + "/{id}/budgets"},
+	EndpointCredits:    {"credits", pathCredits},
+	EndpointModels:     {"models", pathModels},
 }
 
 // String is the endpoint's name in metrics and errors: "key",
@@ -133,19 +133,19 @@ func Route(path string) (e Endpoint, param string) {
 	switch path {
 	case PathKey, pathKeyLegacy:
 		return EndpointKey, ""
-	case PathKeys:
+	case pathKeys:
 		return EndpointKeys, ""
-	case PathWorkspaces:
+	case pathWorkspaces:
 		return EndpointWorkspaces, ""
-	case PathCredits:
+	case pathCredits:
 		return EndpointCredits, ""
-	case PathModels:
+	case pathModels:
 		return EndpointModels, ""
 	}
-	if hash, ok := strings.CutPrefix(path, PathKeys+"/"); ok {
+	if hash, ok := strings.CutPrefix(path, pathKeys+"/"); ok {
 		return EndpointKeyRecord, hash
 	}
-	if rest, ok := strings.CutPrefix(path, PathWorkspaces+"/"); ok {
+	if rest, ok := strings.CutPrefix(path, pathWorkspaces+"/"); ok {
 		if id, ok := strings.CutSuffix(rest, budgetsSuffix); ok {
 			return EndpointBudgets, id
 		}
@@ -156,11 +156,11 @@ func Route(path string) (e Endpoint, param string) {
 const budgetsSuffix = "/budgets"
 
 // keyRecordPath is GET /keys/{hash}'s path.
-func keyRecordPath(hash string) string { return PathKeys + "/" + url.PathEscape(hash) }
+func keyRecordPath(hash string) string { return pathKeys + "/" + url.PathEscape(hash) }
 
 // budgetsPath is GET /workspaces/{id}/budgets' path.
 func budgetsPath(workspaceID string) string {
-	return PathWorkspaces + "/" + url.PathEscape(workspaceID) + budgetsSuffix
+	return pathWorkspaces + "/" + url.PathEscape(workspaceID) + budgetsSuffix
 }
 
 // KeysQuery is what a GET /keys request asks: a workspace ("" is the
@@ -180,7 +180,7 @@ func (q KeysQuery) path() string {
 	if q.WorkspaceID != "" {
 		v.Set(queryWorkspaceID, q.WorkspaceID)
 	}
-	return PathKeys + "?" + v.Encode()
+	return pathKeys + "?" + v.Encode()
 }
 
 // ParseKeysQuery reads a GET /keys request's query; ok is false for an
@@ -193,7 +193,7 @@ func ParseKeysQuery(v url.Values) (q KeysQuery, ok bool) {
 }
 
 // WorkspacesQuery is what a GET /workspaces request asks: Limit
-// workspaces (1 to WorkspacesPageSize) from Offset.
+// workspaces (1 to workspacesPageSize) from Offset.
 type WorkspacesQuery struct {
 	Offset, Limit int
 }
@@ -204,7 +204,7 @@ const workspacesDefaultLimit = 50
 
 // path is the request's path and query.
 func (q WorkspacesQuery) path() string {
-	return PathWorkspaces + "?" + url.Values{
+	return pathWorkspaces + "?" + url.Values{
 		queryLimit: {strconv.Itoa(q.Limit)}, queryOffset: {strconv.Itoa(q.Offset)},
 	}.Encode()
 }
@@ -215,7 +215,7 @@ func ParseWorkspacesQuery(v url.Values) (q WorkspacesQuery, ok bool) {
 	var okOffset, okLimit bool
 	q.Offset, okOffset = nonNegative(v.Get(queryOffset), 0)
 	q.Limit, okLimit = nonNegative(v.Get(queryLimit), workspacesDefaultLimit)
-	return q, okOffset && okLimit && q.Limit >= 1 && q.Limit <= WorkspacesPageSize
+	return q, okOffset && okLimit && q.Limit >= 1 && q.Limit <= workspacesPageSize
 }
 
 // nonNegative reads a non-negative integer query parameter, def when

@@ -34,7 +34,7 @@ func TestRoute(t *testing.T) {
 func TestQueriesRoundTrip(t *testing.T) {
 	for _, q := range []KeysQuery{{}, {WorkspaceID: "w-1", IncludeDisabled: true, Offset: 198}} {
 		u, err := url.Parse(q.path())
-		if err != nil || u.Path != PathKeys {
+		if err != nil || u.Path != pathKeys {
 			t.Fatalf("%s: %v", q.path(), err)
 		}
 		if got, ok := ParseKeysQuery(u.Query()); !ok || got != q {
@@ -44,9 +44,9 @@ func TestQueriesRoundTrip(t *testing.T) {
 	if _, ok := ParseKeysQuery(url.Values{"offset": {"-1"}}); ok {
 		t.Error("a negative offset is accepted")
 	}
-	q := WorkspacesQuery{Offset: 100, Limit: WorkspacesPageSize}
+	q := WorkspacesQuery{Offset: 100, Limit: workspacesPageSize}
 	u, _ := url.Parse(q.path())
-	if got, ok := ParseWorkspacesQuery(u.Query()); !ok || got != q || u.Path != PathWorkspaces {
+	if got, ok := ParseWorkspacesQuery(u.Query()); !ok || got != q || u.Path != pathWorkspaces {
 		t.Errorf("%s reads as %+v", q.path(), got)
 	}
 	if got, ok := ParseWorkspacesQuery(url.Values{}); !ok || got.Limit != 50 {

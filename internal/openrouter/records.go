@@ -13,8 +13,8 @@ const (
 	// KeysPageSize is how many records one page of GET /keys holds; a
 	// shorter page is the last.
 	KeysPageSize = 100
-	// WorkspacesPageSize is the largest page GET /workspaces serves.
-	WorkspacesPageSize = 100
+	// workspacesPageSize is the largest page GET /workspaces serves.
+	workspacesPageSize = 100
 )
 
 // KeyInfo is the "data" of GET /key: what OpenRouter says of the key sent
@@ -90,13 +90,13 @@ type Workspace struct {
 	UpdatedAt   *string   `json:"updated_at"`
 }
 
-// DefaultWorkspaceName is what people call the workspace GET /keys lists
+// defaultWorkspaceName is what people call the workspace GET /keys lists
 // without a workspace_id.
-const DefaultWorkspaceName = "default"
+const defaultWorkspaceName = "default"
 
 // WorkspaceName is a workspace's name for people and metric labels: its
 // name, else its slug; for a workspace not among the account's workspaces
-// as read (wss), DefaultWorkspaceName when its id is "" (a record of the
+// as read (wss), defaultWorkspaceName when its id is "" (a record of the
 // default workspace read without the workspace list) and its id
 // otherwise. An id is never called "default": a workspace created since
 // the list was read is not the default one, and naming it so would put
@@ -114,7 +114,7 @@ func WorkspaceName(wss []Workspace, id string) string {
 		}
 	}
 	if id == "" {
-		return DefaultWorkspaceName
+		return defaultWorkspaceName
 	}
 	return id
 }

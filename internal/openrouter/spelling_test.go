@@ -66,7 +66,9 @@ func TestAPISpelledOnlyHere(t *testing.T) {
 					t.Errorf("%s: %v", fset.Position(lit.Pos()), err)
 					continue
 				}
-				say := func(what string) { t.Errorf("%s: %s %q spelled outside internal/openrouter", fset.Position(lit.Pos()), what, s) }
+				say := func(what string) {
+					t.Errorf("%s: %s %q spelled outside internal/openrouter", fset.Position(lit.Pos()), what, s)
+				}
 				if strings.Contains(s, site) {
 					if pending[rel] && strings.Contains(s, site+"/settings/") {
 						pendingSeen[rel] = true

@@ -9,9 +9,9 @@ package openrouter
 
 import "slices"
 
-// KeysPageStep is the offset between two pages of a walk: one less than a
+// keysPageStep is the offset between two pages of a walk: one less than a
 // page, so that each page repeats the record that ended the page before.
-const KeysPageStep = KeysPageSize - 1
+const keysPageStep = KeysPageSize - 1
 
 // KeysWalk is one walk through a workspace's GET /keys pages, taken in
 // order of their offsets: page n is read at Offset(n). Its zero value
@@ -25,7 +25,7 @@ type KeysWalk struct {
 }
 
 // Offset is where page n of the walk is read.
-func (*KeysWalk) Offset(n int) int { return n * KeysPageStep }
+func (*KeysWalk) Offset(n int) int { return n * keysPageStep }
 
 // Next is where the page after those taken is read.
 func (w *KeysWalk) Next() int { return w.Offset(w.pages) }

@@ -51,7 +51,7 @@ func TestKeysWalkQuiet(t *testing.T) {
 		}
 		// Pages overlap by one: the walk ends at the first page that is
 		// not full.
-		if want := (n-1)/KeysPageStep + 1; pages != want {
+		if want := (n-1)/keysPageStep + 1; pages != want {
 			t.Errorf("%d keys: %d pages, want %d", n, pages, want)
 		}
 	}
