@@ -336,10 +336,8 @@ func (a *account) workspaceName(ctx context.Context, id string) string {
 	if l := a.lastListing(); l != nil {
 		return openrouter.WorkspaceName(l.workspaces, id)
 	}
-	wss, _, err := a.workspaces(ctx, time.Time{})
-	if err != nil {
-		return id
-	}
+	// Without them the workspace is named by its id.
+	wss, _, _ := a.workspaces(ctx, time.Time{})
 	return openrouter.WorkspaceName(wss, id)
 }
 

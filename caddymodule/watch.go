@@ -149,9 +149,9 @@ type keyWatch struct {
 // what it gathered.
 type accountRead struct {
 	started    time.Time
-	workspaces []workspace // nil until listed
-	ws         int         // the workspace being read
-	walk       openrouter.KeysWalk
+	workspaces []workspace         // nil until listed
+	ws         int                 // the workspace being read
+	walk       openrouter.KeysWalk // through its pages
 	pages      int
 	failures   int // in a row, of the next page
 	complete   bool

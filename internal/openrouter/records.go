@@ -1,6 +1,8 @@
 package openrouter
 
-// records.go holds the management API's wire types and page sizes.
+// records.go holds the management API's wire types (keys, key records,
+// workspaces, credits) and page sizes, the one rule that names a
+// workspace, and the record-hash scheme.
 
 import (
 	"crypto/sha256"
