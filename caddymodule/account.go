@@ -98,7 +98,7 @@ type account struct {
 	life    context.Context
 	endLife context.CancelFunc
 
-	client        *metadataClient
+	client        *openrouter.Client
 	managementKey string
 	// management bounds management requests made one key at a time
 	// (GET /keys/{hash}, GET /credits), whoever asks: no number of
@@ -167,7 +167,7 @@ func newAccount(s upstreamSettings) *account {
 // Destruct runs when no handler uses the account any more.
 func (a *account) Destruct() error {
 	a.endLife()
-	a.client.close()
+	a.client.Close()
 	return nil
 }
 
@@ -246,7 +246,7 @@ func (a *account) lastUsed(recordHashOf string) (time.Time, bool) {
 }
 
 // errNoBudget means the management budget is used up right now.
-var errNoBudget = &lookupError{endpoint: "management", kind: failRefused}
+var errNoBudget = notAsked("management", failRefused)
 
 // accountCredits reads the account's credits with the management key,
 // reusing a recent read.
@@ -260,9 +260,9 @@ func (a *account) accountCredits(ctx context.Context) (*openrouter.Credits, erro
 	if !a.management.Allow() {
 		return nil, errNoBudget
 	}
-	cr, res := a.client.credits(ctx, a.managementKey)
+	cr, res := a.client.Credits(ctx, a.managementKey)
 	if cr == nil {
-		return nil, res.err
+		return nil, res.Err
 	}
 	a.creditsMu.Lock()
 	a.credits = cached[*openrouter.Credits]{a.clock.now(), cr}
@@ -278,9 +278,9 @@ func (a *account) modelIDs(ctx context.Context) ([]string, error) {
 		return m.value, nil
 	}
 	a.modelsMu.Unlock()
-	ids, res := a.client.modelIDs(ctx)
-	if res.err != nil {
-		return nil, res.err
+	ids, res := a.client.ModelIDs(ctx)
+	if res.Err != nil {
+		return nil, res.Err
 	}
 	a.modelsMu.Lock()
 	a.models = cached[[]string]{a.clock.now(), ids}

@@ -8,6 +8,8 @@ import (
 	"context"
 	"sync/atomic"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // flight is one piece of work that several callers wait for, each until
@@ -37,7 +39,7 @@ func (f *flight[T]) wait(ctx context.Context) (T, error) {
 		return f.value, f.err
 	case <-ctx.Done():
 		var zero T
-		return zero, &lookupError{endpoint: "wait", kind: transportFailure(ctx, ctx.Err())}
+		return zero, openrouter.ContextError(ctx, "wait", ctx.Err())
 	}
 }
 

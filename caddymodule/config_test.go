@@ -195,7 +195,7 @@ func TestProvisionDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := h.knowledge
-	if h.acct.client.base != DefaultUpstream || k.fresh.ttl != DefaultCacheTTL || k.timeout != DefaultLookupTimeout ||
+	if !strings.HasPrefix(h.cachePoolKey, DefaultUpstream+"|") || k.fresh.ttl != DefaultCacheTTL || k.timeout != DefaultLookupTimeout ||
 		!h.edge.dead || h.edge.malformed || h.edge.skew != DefaultExpirySkew || h.edge.disabledFor != DefaultEdgeDisabledFor ||
 		float64(k.lookups.Limit()) != DefaultLookupRate || float64(h.acct.management.Limit()) != DefaultManagementRate || h.watch != nil {
 		t.Errorf("defaults: %+v %+v", k, h.edge)

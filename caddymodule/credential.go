@@ -379,15 +379,6 @@ func (f fingerprint) short() string {
 	return hex.EncodeToString(f[:4])
 }
 
-// recordHash is what OpenRouter's management API is documented to use as a
-// key's hash: sha256 of the key, hex. Whether an account's hashes really
-// are that is learned (see records.go). It is computed to ask
-// GET /keys/{hash} and to match listings, and is never logged or stored.
-func recordHash(key string) string {
-	sum := sha256.Sum256([]byte(key))
-	return hex.EncodeToString(sum[:])
-}
-
 // labelOf is the public label of an OpenRouter key, for logs.
 func labelOf(c credential) string {
 	if !c.isKey() {

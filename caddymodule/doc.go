@@ -19,10 +19,11 @@
 // in internal/errbody), given its reason by the reason table (reasons.go;
 // for 402, 403 and 429 through explainlimits.go: the entry of the kind
 // openrouter.Recognise gives it, its figures gathered as limits.go says)
-// with evidence from OpenRouter (lookup.go, records.go, listing.go,
-// reach.go, account.go, evidence.go) and other replicas (storage.go,
-// shared.go) where the table needs it, and rewritten (rewrite.go puts the
-// entry's sentence and members in, errbody edits the body in the
-// upstream's envelope, envelope.go picks the envelope of an edge answer)
-// or counted as unexplained (drift.go).
+// with evidence from OpenRouter (records.go, listing.go, reach.go,
+// account.go, evidence.go, asking through internal/openrouter's Client,
+// which lookup.go makes) and other replicas (storage.go, shared.go) where
+// the table needs it, and rewritten (rewrite.go puts the entry's sentence
+// and members in, errbody edits the body in the upstream's envelope,
+// envelope.go picks the envelope of an edge answer) or counted as
+// unexplained (drift.go).
 package caddymodule

@@ -11,8 +11,6 @@ package caddymodule
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/url"
 	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -176,21 +174,7 @@ func (k *knowledge) limitKeyLookup(key string, fp fingerprint) <-chan keyAnswer 
 }
 
 // workspaceBudget is one budget of GET /workspaces/{id}/budgets.
-type workspaceBudget struct {
-	LimitUSD      float64 `json:"limit_usd"`
-	ResetInterval string  `json:"reset_interval"`
-}
-
-// workspaceBudgets reads a workspace's budgets with the management key; a
-// workspace without budgets answers 404, which is none.
-func (c *metadataClient) workspaceBudgets(ctx context.Context, managementKey, workspaceID string) ([]workspaceBudget, lookupResult) {
-	var budgets []workspaceBudget
-	res := c.get(ctx, endpointBudgets, "/workspaces/"+url.PathEscape(workspaceID)+"/budgets", managementKey, maxKeyResponse, &budgets, http.StatusNotFound)
-	if res.err != nil || res.status != http.StatusOK {
-		return nil, res
-	}
-	return budgets, res
-}
+type workspaceBudget = openrouter.WorkspaceBudget
 
 // ownRecord is key's own record (matched by hash) in the management key's
 // account: from a fresh listing, else GET /keys/{hash} within the
@@ -207,7 +191,7 @@ func (a *account) ownRecord(ctx context.Context, key string) (*keyRecord, error)
 		return nil, errNoBudget
 	}
 	rec, res := a.askRecord(ctx, key)
-	return rec, res.err
+	return rec, res.Err
 }
 
 // errNotInAccount means the key's own record is not in the management
@@ -242,9 +226,9 @@ func (a *account) keyBudgets(ctx context.Context, key string) ([]workspaceBudget
 	if rec.WorkspaceID == "" || !a.management.Allow() {
 		return nil, errNoBudget
 	}
-	b, res := a.client.workspaceBudgets(ctx, a.managementKey, rec.WorkspaceID)
-	if res.err != nil {
-		return nil, res.err
+	b, res := a.client.WorkspaceBudgets(ctx, a.managementKey, rec.WorkspaceID)
+	if res.Err != nil {
+		return nil, res.Err
 	}
 	if b == nil {
 		b = []workspaceBudget{}

@@ -14,6 +14,7 @@ import (
 	"compress/zlib"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -596,4 +597,12 @@ func linkTestStore(t *testing.T, h *Handler) *sharedStore {
 	s := openSharedStore(ctx, newStorageDouble(), &h.acct.clock, h.acct.managementKey, zap.NewNop())
 	t.Cleanup(h.acct.link(&gatewayLink{cache: newKeyCache(16), shared: s}))
 	return s
+}
+
+// recordHash is the record hash OpenRouter's management API is documented
+// to give a key, sha256 of it in hex, computed here rather than by
+// package openrouter so that the tests witness the scheme on their own.
+func recordHash(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
 }

@@ -151,7 +151,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	// configured, the key's records, at once.
 	var (
 		md     *keyMetadata
-		keyRes lookupResult
+		keyRes openrouter.Result
 		m      match
 		recErr error
 		wg     sync.WaitGroup
@@ -159,7 +159,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		md, keyRes = c.acct.client.keyInfo(ctx, token)
+		md, keyRes = c.acct.client.Key(ctx, token)
 	}()
 	learned := c.acct.learned(fingerprintOf(token))
 	seen := firstSeen(learned, now)
@@ -186,12 +186,12 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 		default:
 			rep.setWorks(md, now)
 		}
-	case keyRes.err == nil && keyRes.status == http.StatusUnauthorized:
+	case keyRes.Err == nil && keyRes.Status == http.StatusUnauthorized:
 		c.explainRefused(rep, cred, refusedEvidence{m, recErr, learned, seen}, now)
-	case keyRes.err == nil:
-		return nil, &lookupError{endpoint: endpointKey, kind: failStatus, status: keyRes.status}
+	case keyRes.Err == nil:
+		return nil, &openrouter.Error{Endpoint: endpointKey, Kind: failStatus, Status: keyRes.Status}
 	default:
-		return nil, keyRes.err
+		return nil, keyRes.Err
 	}
 	c.addCredits(ctx, rep, token, md, m)
 	rep.Advice = adviceFor(rep, now)
@@ -369,7 +369,7 @@ func (k *keyReport) runsOut(now time.Time) (at time.Time, pace string, ok bool) 
 	case openrouter.WindowMonthly:
 		spent, pace, began = k.Usage.Monthly, "this month's pace", openrouter.WindowMonthly
 	}
-	start := windowStart(began, now)
+	start, _ := began.StartedAt(now)
 	elapsed := now.Sub(start)
 	if spent <= 0 || elapsed < time.Hour {
 		return time.Time{}, "", false
@@ -380,19 +380,6 @@ func (k *keyReport) runsOut(now time.Time) (at time.Time, pace string, ok bool) 
 		return time.Time{}, "", false
 	}
 	return at, pace, true
-}
-
-// windowStart is when the calendar window that holds now began.
-func windowStart(w openrouter.Window, now time.Time) time.Time {
-	now = now.UTC()
-	y, m, d := now.Date()
-	switch w {
-	case openrouter.WindowDaily:
-		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC)
-	case openrouter.WindowMonthly:
-		return time.Date(y, m, 1, 0, 0, 0, 0, time.UTC)
-	}
-	return time.Date(y, m, d-(int(now.Weekday())+6)%7, 0, 0, 0, 0, time.UTC)
 }
 
 func (r *report) setUnknown(msg string) {
@@ -411,9 +398,9 @@ func (c *checker) addCredits(ctx context.Context, rep *report, token string, md 
 	switch {
 	case md != nil && md.Management():
 		// A management key reads its own account's credits, with itself.
-		var res lookupResult
-		cr, res = c.acct.client.credits(ctx, token)
-		err = res.err
+		var res openrouter.Result
+		cr, res = c.acct.client.Credits(ctx, token)
+		err = res.Err
 	case !c.acct.hasManagementKey():
 		rep.CreditsUnavailable = "OpenRouter shows an account's credits to its management keys only, and this key check has no management key configured"
 		return

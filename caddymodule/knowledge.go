@@ -14,6 +14,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/time/rate"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // maxBackgroundLookups bounds lookups running at once in the background;
@@ -59,7 +61,7 @@ type knowledge struct {
 // keyAnswer is one GET /key answer.
 type keyAnswer struct {
 	md  *keyMetadata
-	res lookupResult
+	res openrouter.Result
 }
 
 // knowledgeOptions are a gateway's settings for what it learns.
@@ -167,7 +169,7 @@ func (k *knowledge) lookupKey(key string, fp fingerprint, since time.Time, backo
 		go func() {
 			ctx, cancel := context.WithTimeout(k.life, k.timeout)
 			defer cancel()
-			md, res := k.acct.client.keyInfo(ctx, key)
+			md, res := k.acct.client.Key(ctx, key)
 			k.record(fp, md, res)
 			k.limits.remember(fp, md, k.now())
 			k.flightsMu.Lock()
@@ -190,20 +192,20 @@ func (k *knowledge) backingOff(fp fingerprint) bool {
 }
 
 // record stores what GET /key answered.
-func (k *knowledge) record(fp fingerprint, md *keyMetadata, res lookupResult) {
+func (k *knowledge) record(fp fingerprint, md *keyMetadata, res openrouter.Result) {
 	now := k.now()
-	kind := failureOf(res.err)
+	kind := failureOf(res.Err)
 	if c := k.logger.Check(zapcore.DebugLevel, "key lookup"); c != nil {
-		fields := []zap.Field{zap.String("key_fingerprint", fp.short()), zap.Int("status", res.status)}
-		if res.err != nil {
-			fields = append(fields, zap.Error(res.err))
+		fields := []zap.Field{zap.String("key_fingerprint", fp.short()), zap.Int("status", res.Status)}
+		if res.Err != nil {
+			fields = append(fields, zap.Error(res.Err))
 		}
 		c.Write(fields...)
 	}
-	misconfigured := res.status == http.StatusNotFound || kind == failInvalid
+	misconfigured := res.Status == http.StatusNotFound || kind == failInvalid
 	if misconfigured && k.acct.warnedKeyEndpoint.CompareAndSwap(false, true) {
 		k.logger.Warn("GET /key on the upstream did not answer as OpenRouter does: check that upstream is OpenRouter's API base URL, ending in /api/v1",
-			zap.Int("status", res.status))
+			zap.Int("status", res.Status))
 	}
 	st := k.cache.update(fp, now, func(st *keyState, _ bool) bool {
 		switch {
@@ -211,7 +213,7 @@ func (k *knowledge) record(fp fingerprint, md *keyMetadata, res lookupResult) {
 			st.lookupVoid()
 		case md != nil:
 			st.alive(md, now)
-		case kind == failNone && res.status == http.StatusUnauthorized:
+		case kind == failNone && res.Status == http.StatusUnauthorized:
 			st.refused(now)
 		default:
 			st.lookupFailed(now)
@@ -326,13 +328,13 @@ func (k *knowledge) explainKey(ctx context.Context, c credential, fp fingerprint
 	}
 	ans, err := f.wait(ctx)
 	switch {
-	case err != nil || ans.res.err != nil:
+	case err != nil || ans.res.Err != nil:
 		return verdict{}, classLookupFailed
 	case ans.md != nil && ans.md.Management() && inference:
 		return verdict{reason: reasonManagementKey}, ""
 	case ans.md != nil:
 		return verdict{reason: reasonValidRetry}, ""
-	case ans.res.status != http.StatusUnauthorized:
+	case ans.res.Status != http.StatusUnauthorized:
 		return verdict{}, classLookupFailed
 	}
 	st, _ = k.cache.get(fp)

@@ -4,18 +4,13 @@ package caddymodule
 // listing and the flight that reads it (lastListing, freshListing,
 // currentListing with its rule for small accounts, startListing, listed),
 // and the reader that pages through every workspace's keys and checks that
-// nothing shifted (readListing, readWorkspaces, readWorkspaceKeys,
-// readKeysPage).
+// nothing shifted (readListing, readWorkspaceKeys, over
+// openrouter.KeysWalk).
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -71,7 +66,7 @@ func (a *account) freshListing() *keyListing {
 }
 
 // errListingPaused means a listing was started moments ago and failed.
-var errListingPaused = &lookupError{endpoint: endpointKeysList, kind: failRefused}
+var errListingPaused = notAsked(endpointKeysList, failRefused)
 
 // currentListing returns a fresh listing started at or after since,
 // reading one when there is none: once, however many callers ask at the
@@ -144,7 +139,7 @@ func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
 			if l.complete {
 				a.reach.keepWorkspaces(l.workspaces, l.startedAt)
 			}
-			_, own := l.byHash(sha256.Sum256([]byte(a.managementKey)))
+			_, own := l.byHash(openrouter.RecordHashSum(a.managementKey))
 			if own || a.schemeProven.Load() {
 				a.proveReach(ctx, l)
 			}
@@ -170,10 +165,6 @@ func (a *account) startListing(lifetime context.Context) *flight[*keyListing] {
 
 // Limits of a listing.
 const (
-	// listStep is the offset between pages: one less than a page, so that
-	// each page repeats the last record of the one before, which proves
-	// that nothing shifted between the two reads.
-	listStep = openrouter.KeysPageSize - 1
 	// maxListPages bounds a listing across all workspaces (about 2.5
 	// million keys, an index of about 130 MB); past it the listing is
 	// incomplete.
@@ -195,10 +186,10 @@ var errListingShifted = errors.New("the listing changed while it was read")
 // be proven complete is returned with complete false (it can still find
 // records by hash), or an error when nothing usable was read. Its start and
 // end are stamped by clk.
-func readListing(ctx context.Context, c *metadataClient, managementKey string, clk *clock) (*keyListing, error) {
+func readListing(ctx context.Context, c *openrouter.Client, managementKey string, clk *clock) (*keyListing, error) {
 	startedAt := clk.now()
 	complete := true
-	wss, err := readWorkspaces(ctx, c, managementKey)
+	wss, err := c.Workspaces(ctx, managementKey, maxWorkspaces)
 	if err != nil {
 		if failureOf(err) == failCancelled {
 			return nil, err
@@ -239,46 +230,22 @@ func readListing(ctx context.Context, c *metadataClient, managementKey string, c
 	wg.Wait()
 	l := index.listing(wss, startedAt, clk.now(), complete && len(errs) == 0)
 	// Pages of keys read, and of workspaces until an empty one.
-	l.requests = maxListPages - budget + len(wss)/openrouter.WorkspacesPageSize + 2
+	l.requests = maxListPages - budget + openrouter.WorkspacesRequests(len(wss))
 	if len(errs) > 0 && (l.size() == 0 || failureOf(errs[0]) == failCancelled) {
 		return nil, errs[0]
 	}
 	return l, nil
 }
 
-// readWorkspaces pages through GET /workspaces until an empty page.
-func readWorkspaces(ctx context.Context, c *metadataClient, managementKey string) ([]workspace, error) {
-	var out []workspace
-	for offset := 0; ; {
-		var page []workspace
-		res := c.get(ctx, endpointWorkspaces, "/workspaces?limit="+strconv.Itoa(openrouter.WorkspacesPageSize)+"&offset="+strconv.Itoa(offset),
-			managementKey, maxPageResponse, &page)
-		if res.err != nil {
-			return nil, res.err
-		}
-		if len(page) == 0 {
-			break
-		}
-		out = append(out, page...)
-		offset += len(page)
-		if len(out) > maxWorkspaces {
-			return nil, fmt.Errorf("more than %d workspaces", maxWorkspaces)
-		}
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no workspace listed")
-	}
-	return out, nil
-}
-
-// readWorkspaceKeys reads one workspace's keys in overlapping pages, a wave
-// of listConcurrency pages at a time, until an empty page, telling visit
-// each page's new records once its overlap with the page before is
-// checked; then reads the first page again, which must be unchanged (a key
-// created meanwhile would have shifted it). Only a wave of pages is held
-// at a time.
-func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, workspaceID string, ws int, index *indexBuilder,
+// readWorkspaceKeys reads one workspace's keys in overlapping pages
+// (openrouter.KeysWalk), a wave of listConcurrency pages at a time, until
+// an empty page, indexing each page's new records once its overlap with
+// the page before is checked; then reads the first page again, which must
+// be unchanged (a key created meanwhile would have shifted it). Only a
+// wave of pages is held at a time.
+func readWorkspaceKeys(ctx context.Context, c *openrouter.Client, managementKey, workspaceID string, ws int, index *indexBuilder,
 	sem chan struct{}, mu *sync.Mutex, budget *int) error {
+	var walk openrouter.KeysWalk
 	readPage := func(page int) ([]keyRecord, error) {
 		mu.Lock()
 		if *budget == 0 {
@@ -290,103 +257,52 @@ func readWorkspaceKeys(ctx context.Context, c *metadataClient, managementKey, wo
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
-			return nil, &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, ctx.Err())}
+			return nil, openrouter.ContextError(ctx, endpointKeysList, ctx.Err())
 		}
 		defer func() { <-sem }()
-		return readKeysPage(ctx, c, managementKey, workspaceID, page*listStep)
+		return c.KeysPage(ctx, managementKey, workspaceID, walk.Offset(page))
 	}
 
 	// Waves grow from 2 pages to listConcurrency, so that a small
 	// workspace costs few requests and a large one is read in parallel;
 	// after a short page, one more page proves the end.
-	var (
-		first    []string // identities of the first page
-		last     string   // identity of the record that ended the page before
-		lastFull = true   // the page before was full
-		pages    int
-	)
 	for size, done := 2, false; !done; {
 		wave := make([][]keyRecord, size)
 		errs := make([]error, size)
+		next := walk.Pages()
 		var wg sync.WaitGroup
 		for i := range wave {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				wave[i], errs[i] = readPage(pages + i)
+				wave[i], errs[i] = readPage(next + i)
 			}()
 		}
 		wg.Wait()
 		for i, page := range wave {
-			switch {
-			case errs[i] != nil:
+			if errs[i] != nil {
 				return errs[i]
-			case done && len(page) > 0:
-				return errListingShifted // a page after an empty one
-			case len(page) == 0:
-				done = true
-				continue
-			case !lastFull:
-				return errListingShifted // a short page before this one
 			}
-			// Every page but the first begins with the record that ended
-			// the page before.
-			fresh := page
-			if pages > 0 {
-				if recordIdentity(&page[0]) != last {
-					return errListingShifted
-				}
-				fresh = page[1:]
-			} else {
-				first = identities(page)
+			fresh, ok := walk.Take(page)
+			if !ok {
+				return errListingShifted
 			}
 			index.records(ws, fresh)
-			pages++
-			last, lastFull = recordIdentity(&page[len(page)-1]), len(page) == openrouter.KeysPageSize
+			done = done || len(page) == 0
 		}
 		size = min(size*2, listConcurrency)
-		if !lastFull {
+		if walk.Ended() {
 			size = 1
 		}
 	}
-	if pages > 0 {
+	if walk.Pages() > 0 {
 		again, err := readPage(0)
 		if err != nil {
 			return err
 		}
-		if !slices.Equal(identities(again), first) {
+		if !walk.FirstUnchanged(again) {
 			return errListingShifted
 		}
 	}
 	return nil
-}
-
-// identities are the identities of a page's records.
-func identities(page []keyRecord) []string {
-	ids := make([]string, len(page))
-	for i := range page {
-		ids[i] = recordIdentity(&page[i])
-	}
-	return ids
-}
-
-// readKeysPage reads one page of a workspace's keys (disabled ones
-// included) from offset, for readers that go page by page and keep no
-// listing (the key watch).
-func readKeysPage(ctx context.Context, c *metadataClient, managementKey, workspaceID string, offset int) ([]keyRecord, error) {
-	q := url.Values{"include_disabled": {"true"}, "offset": {strconv.Itoa(offset)}}
-	if workspaceID != "" {
-		q.Set("workspace_id", workspaceID)
-	}
-	var recs []keyRecord
-	res := c.get(ctx, endpointKeysList, "/keys?"+q.Encode(), managementKey, maxPageResponse, &recs)
-	if res.err == nil && res.status != http.StatusOK {
-		res.err = &lookupError{endpoint: endpointKeysList, kind: failStatus, status: res.status}
-	}
-	for i := range recs {
-		if recs[i].WorkspaceID == "" {
-			recs[i].WorkspaceID = workspaceID
-		}
-	}
-	return recs, res.err
 }

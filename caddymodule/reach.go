@@ -9,7 +9,6 @@ package caddymodule
 import (
 	"context"
 	"encoding/hex"
-	"net/http"
 	"sync"
 	"time"
 
@@ -126,7 +125,7 @@ func (a *account) readWorkspaces(ctx context.Context) ([]workspace, time.Time, e
 	// The list's time is when it began to be read: a workspace created
 	// while it was read may be missing from it.
 	started := a.clock.now()
-	wss, err := readWorkspaces(ctx, a.client, a.managementKey)
+	wss, err := a.client.Workspaces(ctx, a.managementKey, maxWorkspaces)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
@@ -174,7 +173,7 @@ func (a *account) proveReach(ctx context.Context, l *keyListing) {
 		if !a.management.Allow() {
 			return
 		}
-		if rec, _ := recordWithHash(ctx, a.client, a.managementKey, hex.EncodeToString(e.hash[:])); rec != nil {
+		if rec, _ := a.client.KeyRecord(ctx, a.managementKey, hex.EncodeToString(e.hash[:])); rec != nil {
 			r.found(rec)
 		}
 	}
@@ -252,7 +251,8 @@ func (a *account) probeWorkspaces(ctx context.Context) error {
 	}
 	r := &a.reach
 	for _, ws := range wss {
-		for page, offset := 0, 0; page < probePages; page++ {
+		var walk openrouter.KeysWalk
+		for !walk.Ended() && walk.Pages() < probePages {
 			r.mu.Lock()
 			reached, disabled := r.workspaces[ws.ID], r.disabled
 			r.mu.Unlock()
@@ -262,17 +262,16 @@ func (a *account) probeWorkspaces(ctx context.Context) error {
 			if err := a.probeWait(ctx); err != nil {
 				return err
 			}
-			recs, err := readKeysPage(ctx, a.client, a.managementKey, ws.ID, offset)
+			page, err := a.client.KeysPage(ctx, a.managementKey, ws.ID, walk.Next())
 			if err != nil {
 				return err
 			}
+			// A shift costs the probe nothing: any record of the
+			// workspace serves.
+			recs, _ := walk.Take(page)
 			if err := a.askForReach(ctx, recs, !reached, !disabled); err != nil {
 				return err
 			}
-			if len(recs) < openrouter.KeysPageSize {
-				break
-			}
-			offset += len(recs)
 		}
 	}
 	return nil
@@ -311,7 +310,7 @@ func (a *account) askForReach(ctx context.Context, recs []keyRecord, anyWanted, 
 		}
 		// One request for each wanted record: a record deleted since the
 		// page was read leaves the want for the next probe.
-		got, _ := recordWithHash(ctx, a.client, a.managementKey, rec.Hash)
+		got, _ := a.client.KeyRecord(ctx, a.managementKey, rec.Hash)
 		if got != nil {
 			a.reach.found(got)
 		}
@@ -346,7 +345,7 @@ func (a *account) proveScheme() {
 // askRecord asks GET /keys/{hash} for key's own record, the management
 // budget taken by the caller. A record found proves the hash scheme and
 // that the lookup reaches its workspace.
-func (a *account) askRecord(ctx context.Context, key string) (*keyRecord, lookupResult) {
+func (a *account) askRecord(ctx context.Context, key string) (*keyRecord, openrouter.Result) {
 	rec, res := recordByHash(ctx, a.client, a.managementKey, key)
 	if rec != nil {
 		a.reach.found(rec)
@@ -358,16 +357,6 @@ func (a *account) askRecord(ctx context.Context, key string) (*keyRecord, lookup
 // recordByHash asks GET /keys/{hash} for the record whose hash is
 // sha256(key). A 404 is a normal answer: the key may be of another account,
 // deleted, or the account's hashes may be something else.
-func recordByHash(ctx context.Context, c *metadataClient, managementKey, key string) (*keyRecord, lookupResult) {
-	return recordWithHash(ctx, c, managementKey, recordHash(key))
-}
-
-// recordWithHash asks GET /keys/{hash} for the record with that hash.
-func recordWithHash(ctx context.Context, c *metadataClient, managementKey, hash string) (*keyRecord, lookupResult) {
-	var rec keyRecord
-	res := c.get(ctx, endpointKeyRecord, "/keys/"+hash, managementKey, maxKeyResponse, &rec, http.StatusNotFound)
-	if res.err != nil || res.status != http.StatusOK {
-		return nil, res
-	}
-	return &rec, res
+func recordByHash(ctx context.Context, c *openrouter.Client, managementKey, key string) (*keyRecord, openrouter.Result) {
+	return c.KeyRecord(ctx, managementKey, openrouter.RecordHashOf(key))
 }

@@ -27,15 +27,6 @@ import (
 // keyRecord is a key's management record.
 type keyRecord = openrouter.KeyRecord
 
-// recordIdentity is what tells records apart when pages are compared: the
-// hash, or, for a record without one, what else names it.
-func recordIdentity(r *keyRecord) string {
-	if r.Hash != "" {
-		return r.Hash
-	}
-	return r.Label + "|" + r.Name + "|" + r.CreatedAt
-}
-
 // workspace is one workspace of the account.
 type workspace = openrouter.Workspace
 
@@ -131,22 +122,6 @@ type keyListing struct {
 // size is how many records the listing read.
 func (l *keyListing) size() int { return len(l.entries) }
 
-// workspaceName is the name of a workspace for people (and metric labels).
-func (l *keyListing) workspaceName(id string) string {
-	for _, w := range l.workspaces {
-		if w.ID == id {
-			if w.Name != "" {
-				return w.Name
-			}
-			return w.Slug
-		}
-	}
-	if id == "" {
-		return "default"
-	}
-	return id
-}
-
 // byHash is the entry of the record whose hash is sum, if the listing has
 // one.
 func (l *keyListing) byHash(sum [sha256.Size]byte) (*indexEntry, bool) {
@@ -220,9 +195,9 @@ type match struct {
 // listing: no record with the key's hash (scheme proven) or label.
 func (l *keyListing) findRecord(key string, hashProven bool) match {
 	m := match{listStarted: l.startedAt}
-	if e, ok := l.byHash(sha256.Sum256([]byte(key))); ok {
+	if e, ok := l.byHash(openrouter.RecordHashSum(key)); ok {
 		m.record, m.partial = l.recordOf(e), true
-		m.workspace = l.workspaceName(m.record.WorkspaceID)
+		m.workspace = openrouter.WorkspaceName(l.workspaces, m.record.WorkspaceID)
 		return m
 	}
 	if hashProven {
@@ -346,26 +321,24 @@ func (a *account) askByHash(lifetime, ctx context.Context, key string, seen time
 	if rec != nil {
 		return match{record: rec, workspace: a.workspaceName(ctx, rec.WorkspaceID), listStarted: asked}, nil
 	}
-	if res.err == nil && res.status == http.StatusNotFound {
+	if res.Err == nil && res.Status == http.StatusNotFound {
 		if m, ok := a.absentByHash(ctx, key, asked, seen); ok {
 			return m, nil
 		}
 		a.probeReach()
 	}
-	return a.listed(lifetime, ctx, key, seen, res.err)
+	return a.listed(lifetime, ctx, key, seen, res.Err)
 }
 
 // workspaceName names a workspace for people: from the last listing, or
 // the workspaces last read, or read now if the management budget allows.
 func (a *account) workspaceName(ctx context.Context, id string) string {
 	if l := a.lastListing(); l != nil {
-		return l.workspaceName(id)
+		return openrouter.WorkspaceName(l.workspaces, id)
 	}
-	wss, _, err := a.workspaces(ctx, time.Time{})
-	if err != nil {
-		return id
-	}
-	return (&keyListing{workspaces: wss}).workspaceName(id)
+	// Without them the workspace is named by its id.
+	wss, _, _ := a.workspaces(ctx, time.Time{})
+	return openrouter.WorkspaceName(wss, id)
 }
 
 // explainsRefusal reports whether a record says its key is refused:

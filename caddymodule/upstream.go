@@ -13,11 +13,13 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"go.uber.org/zap"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // Defaults of the shared options.
 const (
-	DefaultUpstream       = "https://openrouter.ai/api/v1"
+	DefaultUpstream       = openrouter.BaseURL
 	DefaultLookupTimeout  = 5 * time.Second
 	DefaultManagementRate = 5.0
 )
@@ -128,8 +130,9 @@ func (o UpstreamOptions) validate() error {
 // logSettings says, once at provision, what the options mean for what can
 // be explained.
 func (s upstreamSettings) logSettings(logger *zap.Logger) {
-	if !strings.HasSuffix(s.base, "/api/v1") {
-		logger.Warn("upstream does not end in /api/v1: key metadata is read from {upstream}/key, which on OpenRouter is https://openrouter.ai/api/v1/key",
+	if !strings.HasSuffix(s.base, openrouter.APIPrefix) {
+		logger.Warn("upstream does not end in "+openrouter.APIPrefix+": key metadata is read from {upstream}"+openrouter.PathKey+
+			", which on OpenRouter is "+openrouter.BaseURL+openrouter.PathKey,
 			zap.String("upstream", s.base))
 	}
 	if s.managementKey == "" {

@@ -7,7 +7,6 @@ package caddymodule
 // alert rules can warn before keys in use expire or run dry.
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -38,7 +37,7 @@ type usageLog struct {
 func newUsageLog() *usageLog { return &usageLog{last: make(map[string]int64)} }
 
 func (u *usageLog) used(key string, now time.Time) {
-	id := usedID(recordHash(key))
+	id := usedID(openrouter.RecordHashOf(key))
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if _, ok := u.last[id]; !ok && len(u.last) >= maxUsedKeys {
@@ -150,9 +149,9 @@ type keyWatch struct {
 // what it gathered.
 type accountRead struct {
 	started    time.Time
-	workspaces []workspace // nil until listed
-	ws, offset int         // the next page: workspace index and offset
-	last       string      // identity of the last record read in the workspace
+	workspaces []workspace         // nil until listed
+	ws         int                 // the workspace being read
+	walk       openrouter.KeysWalk // through its pages
 	pages      int
 	failures   int // in a row, of the next page
 	complete   bool
@@ -261,7 +260,7 @@ func (w *keyWatch) read(ctx context.Context) (*watchSnapshot, error) {
 		if err := w.wait(ctx); err != nil {
 			return nil, err
 		}
-		wss, err := readWorkspaces(ctx, a.client, a.managementKey)
+		wss, err := a.client.Workspaces(ctx, a.managementKey, maxWorkspaces)
 		if err != nil {
 			if failureOf(err) == failCancelled {
 				return nil, err
@@ -282,7 +281,7 @@ func (w *keyWatch) read(ctx context.Context) (*watchSnapshot, error) {
 			return nil, err
 		}
 		ws := r.workspaces[r.ws]
-		page, err := readKeysPage(ctx, a.client, a.managementKey, ws.ID, r.offset)
+		page, err := a.client.KeysPage(ctx, a.managementKey, ws.ID, r.walk.Next())
 		if err != nil {
 			if r.failures++; r.failures < maxPageFailures || failureOf(err) == failCancelled {
 				return nil, err
@@ -291,7 +290,7 @@ func (w *keyWatch) read(ctx context.Context) (*watchSnapshot, error) {
 			// rest of its workspace is left out of this read.
 			w.logger.Warn("key watch: a page of a workspace's keys keeps failing; this read goes on without the rest of the workspace", zap.Error(err))
 			r.complete = false
-			r.ws, r.offset, r.last, r.failures = r.ws+1, 0, "", 0
+			r.ws, r.walk, r.failures = r.ws+1, openrouter.KeysWalk{}, 0
 			continue
 		}
 		r.failures = 0
@@ -314,26 +313,17 @@ func (w *keyWatch) read(ctx context.Context) (*watchSnapshot, error) {
 }
 
 // addPage adds one page of a workspace's keys to a read. Pages overlap by
-// one record: the page at offset begins with the last record of the page
-// before. When it does not, keys were created or deleted meanwhile: the
-// records already read are skipped (created: they moved down) or some may
-// be missed (deleted: they moved up), and the read is not complete.
+// one record (openrouter.KeysWalk). When a page does not begin with the
+// record that ended the page before, keys were created or deleted
+// meanwhile: the records already read are skipped (created: they moved
+// down) or some may be missed (deleted: they moved up), and the read is
+// not complete.
 func (w *keyWatch) addPage(r *accountRead, ws workspace, page []keyRecord) {
-	fresh := page
-	if r.offset > 0 {
-		at := slices.IndexFunc(page, func(rec keyRecord) bool { return recordIdentity(&rec) == r.last })
-		if at != 0 {
-			r.complete = false
-		}
-		fresh = page[at+1:] // at -1: all of it
+	fresh, ok := r.walk.Take(page)
+	if !ok {
+		r.complete = false
 	}
-	wsName := ws.Name
-	if wsName == "" {
-		wsName = ws.Slug
-	}
-	if wsName == "" {
-		wsName = cmp.Or(ws.ID, "default")
-	}
+	wsName := openrouter.WorkspaceName(r.workspaces, ws.ID)
 	now := w.now()
 	for i := range fresh {
 		rec := &fresh[i]
@@ -353,21 +343,18 @@ func (w *keyWatch) addPage(r *accountRead, ws workspace, page []keyRecord) {
 		}
 		r.sel.add(k)
 	}
-	if len(page) < openrouter.KeysPageSize {
-		r.ws, r.offset, r.last = r.ws+1, 0, ""
-		return
+	if r.walk.Ended() {
+		r.ws, r.walk = r.ws+1, openrouter.KeysWalk{}
 	}
-	r.offset += len(page) - 1
-	r.last = recordIdentity(&page[len(page)-1])
 }
 
 // wait spaces the watch's management requests.
 func (w *keyWatch) wait(ctx context.Context) error {
 	if err := w.pace.Wait(ctx); err != nil {
-		return &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, err)}
+		return openrouter.ContextError(ctx, endpointKeysList, err)
 	}
 	if err := w.k.acct.management.Wait(ctx); err != nil {
-		return &lookupError{endpoint: endpointKeysList, kind: transportFailure(ctx, err)}
+		return openrouter.ContextError(ctx, endpointKeysList, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -103,13 +104,6 @@ func withSource(ms Members, w Wording, source string) Members {
 	return ms
 }
 
-// The URLs OpenRouter's failure sentences end with.
-const (
-	URLCredits      = "https://openrouter.ai/settings/credits"
-	URLKeys         = "https://openrouter.ai/settings/keys"
-	URLIntegrations = "https://openrouter.ai/settings/integrations"
-)
-
 const affordSentence = "This request requires more credits, or fewer max_tokens. You requested up to %d tokens, but can only afford %d. "
 
 // BalanceAfford is the 402 of an account whose balance cannot cover the
@@ -125,6 +119,16 @@ func BalanceAfford(requested, affordable int64, w Wording) FailureBody {
 		Status:   http.StatusPaymentRequired,
 		Message:  fmt.Sprintf(affordSentence, requested, affordable) + tail,
 		Metadata: withSource(Members{{"provider_name", nil}}, w, LimitSourceCredits),
+	}
+}
+
+// CreditsUnscoped is the 402 whose sentence ends at "can only afford M.",
+// without the URL that tells the key's cap from the account's balance.
+func CreditsUnscoped(requested, affordable int64) FailureBody {
+	return FailureBody{
+		Status:   http.StatusPaymentRequired,
+		Message:  strings.TrimSuffix(fmt.Sprintf(affordSentence, requested, affordable), " "),
+		Metadata: Members{{"provider_name", nil}},
 	}
 }
 
@@ -162,15 +166,15 @@ func KeyCapAfford(requested, affordable int64, window Window, w Wording) Failure
 	}
 }
 
-// MessageInFlight is the 402 of requests in flight reserving the balance.
-const MessageInFlight = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits."
+// messageInFlight is the 402 of requests in flight reserving the balance.
+const messageInFlight = "This request would exceed your available credits given your current in-flight requests. Retry after in-flight requests settle, or add credits."
 
 // InFlight is the in-flight 402, with its Retry-After: the only 402 a
 // retry can cure.
 func InFlight(retryAfterSeconds int, w Wording) FailureBody {
 	return FailureBody{
 		Status:   http.StatusPaymentRequired,
-		Message:  MessageInFlight,
+		Message:  messageInFlight,
 		Metadata: withSource(Members{{"reason", "in_flight_budget_exhausted"}}, w, LimitSourceInFlightBudget),
 		Header:   http.Header{"Retry-After": {strconv.Itoa(retryAfterSeconds)}},
 	}
@@ -182,7 +186,7 @@ func InFlight(retryAfterSeconds int, w Wording) FailureBody {
 // WordingOld the URL is https://openrouter.ai/settings/keys. recordHash is
 // key material: the body goes only to the client that sent the key.
 func KeyLimitExceeded(window Window, workspaceSlug, recordHash string, w Wording) FailureBody {
-	url := "https://openrouter.ai/workspaces/" + workspaceSlug + "/keys/" + recordHash
+	url := keyPageURL(workspaceSlug, recordHash)
 	if w == WordingOld {
 		url = URLKeys
 	}
@@ -220,8 +224,8 @@ func BYOKRequired(provider string) FailureBody {
 
 // The free-model 429 messages; the trailing spaces are OpenRouter's.
 const (
-	MessageFreeDaily            = "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day"
-	MessageFreeDailyHighBalance = "Rate limit exceeded: free-models-per-day-high-balance. "
+	messageFreeDaily            = "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day"
+	messageFreeDailyHighBalance = "Rate limit exceeded: free-models-per-day-high-balance. "
 	MessageFreePerMinute        = "Rate limit exceeded: free-models-per-min. "
 )
 
@@ -229,9 +233,9 @@ const (
 // metadata.headers; reset is sent in epoch milliseconds.
 func rateLimited(msg string, limit, remaining int, reset time.Time, ms Members) FailureBody {
 	figures := map[string]string{
-		HeaderRateLimitLimit:     strconv.Itoa(limit),
-		HeaderRateLimitRemaining: strconv.Itoa(remaining),
-		HeaderRateLimitReset:     strconv.FormatInt(reset.UnixMilli(), 10),
+		headerRateLimitLimit:     strconv.Itoa(limit),
+		headerRateLimitRemaining: strconv.Itoa(remaining),
+		headerRateLimitReset:     strconv.FormatInt(reset.UnixMilli(), 10),
 	}
 	h := http.Header{}
 	for k, v := range figures {
@@ -249,9 +253,9 @@ func rateLimited(msg string, limit, remaining int, reset time.Time, ms Members) 
 // used up (50 requests, or 1000 with highBalance); reset is the next
 // 00:00 UTC. No Retry-After is sent.
 func FreeDaily(highBalance bool, reset time.Time, w Wording) FailureBody {
-	msg, limit := MessageFreeDaily, FreeDailyLow
+	msg, limit := messageFreeDaily, FreeDailyLow
 	if highBalance {
-		msg, limit = MessageFreeDailyHighBalance, FreeDailyHighBalance
+		msg, limit = messageFreeDailyHighBalance, FreeDailyHighBalance
 	}
 	return rateLimited(msg, limit, 0, reset, withSource(nil, w, LimitSourceFreeTierDaily))
 }

@@ -70,16 +70,32 @@ func WindowOfLimitReset(limitReset *string) Window {
 // window has just begun, so the next boundary is returned. ok is false
 // for WindowTotal (never resets) and WindowUnknown (not known).
 func (w Window) ResetsAt(now time.Time) (t time.Time, ok bool) {
+	start, ok := w.StartedAt(now)
+	switch {
+	case !ok:
+		return time.Time{}, false
+	case w == WindowDaily:
+		return start.AddDate(0, 0, 1), true
+	case w == WindowWeekly:
+		return start.AddDate(0, 0, 7), true
+	}
+	return start.AddDate(0, 1, 0), true
+}
+
+// StartedAt is when the window that holds now began: 00:00 UTC today
+// (daily), Monday 00:00 UTC (weekly), the 1st 00:00 UTC (monthly). At
+// exactly a boundary a window has just begun, so now is returned. ok is
+// false for WindowTotal and WindowUnknown, which have no start.
+func (w Window) StartedAt(now time.Time) (t time.Time, ok bool) {
 	now = now.UTC()
 	y, m, d := now.Date()
 	switch w {
 	case WindowDaily:
-		return time.Date(y, m, d+1, 0, 0, 0, 0, time.UTC), true
+		return time.Date(y, m, d, 0, 0, 0, 0, time.UTC), true
 	case WindowWeekly:
-		sinceMonday := (int(now.Weekday()) + 6) % 7
-		return time.Date(y, m, d+7-sinceMonday, 0, 0, 0, 0, time.UTC), true
+		return time.Date(y, m, d-(int(now.Weekday())+6)%7, 0, 0, 0, 0, time.UTC), true
 	case WindowMonthly:
-		return time.Date(y, m+1, 1, 0, 0, 0, 0, time.UTC), true
+		return time.Date(y, m, 1, 0, 0, 0, 0, time.UTC), true
 	}
 	return time.Time{}, false
 }

@@ -103,3 +103,41 @@ func TestFreeDailyResetsAt(t *testing.T) {
 		}
 	}
 }
+
+func TestWindowStartedAt(t *testing.T) {
+	at := func(s string) time.Time {
+		v, err := time.Parse(time.RFC3339, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, c := range []struct {
+		w         Window
+		now, want string
+	}{
+		{WindowDaily, "2026-12-07T09:30:00Z", "2026-12-07T00:00:00Z"},
+		{WindowDaily, "2026-12-07T00:00:00Z", "2026-12-07T00:00:00Z"},
+		{WindowDaily, "2026-12-07T01:30:00+02:00", "2026-12-06T00:00:00Z"},
+		{WindowWeekly, "2026-12-07T09:30:00Z", "2026-12-07T00:00:00Z"}, // a Monday
+		{WindowWeekly, "2026-12-06T23:59:59Z", "2026-11-30T00:00:00Z"}, // a Sunday
+		{WindowWeekly, "2026-01-01T12:00:00Z", "2025-12-29T00:00:00Z"}, // across the year
+		{WindowMonthly, "2026-12-31T23:00:00Z", "2026-12-01T00:00:00Z"},
+		{WindowMonthly, "2026-03-01T00:00:00Z", "2026-03-01T00:00:00Z"},
+	} {
+		got, ok := c.w.StartedAt(at(c.now))
+		if !ok || !got.Equal(at(c.want)) || got.Location() != time.UTC {
+			t.Errorf("%s window holding %s began %v (%v), want %s", c.w, c.now, got, ok, c.want)
+		}
+		// The window that began then ends where the next begins.
+		end, _ := c.w.ResetsAt(at(c.now))
+		if next, _ := c.w.StartedAt(end); !next.Equal(end) || !end.After(got) {
+			t.Errorf("%s window holding %s: ends %v, which is no window's start", c.w, c.now, end)
+		}
+	}
+	for _, w := range []Window{WindowTotal, WindowUnknown} {
+		if _, ok := w.StartedAt(at("2026-12-07T09:30:00Z")); ok {
+			t.Errorf("%s window has a start", w)
+		}
+	}
+}

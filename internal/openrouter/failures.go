@@ -192,7 +192,7 @@ func (h RecordHash) MarshalJSON() ([]byte, error) {
 // Matches reports, in constant time, whether the hash is sha256 of key:
 // proof that the account hashes its keys' records that way.
 func (h RecordHash) Matches(key string) bool {
-	sum := sha256.Sum256([]byte(key))
+	sum := RecordHashSum(key)
 	var want [2 * sha256.Size]byte
 	hex.Encode(want[:], sum[:])
 	return len(h) == len(want) && subtle.ConstantTimeCompare([]byte(h), want[:]) == 1
@@ -496,9 +496,9 @@ func (w *wire) retryAfter(header http.Header) time.Duration {
 
 // The X-RateLimit-* headers of 429s.
 const (
-	HeaderRateLimitLimit     = "X-RateLimit-Limit"
-	HeaderRateLimitRemaining = "X-RateLimit-Remaining"
-	HeaderRateLimitReset     = "X-RateLimit-Reset"
+	headerRateLimitLimit     = "X-RateLimit-Limit"
+	headerRateLimitRemaining = "X-RateLimit-Remaining"
+	headerRateLimitReset     = "X-RateLimit-Reset"
 )
 
 // rateLimit reads X-RateLimit-* from the headers, each falling back on
@@ -518,13 +518,13 @@ func (w *wire) rateLimit(header http.Header) *RateLimit429 {
 	}
 	var rl RateLimit429
 	found := false
-	if n, ok := get(HeaderRateLimitLimit); ok {
+	if n, ok := get(headerRateLimitLimit); ok {
 		rl.Limit, found = &n, true
 	}
-	if n, ok := get(HeaderRateLimitRemaining); ok {
+	if n, ok := get(headerRateLimitRemaining); ok {
 		rl.Remaining, found = &n, true
 	}
-	if n, ok := get(HeaderRateLimitReset); ok && n > 0 {
+	if n, ok := get(headerRateLimitReset); ok && n > 0 {
 		if n < 1e11 { // seconds, not milliseconds: 1e11 ms is in 1973
 			n *= 1000
 		}

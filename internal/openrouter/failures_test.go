@@ -71,11 +71,11 @@ func TestRecognise(t *testing.T) {
 			Failure{Kind: KindCreditsUnscoped, Tokens: &Tokens{Requested: 16384, Affordable: 1000}}},
 
 		// 402, in flight.
-		{"in flight", 402, `{"error":{"message":"` + MessageInFlight + `","code":402,"metadata":{"reason":"in_flight_budget_exhausted","limit_source":"openrouter_in_flight_budget"}}}`, http.Header{"Retry-After": {"5"}},
+		{"in flight", 402, `{"error":{"message":"` + messageInFlight + `","code":402,"metadata":{"reason":"in_flight_budget_exhausted","limit_source":"openrouter_in_flight_budget"}}}`, http.Header{"Retry-After": {"5"}},
 			Failure{Kind: KindInFlight, LimitSource: LimitSourceInFlightBudget, RetryAfter: 5 * time.Second}},
 		{"in flight by reason", 402, `{"error":{"message":"Something else.","code":402,"metadata":{"reason":"in_flight_budget_exhausted"}}}`, nil,
 			Failure{Kind: KindInFlight}},
-		{"in flight by message", 402, `{"error":{"message":"` + MessageInFlight + `","code":402}}`, nil,
+		{"in flight by message", 402, `{"error":{"message":"` + messageInFlight + `","code":402}}`, nil,
 			Failure{Kind: KindInFlight}},
 
 		// 403, the key's cap spent.

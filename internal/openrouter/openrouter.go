@@ -1,9 +1,16 @@
-// Package openrouter holds the facts of OpenRouter's API that both the
-// gateway and the OpenRouter emulator in tests/ depend on: the shape of
-// its keys and labels, its endpoint families, the error envelope each
-// family uses, its 402/403/429 failures (what each says, builders of its
-// wording, the recogniser) and its UTC limit calendar. Written once, so
-// that the gateway's answers and the emulator's cannot drift apart.
+// Package openrouter is OpenRouter's API as the gateway, its key check,
+// its key watch and the OpenRouter emulator in tests/ know it, written
+// once so that they cannot drift apart: the shape of its keys and labels
+// (openrouter.go), its endpoint families and the error envelope each uses,
+// its 402/403/429 failures (what each says: failures.go; builders of its
+// wording: bodies.go), its UTC limit calendar (calendar.go), every
+// endpoint path and query parameter and the settings URLs (paths.go), the
+// wire types and the record-hash scheme (records.go, wire.go), the one
+// walk through GET /keys pages and its overlap check (walk.go), and the
+// client with one method per endpoint (client.go).
+//
+// It builds on the standard library alone: nothing of Caddy, zap or
+// Prometheus; the client tells a Hook of each request instead.
 package openrouter
 
 import (
@@ -95,9 +102,9 @@ func (m AuthMessage) RefusesCredential() bool {
 // what is below them.
 func IsManagementPath(path string) bool {
 	path = strings.TrimSuffix(path, "/")
-	return strings.HasSuffix(path, "/key") || strings.HasSuffix(path, "/credits") ||
-		strings.HasSuffix(path, "/keys") || strings.Contains(path, "/keys/") ||
-		strings.HasSuffix(path, "/workspaces") || strings.Contains(path, "/workspaces/")
+	return strings.HasSuffix(path, PathKey) || strings.HasSuffix(path, pathCredits) ||
+		strings.HasSuffix(path, pathKeys) || strings.Contains(path, pathKeys+"/") ||
+		strings.HasSuffix(path, pathWorkspaces) || strings.Contains(path, pathWorkspaces+"/")
 }
 
 // Family is a group of endpoints that share an error envelope.
@@ -134,9 +141,9 @@ func (f Family) String() string {
 func FamilyOf(path string) Family {
 	path = strings.TrimSuffix(path, "/")
 	switch {
-	case strings.HasSuffix(path, "/messages"):
+	case strings.HasSuffix(path, PathMessages):
 		return FamilyMessages
-	case strings.HasSuffix(path, "/responses"):
+	case strings.HasSuffix(path, PathResponses):
 		return FamilyResponses
 	}
 	return FamilyOpenAI

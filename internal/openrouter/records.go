@@ -1,16 +1,22 @@
 package openrouter
 
-// records.go holds the management API's wire types and page sizes.
+// records.go holds the management API's wire types (keys, key records,
+// workspaces, credits) and page sizes, the one rule that names a
+// workspace, and the record-hash scheme.
 
-import "time"
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
 
 // Page sizes of the management API's listings.
 const (
 	// KeysPageSize is how many records one page of GET /keys holds; a
 	// shorter page is the last.
 	KeysPageSize = 100
-	// WorkspacesPageSize is the largest page GET /workspaces serves.
-	WorkspacesPageSize = 100
+	// workspacesPageSize is the largest page GET /workspaces serves.
+	workspacesPageSize = 100
 )
 
 // KeyInfo is the "data" of GET /key: what OpenRouter says of the key sent
@@ -78,10 +84,64 @@ type KeyRecord struct {
 
 // Workspace is one workspace of an account (GET /workspaces).
 type Workspace struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Slug      string    `json:"slug"`
-	CreatedAt time.Time `json:"created_at"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Slug        string    `json:"slug"`
+	Description *string   `json:"description"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   *string   `json:"updated_at"`
+}
+
+// defaultWorkspaceName is what people call the workspace GET /keys lists
+// without a workspace_id.
+const defaultWorkspaceName = "default"
+
+// WorkspaceName is a workspace's name for people and metric labels: its
+// name, else its slug; for a workspace not among the account's workspaces
+// as read (wss), defaultWorkspaceName when its id is "" (a record of the
+// default workspace read without the workspace list) and its id
+// otherwise. An id is never called "default": a workspace created since
+// the list was read is not the default one, and naming it so would put
+// its keys under another workspace's name.
+func WorkspaceName(wss []Workspace, id string) string {
+	for _, w := range wss {
+		if w.ID == id {
+			if w.Name != "" {
+				return w.Name
+			}
+			if w.Slug != "" {
+				return w.Slug
+			}
+			break
+		}
+	}
+	if id == "" {
+		return defaultWorkspaceName
+	}
+	return id
+}
+
+// RecordHashOf is the record hash OpenRouter's management API is
+// documented to give a key: sha256 of the key, in lowercase hex. Whether an
+// account's hashes really are that is learned, never assumed. KEY
+// MATERIAL: never log or store it.
+func RecordHashOf(key string) string {
+	sum := RecordHashSum(key)
+	return hex.EncodeToString(sum[:])
+}
+
+// RecordHashSum is RecordHashOf as bytes.
+func RecordHashSum(key string) [sha256.Size]byte {
+	return sha256.Sum256([]byte(key))
+}
+
+// Identity is what tells a record apart from the others of a listing:
+// its hash, or, for a record without one, its label, name and creation.
+func (r *KeyRecord) Identity() string {
+	if r.Hash != "" {
+		return r.Hash
+	}
+	return r.Label + "|" + r.Name + "|" + r.CreatedAt
 }
 
 // Credits is the "data" of GET /credits: the account's credits bought and

@@ -14,8 +14,11 @@
 // misbehave the ways the real one can (faults per endpoint, transient 401s,
 // a listing that shifts while it is read, 401s with trailers or cut short).
 //
-// The wire facts (key shape, labels, endpoint families, error envelopes)
-// come from package internal/openrouter, shared with the gateway.
+// Every fact of OpenRouter's API it shares with the gateway (key shape and
+// labels, endpoint paths and query parameters, wire types, envelopes,
+// messages and failure sentences, the UTC calendar, the record-hash
+// scheme) comes from package internal/openrouter: it routes on its paths
+// and answers with its builders, spelling none of its own.
 package emulator
 
 import (
@@ -118,7 +121,7 @@ func New() *Server {
 		accounts:          make(map[string]*account),
 	}
 	_, _ = rand.Read(s.jwtSecret)
-	s.accounts[s.userID] = &account{userID: s.userID, totalCredits: 25, totalUsage: 11.5, freeDay: time.Now().UTC().Truncate(24 * time.Hour)}
+	s.accounts[s.userID] = &account{userID: s.userID, totalCredits: 25, totalUsage: 11.5, freeDay: today(time.Now())}
 	s.addWorkspace("Default")
 	return s
 }
@@ -130,10 +133,10 @@ func (s *Server) UserID() string { return s.userID }
 // ActiveStreams is how many streamed completions are being written now.
 func (s *Server) ActiveStreams() int64 { return s.streams.Load() }
 
-// Count is how many requests reached an endpoint ("/key" (with its alias
-// /auth/key), "/keys", "/keys/{hash}", "/workspaces", "/credits",
-// "/models", "/chat/completions", "/messages", "/responses", ...), or all
-// of them for "".
+// Count is how many requests reached an endpoint: a template of
+// openrouter.Endpoint ("/key" (with its alias /auth/key), "/keys",
+// "/keys/{hash}", "/workspaces", ...) or another path ("/chat/completions",
+// "/messages", "/responses", ...); all of them for "".
 func (s *Server) Count(endpoint string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -147,17 +150,15 @@ func (s *Server) Count(endpoint string) int {
 	return s.counts[endpoint]
 }
 
-// endpointOf names the endpoint of an API path for Count and SetFault.
-func endpointOf(path string) string {
-	switch {
-	case path == "/auth/key":
-		return "/key"
-	case strings.HasPrefix(path, "/keys/"):
-		return "/keys/{hash}"
-	case strings.HasPrefix(path, "/workspaces/") && strings.HasSuffix(path, "/budgets"):
-		return "/workspaces/{id}/budgets"
+// endpointOf names the endpoint of an API path for Count and SetFault:
+// its template ("/keys/{hash}") for an endpoint of the management API or
+// GET /key (its alias /auth/key included), the path itself otherwise.
+func endpointOf(path string) (openrouter.Endpoint, string, string) {
+	e, param := openrouter.Route(path)
+	if e == openrouter.EndpointNone {
+		return e, "", path
 	}
-	return path
+	return e, param, e.Template()
 }
 
 // ServeHTTP answers under /api/v1.
@@ -165,44 +166,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.Delay > 0 {
 		time.Sleep(s.Delay)
 	}
-	path, ok := strings.CutPrefix(r.URL.Path, "/api/v1")
+	path, ok := strings.CutPrefix(r.URL.Path, openrouter.APIPrefix)
 	if !ok {
-		s.writeError(w, r, http.StatusNotFound, "Not Found", nil)
+		s.writeError(w, r, http.StatusNotFound, openrouter.MessageNotFound, nil)
 		return
 	}
-	endpoint := endpointOf(path)
+	e, param, endpoint := endpointOf(path)
 	s.mu.Lock()
 	s.counts[endpoint]++
 	fault := s.faults[endpoint]
 	s.mu.Unlock()
 	if fault != FaultNone {
-		s.serveFault(w, r, endpoint, fault)
+		s.serveFault(w, r, e, fault)
 		return
 	}
 
 	get, post := r.Method == http.MethodGet, r.Method == http.MethodPost
 	switch {
-	case endpoint == "/models" && get:
+	case e == openrouter.EndpointModels && get:
 		s.models(w, r)
-	case endpoint == "/key" && get:
+	case e == openrouter.EndpointKey && get:
 		s.withKey(w, r, false, s.keyInfo)
-	case endpoint == "/keys" && get:
+	case e == openrouter.EndpointKeys && get:
 		s.withManagementKey(w, r, s.listKeys)
-	case endpoint == "/keys/{hash}" && get:
+	case e == openrouter.EndpointKeyRecord && get:
 		s.withManagementKey(w, r, func(w http.ResponseWriter, r *http.Request, _ *Key) {
-			s.getKey(w, r, strings.TrimPrefix(path, "/keys/"))
+			s.getKey(w, r, param)
 		})
-	case endpoint == "/workspaces" && get:
+	case e == openrouter.EndpointWorkspaces && get:
 		s.withManagementKey(w, r, s.listWorkspaces)
-	case endpoint == "/credits" && get:
+	case e == openrouter.EndpointCredits && get:
 		s.withManagementKey(w, r, s.credits)
-	case endpoint == "/workspaces/{id}/budgets" && get:
+	case e == openrouter.EndpointBudgets && get:
 		s.withManagementKey(w, r, func(w http.ResponseWriter, r *http.Request, _ *Key) {
-			s.workspaceBudgets(w, r, strings.TrimSuffix(strings.TrimPrefix(path, "/workspaces/"), "/budgets"))
+			s.workspaceBudgets(w, r, param)
 		})
-	case endpoint == "/chat/completions" && post:
+	case path == openrouter.PathChatCompletions && post:
 		s.withKey(w, r, true, s.chat)
-	case (endpoint == "/messages" || endpoint == "/responses") && post:
+	case (path == openrouter.PathMessages || path == openrouter.PathResponses) && post:
 		s.withKey(w, r, true, func(w http.ResponseWriter, r *http.Request, k *Key) {
 			req, _ := readInference(r) // an unreadable body is answered as before
 			if s.admit(w, r, k, &req) {
@@ -210,7 +211,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		})
 	default:
-		s.writeError(w, r, http.StatusNotFound, "Not Found", nil)
+		s.writeError(w, r, http.StatusNotFound, openrouter.MessageNotFound, nil)
 	}
 }
 
@@ -273,7 +274,7 @@ func (s *Server) withKey(w http.ResponseWriter, r *http.Request, inference bool,
 func (s *Server) withManagementKey(w http.ResponseWriter, r *http.Request, next func(http.ResponseWriter, *http.Request, *Key)) {
 	s.withKey(w, r, false, func(w http.ResponseWriter, r *http.Request, k *Key) {
 		if !k.Management {
-			s.writeError(w, r, http.StatusForbidden, "Only management keys can perform this operation", nil)
+			s.writeError(w, r, http.StatusForbidden, openrouter.MessageManagementOnly, nil)
 			return
 		}
 		next(w, r, k)

@@ -54,13 +54,22 @@ func (f Fault) String() string {
 	return "fault " + strconv.Itoa(int(f))
 }
 
-// FaultEndpoints are the endpoints SetFault accepts.
-var FaultEndpoints = []string{"/key", "/keys", "/keys/{hash}", "/workspaces", "/workspaces/{id}/budgets", "/credits", "/models"}
+// FaultEndpoints are the endpoints SetFault accepts: the templates of
+// openrouter.Endpoints ("/key", "/keys", "/keys/{hash}", "/workspaces",
+// "/workspaces/{id}/budgets", "/credits", "/models").
+var FaultEndpoints = faultEndpoints()
 
-// SetFault makes an endpoint ("/key", which includes its alias /auth/key,
-// "/keys", "/keys/{hash}", "/workspaces", "/workspaces/{id}/budgets",
-// "/credits" or "/models")
-// misbehave on every request, before any authentication; FaultNone: behave.
+func faultEndpoints() []string {
+	var out []string
+	for _, e := range openrouter.Endpoints() {
+		out = append(out, e.Template())
+	}
+	return out
+}
+
+// SetFault makes an endpoint (one of FaultEndpoints; "/key" includes its
+// alias /auth/key) misbehave on every request, before any
+// authentication; FaultNone: behave.
 func (s *Server) SetFault(endpoint string, f Fault) {
 	known := false
 	for _, e := range FaultEndpoints {
@@ -96,7 +105,7 @@ func (s *Server) stall(r *http.Request) {
 }
 
 // SetKeyFault makes GET /key misbehave: SetFault("/key", f).
-func (s *Server) SetKeyFault(f Fault) { s.SetFault("/key", f) }
+func (s *Server) SetKeyFault(f Fault) { s.SetFault(openrouter.EndpointKey.Template(), f) }
 
 // stallLimit bounds a stall, so that a test that never gives up still ends.
 const stallLimit = time.Minute
@@ -105,7 +114,7 @@ const stallLimit = time.Minute
 const partialBodyLength = 4096
 
 // serveFault answers as the fault f of the endpoint says.
-func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint string, f Fault) {
+func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint openrouter.Endpoint, f Fault) {
 	h := w.Header()
 	switch f {
 	case FaultHang:
@@ -142,14 +151,14 @@ func (s *Server) serveFault(w http.ResponseWriter, r *http.Request, endpoint str
 		s.stall(r)
 		// Returning short of the Content-Length closes the connection.
 	case Fault404:
-		s.send(w, r, http.StatusNotFound, openrouter.EnvelopeOpenAI.Body(http.StatusNotFound, "Not Found", nil))
+		s.send(w, r, http.StatusNotFound, openrouter.EnvelopeOpenAI.Body(http.StatusNotFound, openrouter.MessageNotFound, nil))
 	}
 }
 
 // partialBody is the start of the endpoint's answer.
-func partialBody(endpoint string) string {
+func partialBody(endpoint openrouter.Endpoint) string {
 	switch endpoint {
-	case "/keys", "/workspaces", "/workspaces/{id}/budgets", "/models":
+	case openrouter.EndpointKeys, openrouter.EndpointWorkspaces, openrouter.EndpointBudgets, openrouter.EndpointModels:
 		return `{"data":[{"`
 	}
 	return `{"data":{"`

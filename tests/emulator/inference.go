@@ -26,19 +26,19 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	data := make([]map[string]any, 0, len(ModelIDs))
+	data := make([]openrouter.Model, 0, len(ModelIDs))
 	for i, id := range ModelIDs {
-		data = append(data, map[string]any{
-			"id": id, "canonical_slug": id, "name": id, "created": 1700000000 + i,
-			"description":        strings.Repeat("A model emulated for tests. ", 40),
-			"context_length":     128000,
-			"architecture":       map[string]any{"modality": "text->text", "input_modalities": []string{"text"}, "output_modalities": []string{"text"}},
-			"pricing":            map[string]any{"prompt": "0.0000025", "completion": "0.00001", "request": "0", "image": "0"},
-			"top_provider":       map[string]any{"context_length": 128000, "max_completion_tokens": 16384, "is_moderated": true},
-			"per_request_limits": nil, "supported_parameters": []string{"max_tokens", "temperature", "stream"},
+		data = append(data, openrouter.Model{
+			ID: id, CanonicalSlug: id, Name: id, Created: int64(1700000000 + i),
+			Description:         strings.Repeat("A model emulated for tests. ", 40),
+			ContextLength:       128000,
+			Architecture:        openrouter.ModelArchitecture{Modality: "text->text", InputModalities: []string{"text"}, OutputModalities: []string{"text"}},
+			Pricing:             openrouter.ModelPricing{Prompt: "0.0000025", Completion: "0.00001", Request: "0", Image: "0"},
+			TopProvider:         openrouter.ModelTopProvider{ContextLength: 128000, MaxCompletionTokens: maxCompletionTokens, IsModerated: true},
+			SupportedParameters: []string{"max_tokens", "temperature", "stream"},
 		})
 	}
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data})
+	s.writeJSON(w, r, http.StatusOK, openrouter.Data[[]openrouter.Model]{Data: data})
 }
 
 // Reply is what every emulated completion says, one word per streamed event.
@@ -67,7 +67,7 @@ type providerErrorMetadata struct {
 // providerKeyRejected is the body of a BYOK provider's 401:
 // {"error":{"message":"Provider returned error","code":401,"metadata":{"raw":"invalid x-api-key","provider_name":"Anthropic"}},"user_id":"user_..."}.
 func (s *Server) providerKeyRejected() []byte {
-	body := openrouter.EnvelopeOpenAI.Body(http.StatusUnauthorized, "Provider returned error",
+	body := openrouter.EnvelopeOpenAI.Body(http.StatusUnauthorized, openrouter.MessageProviderError,
 		providerErrorMetadata{Raw: "invalid x-api-key", ProviderName: "Anthropic"})
 	userID, _ := json.Marshal(s.userID)
 	out := make([]byte, 0, len(body)+len(userID)+12)
@@ -80,7 +80,7 @@ func (s *Server) providerKeyRejected() []byte {
 func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 	req, err := readInference(r)
 	if err != nil {
-		s.writeError(w, r, http.StatusBadRequest, "Invalid JSON body", nil)
+		s.writeError(w, r, http.StatusBadRequest, openrouter.MessageInvalidJSON, nil)
 		return
 	}
 	switch req.Model {
@@ -88,20 +88,16 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 		s.send(w, r, http.StatusUnauthorized, s.providerKeyRejected())
 		return
 	case ModelNeedsCredits:
-		s.writeError(w, r, http.StatusPaymentRequired, "This request requires more credits, or fewer max_tokens. You requested up to 16384 tokens, but can only afford 1000.", map[string]any{"provider_name": nil})
+		s.writeFixed(w, r, openrouter.CreditsUnscoped(maxCompletionTokens, 1000))
 		return
 	case ModelKeyLimit:
-		s.writeError(w, r, http.StatusForbidden, "Key limit exceeded (monthly limit). Manage it using https://openrouter.ai/settings/keys", nil)
+		s.writeFixed(w, r, openrouter.KeyLimitExceeded(openrouter.WindowMonthly, "", "", openrouter.WordingOld))
 		return
 	case ModelRateLimited:
-		const reset = "1767225600000" // fixed, so that two answers compare byte for byte
-		h := w.Header()
-		h.Set("Retry-After", "3")
-		h.Set("X-RateLimit-Limit", "20")
-		h.Set("X-RateLimit-Remaining", "0")
-		h.Set("X-RateLimit-Reset", reset)
-		s.writeError(w, r, http.StatusTooManyRequests, "Rate limit exceeded: free-models-per-min.",
-			map[string]any{"headers": map[string]string{"X-RateLimit-Limit": "20", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}})
+		// A fixed reset, so that two answers compare byte for byte.
+		b := openrouter.FreePerMinute429(time.UnixMilli(1767225600000))
+		b.Header.Set("Retry-After", "3")
+		s.writeFixed(w, r, b)
 		return
 	}
 	if !s.admit(w, r, k, &req) {
@@ -162,7 +158,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 			return
 		}
 		if req.Model == ModelInBandError {
-			send(chunk(map[string]any{"content": ""}, "error", map[string]any{"error": map[string]any{"code": 502, "message": "Provider returned error"}}))
+			send(chunk(map[string]any{"content": ""}, "error", map[string]any{"error": map[string]any{"code": 502, "message": openrouter.MessageProviderError}}))
 			send("data: [DONE]\n\n")
 			return
 		}

@@ -282,8 +282,7 @@ func (s *Server) hashOf(secret string) string {
 		sum := sha256.Sum256([]byte("opaque:" + secret))
 		return hex.EncodeToString(sum[:])
 	}
-	sum := sha256.Sum256([]byte(secret))
-	return hex.EncodeToString(sum[:])
+	return openrouter.RecordHashOf(secret)
 }
 
 // key is the key with that secret; it panics for a key the emulator did

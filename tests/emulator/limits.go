@@ -98,7 +98,7 @@ func (s *Server) NewAccount(o AccountOptions) string {
 	defer s.mu.Unlock()
 	a := &account{
 		userID: "user_" + randomAlphanumeric(27), totalCredits: o.Credits, totalUsage: o.Usage,
-		freeDay: s.now().Truncate(24 * time.Hour), freeUsed: o.FreeRequestsUsed,
+		freeDay: today(s.now()), freeUsed: o.FreeRequestsUsed,
 		hidden: &workspace{Workspace: Workspace{ID: newUUID(), Name: "Default", Slug: "default", CreatedAt: time.Now().UTC()}},
 	}
 	s.accounts[a.userID] = a
@@ -148,8 +148,15 @@ func (s *Server) now() time.Time {
 // one (a Clock set after New may be behind it).
 func (a *account) rollFreeDay(now time.Time) {
 	if end, _ := openrouter.WindowDaily.ResetsAt(a.freeDay); now.Before(a.freeDay) || !now.Before(end) {
-		a.freeDay, a.freeUsed = now.Truncate(24*time.Hour), 0
+		a.freeDay, a.freeUsed = today(now), 0
 	}
+}
+
+// today is when the UTC day that holds now began, as OpenRouter's
+// calendar counts the free-model allowance.
+func today(now time.Time) time.Time {
+	t, _ := openrouter.WindowDaily.StartedAt(now)
+	return t
 }
 
 // freeDailyLimit is the account's tier: 50, or 1000 once it bought 10
@@ -222,21 +229,21 @@ func exceededBudget(ws *workspace) *budget {
 func (s *Server) workspaceBudgets(w http.ResponseWriter, r *http.Request, id string) {
 	s.mu.Lock()
 	ws := s.workspaceByID[id]
-	var data []map[string]any
+	var page openrouter.BudgetsPage
 	if ws != nil {
 		for _, b := range ws.budgets {
-			data = append(data, map[string]any{
-				"created_at": b.CreatedAt.Format(time.RFC3339), "id": b.ID, "limit_usd": b.LimitUSD,
-				"reset_interval": b.Interval, "updated_at": nil, "workspace_id": ws.ID,
+			page.Data = append(page.Data, openrouter.WorkspaceBudget{
+				CreatedAt: b.CreatedAt.Format(time.RFC3339), ID: b.ID, LimitUSD: b.LimitUSD,
+				ResetInterval: b.Interval, WorkspaceID: ws.ID,
 			})
 		}
 	}
 	s.mu.Unlock()
-	if len(data) == 0 {
-		s.writeError(w, r, http.StatusNotFound, "Workspace budgets not found", nil)
+	if len(page.Data) == 0 {
+		s.writeError(w, r, http.StatusNotFound, openrouter.MessageBudgetsNotFound, nil)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data, "include_byok_in_budgets": false})
+	s.writeJSON(w, r, http.StatusOK, page)
 }
 
 // inferenceRequest is what limits read of an inference request's body.
@@ -353,6 +360,15 @@ func (s *Server) limitFailure(k *Key, req *inferenceRequest) (openrouter.Failure
 // affordable is how many output tokens credit pays for.
 func affordable(credit float64) int64 {
 	return int64(math.Floor(credit/completionPrice + 1e-6))
+}
+
+// writeFixed sends a failure of the fixed models in the endpoint's
+// envelope with its headers, whatever RateLimitFigures says.
+func (s *Server) writeFixed(w http.ResponseWriter, r *http.Request, b openrouter.FailureBody) {
+	for name, values := range b.Header {
+		w.Header()[name] = values
+	}
+	s.send(w, r, b.Status, b.Render(s.envelope(r)))
 }
 
 // writeFailure sends a failure in the endpoint's envelope with its

@@ -2,7 +2,6 @@ package emulator
 
 import (
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
@@ -66,7 +65,7 @@ func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
 	neverPurchased := a.totalCredits == 0
 	s.mu.Unlock()
 	limit, left := limits(k)
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": openrouter.KeyInfo{
+	s.writeJSON(w, r, http.StatusOK, openrouter.Data[openrouter.KeyInfo]{Data: openrouter.KeyInfo{
 		Label: k.Label(), Limit: limit, LimitRemaining: left, LimitReset: k.limitReset(),
 		Usage: k.Usage, UsageDaily: k.spent.daily, UsageWeekly: k.spent.weekly, UsageMonthly: k.spent.monthly,
 		IsFreeTier: neverPurchased, IsManagementKey: k.Management, IsProvisioningKey: k.Management, ExpiresAt: truncated(k.ExpiresAt),
@@ -84,16 +83,6 @@ func (s *Server) record(k *Key) openrouter.KeyRecord {
 		Limit: limit, LimitRemaining: left, LimitReset: k.limitReset(), Usage: k.Usage,
 		CreatedAt: k.CreatedAt.Format(time.RFC3339), ExpiresAt: truncated(k.ExpiresAt), WorkspaceID: k.WorkspaceID,
 	}
-}
-
-// queryInt reads a non-negative integer query parameter, def when absent.
-func queryInt(r *http.Request, name string, def int) (int, bool) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return def, true
-	}
-	n, err := strconv.Atoi(v)
-	return n, err == nil && n >= 0
 }
 
 // sleep waits d or until the client gives up, and reports whether it may
@@ -116,28 +105,28 @@ func sleep(r *http.Request, d time.Duration) bool {
 // workspace_id), most recent first, PageSize per page from offset,
 // disabled ones only with include_disabled=true.
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
-	offset, ok := queryInt(r, "offset", 0)
+	q, ok := openrouter.ParseKeysQuery(r.URL.Query())
 	if !ok {
-		s.writeError(w, r, http.StatusBadRequest, "Invalid offset", nil)
+		s.writeError(w, r, http.StatusBadRequest, openrouter.MessageInvalidOffset, nil)
 		return
 	}
-	includeDisabled := r.URL.Query().Get("include_disabled") == "true"
+	offset, includeDisabled := q.Offset, q.IncludeDisabled
 	if !sleep(r, s.ListPageDelay) {
 		return
 	}
 	s.mu.Lock()
 	ws := s.workspaces[0]
-	if id := r.URL.Query().Get("workspace_id"); id != "" {
-		ws = s.workspaceByID[id]
+	if q.WorkspaceID != "" {
+		ws = s.workspaceByID[q.WorkspaceID]
 	}
 	if ws == nil {
 		s.mu.Unlock()
-		s.writeError(w, r, http.StatusNotFound, "Workspace not found", nil)
+		s.writeError(w, r, http.StatusNotFound, openrouter.MessageWorkspaceNotFound, nil)
 		return
 	}
 	if s.listFailsPage > 0 && offset/PageSize+1 == s.listFailsPage {
 		s.mu.Unlock()
-		s.writeError(w, r, http.StatusInternalServerError, "Internal Server Error", nil)
+		s.writeError(w, r, http.StatusInternalServerError, openrouter.MessageInternalError, nil)
 		return
 	}
 	// With disabled keys included every key counts, and the page starts
@@ -166,7 +155,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ *Key) {
 	if hook != nil {
 		hook(id, offset)
 	}
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": page})
+	s.writeJSON(w, r, http.StatusOK, openrouter.Data[[]openrouter.KeyRecord]{Data: page})
 }
 
 // getKey is GET /keys/{hash}: a key of any workspace of the account.
@@ -183,40 +172,37 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, hash string) {
 	}
 	s.mu.Unlock()
 	if !found {
-		s.writeError(w, r, http.StatusNotFound, "Key not found", nil)
+		s.writeError(w, r, http.StatusNotFound, openrouter.MessageKeyNotFound, nil)
 		return
 	}
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": rec})
+	s.writeJSON(w, r, http.StatusOK, openrouter.Data[openrouter.KeyRecord]{Data: rec})
 }
 
 // listWorkspaces is GET /workspaces: the account's workspaces, oldest
 // (the default one) first, limit (default 50, at most 100) from offset.
 func (s *Server) listWorkspaces(w http.ResponseWriter, r *http.Request, _ *Key) {
-	offset, okOffset := queryInt(r, "offset", 0)
-	limit, okLimit := queryInt(r, "limit", 50)
-	if !okOffset || !okLimit || limit < 1 || limit > openrouter.WorkspacesPageSize {
-		s.writeError(w, r, http.StatusBadRequest, "Invalid pagination: offset must be 0 or more, limit between 1 and 100", nil)
+	q, ok := openrouter.ParseWorkspacesQuery(r.URL.Query())
+	if !ok {
+		s.writeError(w, r, http.StatusBadRequest, openrouter.MessageInvalidPagination, nil)
 		return
 	}
 	s.mu.Lock()
-	total := len(s.workspaces)
-	data := make([]map[string]any, 0, limit)
-	for i := offset; i < total && len(data) < limit; i++ {
+	page := openrouter.WorkspacesPage{Data: make([]openrouter.Workspace, 0, q.Limit), TotalCount: len(s.workspaces)}
+	for i := q.Offset; i < len(s.workspaces) && len(page.Data) < q.Limit; i++ {
 		ws := s.workspaces[i]
-		data = append(data, map[string]any{
-			"id": ws.ID, "name": ws.Name, "slug": ws.Slug, "description": nil,
-			"created_at": ws.CreatedAt.Format(time.RFC3339), "updated_at": nil,
+		page.Data = append(page.Data, openrouter.Workspace{
+			ID: ws.ID, Name: ws.Name, Slug: ws.Slug, CreatedAt: ws.CreatedAt.Truncate(time.Second),
 		})
 	}
 	s.mu.Unlock()
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data, "total_count": total})
+	s.writeJSON(w, r, http.StatusOK, page)
 }
 
 // credits is GET /credits: the account's total_credits and total_usage.
 func (s *Server) credits(w http.ResponseWriter, r *http.Request, k *Key) {
 	s.mu.Lock()
 	a := s.accountByID(k.AccountID)
-	data := map[string]any{"total_credits": a.totalCredits, "total_usage": a.totalUsage}
+	data := openrouter.Credits{TotalCredits: a.totalCredits, TotalUsage: a.totalUsage}
 	s.mu.Unlock()
-	s.writeJSON(w, r, http.StatusOK, map[string]any{"data": data})
+	s.writeJSON(w, r, http.StatusOK, openrouter.Data[openrouter.Credits]{Data: data})
 }

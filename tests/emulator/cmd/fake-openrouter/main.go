@@ -117,7 +117,7 @@ func seed(emu *emulator.Server, now time.Time) (creds []credential, gatewayKey s
 
 func printUsage(out io.Writer, origin string, creds []credential, gatewayKey string) {
 	p := func(format string, a ...any) { _, _ = fmt.Fprintf(out, format+"\n", a...) }
-	p("# fake-openrouter: an OpenRouter emulator at %s/api/v1. The keys are fake. Ctrl-C stops it.", origin)
+	p("# fake-openrouter: an OpenRouter emulator at %s%s. The keys are fake. Ctrl-C stops it.", origin, openrouter.APIPrefix)
 	p("# One key per state, to paste into a shell. OpenRouter answers every dead one (expired,")
 	p(`# disabled, deleted, management key used for inference) with the same 401 "User not found.".`)
 	p("export OPENROUTER_ORIGIN=%s", origin)
@@ -129,6 +129,7 @@ func printUsage(out io.Writer, origin string, creds []credential, gatewayKey str
 	p("# Start the gateway against it, from the repository's root:")
 	p("OPENROUTER_ORIGIN=%s OPENROUTER_MANAGEMENT_KEY=%s go run ./cmd/caddy run --config Caddyfile.example", origin, gatewayKey)
 	p("# Then send a key through it:")
-	p(`# curl -s http://localhost:8080/api/v1/chat/completions -H "Authorization: Bearer $EXPIRED_KEY" -H 'Content-Type: application/json' -d '{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'`)
+	p(`# curl -s http://localhost:8080%s%s -H "Authorization: Bearer $EXPIRED_KEY" -H 'Content-Type: application/json' -d '{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'`,
+		openrouter.APIPrefix, openrouter.PathChatCompletions)
 	p(`# and $FREE_USED_KEY with "model":"%s"`, emulator.FreeModel)
 }
