@@ -462,14 +462,14 @@ func adviceFor(rep *report, now time.Time) []string {
 		advice = appendAccountAdvice(advice, rep)
 		if k := rep.Key; k != nil {
 			if at, pace, ok := k.runsOut(now); ok {
-				advice = append(advice, "At "+pace+" the key's limit runs out "+relativeTime(at, now)+", before it resets: raise it at https://openrouter.ai/settings/keys if the key must keep working.")
+				advice = append(advice, "At "+pace+" the key's limit runs out "+relativeTime(at, now)+", before it resets: raise it at "+openrouter.URLKeys+" if the key must keep working.")
 			}
 			if k.ExpiresAt != nil && k.ExpiresAt.Sub(now) < warnWithin {
-				advice = append(advice, "The key expires "+relativeTime(*k.ExpiresAt, now)+": create a new key at https://openrouter.ai/settings/keys and switch to it before then. An expiry cannot be extended.")
+				advice = append(advice, "The key expires "+relativeTime(*k.ExpiresAt, now)+": create a new key at "+openrouter.URLKeys+" and switch to it before then. An expiry cannot be extended.")
 			}
 		}
 	case statusUnknown:
-		advice = append(advice, "Find "+label+" in the list at https://openrouter.ai/settings/keys: it shows whether the key expired or was disabled; a key that is not listed was deleted.")
+		advice = append(advice, "Find "+label+" in the list at "+openrouter.URLKeys+": it shows whether the key expired or was disabled; a key that is not listed was deleted.")
 	default:
 		if e := entryOf(reason(rep.Status)); e != nil {
 			advice = append(advice, e.advice)
@@ -480,7 +480,7 @@ func adviceFor(rep *report, now time.Time) []string {
 		}
 	}
 	if rep.MatchedBy == "label" {
-		advice = append(advice, "This result comes from the key's label, which several keys can share: find the key by its name at https://openrouter.ai/settings/keys to be sure.")
+		advice = append(advice, "This result comes from the key's label, which several keys can share: find the key by its name at "+openrouter.URLKeys+" to be sure.")
 	}
 	return advice
 }

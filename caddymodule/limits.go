@@ -72,9 +72,9 @@ func creditsSentence(f *limitFacts) string {
 	b.WriteString(".")
 	writeTokens(&b, f.tokens, "the account")
 	if f.tokens != nil && f.tokens.Affordable > 0 {
-		b.WriteString(" Lower max_tokens to " + strconv.FormatInt(f.tokens.Affordable, 10) + " or less (without max_tokens the model's whole output is reserved), or add credits at https://openrouter.ai/settings/credits.")
+		b.WriteString(" Lower max_tokens to " + strconv.FormatInt(f.tokens.Affordable, 10) + " or less (without max_tokens the model's whole output is reserved), or add credits at " + openrouter.URLCredits + ".")
 	} else {
-		b.WriteString(" Add credits at https://openrouter.ai/settings/credits.")
+		b.WriteString(" Add credits at " + openrouter.URLCredits + ".")
 	}
 	return b.String()
 }
@@ -91,9 +91,9 @@ func keyHeadroomSentence(f *limitFacts) string {
 	writeTokens(&b, f.tokens, "the key")
 	writeReset(&b, f)
 	if f.tokens != nil && f.tokens.Affordable > 0 {
-		b.WriteString(" Lower max_tokens to " + strconv.FormatInt(f.tokens.Affordable, 10) + " or less, or raise this key's limit at https://openrouter.ai/settings/keys; adding credits does not help.")
+		b.WriteString(" Lower max_tokens to " + strconv.FormatInt(f.tokens.Affordable, 10) + " or less, or raise this key's limit at " + openrouter.URLKeys + "; adding credits does not help.")
 	} else {
-		b.WriteString(" Raise this key's limit at https://openrouter.ai/settings/keys, or lower max_tokens; adding credits does not help.")
+		b.WriteString(" Raise this key's limit at " + openrouter.URLKeys + ", or lower max_tokens; adding credits does not help.")
 	}
 	return b.String()
 }
@@ -133,7 +133,7 @@ func keyCapSpentSentence(f *limitFacts) string {
 	writeFigures(&b, f)
 	b.WriteString(".")
 	writeReset(&b, f)
-	b.WriteString(" The key works otherwise; adding credits or creating keys does not lift it: raise this key's limit at https://openrouter.ai/settings/keys")
+	b.WriteString(" The key works otherwise; adding credits or creating keys does not lift it: raise this key's limit at " + openrouter.URLKeys)
 	if !f.resetsAt.IsZero() {
 		b.WriteString(", or wait until " + f.resetsAt.UTC().Format(time.RFC3339))
 	}
@@ -157,7 +157,7 @@ func byokRequiredSentence(f *limitFacts) string {
 		p = f.provider
 	}
 	return "This model needs your own provider key: " + p + " serves it only with your own " + possessive(f.provider) +
-		"key; add one at https://openrouter.ai/settings/integrations. The OpenRouter key and the account are fine."
+		"key; add one at " + openrouter.URLIntegrations + ". The OpenRouter key and the account are fine."
 }
 
 func freeDailySentence(f *limitFacts) string {
@@ -191,7 +191,7 @@ func providerPoolSentence(f *limitFacts) string {
 	if f.provider != "" {
 		p = "provider " + f.provider
 	}
-	return "Rate-limited upstream, not your key or your account: " + p + " is limiting OpenRouter's shared capacity for this model. Retry shortly, choose another provider, or add your own provider key at https://openrouter.ai/settings/integrations."
+	return "Rate-limited upstream, not your key or your account: " + p + " is limiting OpenRouter's shared capacity for this model. Retry shortly, choose another provider, or add your own provider key at " + openrouter.URLIntegrations + "."
 }
 
 func ownProviderKeySentence(f *limitFacts) string {

@@ -207,7 +207,7 @@ var reasonTable = []reasonEntry{
 		},
 		message:  func(verdict) string { return "" },
 		headline: "A provider refused its own key",
-		advice:   "OpenRouter accepted the key; the provider named in the error refused the provider key added to the account (BYOK): replace it at https://openrouter.ai/settings/integrations.",
+		advice:   "OpenRouter accepted the key; the provider named in the error refused the provider key added to the account (BYOK): replace it at " + openrouter.URLIntegrations + ".",
 		edge:     edgeNever,
 	},
 	{
@@ -230,11 +230,11 @@ var reasonTable = []reasonEntry{
 		},
 		message: func(v verdict) string {
 			return "Not an OpenRouter key: this looks like a key of " + foreignKeys[v.provider].name +
-				`. OpenRouter keys start with "sk-or-v1-"; create one at https://openrouter.ai/settings/keys (a provider's own key can be added there as a BYOK key).`
+				`. OpenRouter keys start with "sk-or-v1-"; create one at ` + openrouter.URLKeys + ` (a provider's own key can be added there as a BYOK key).`
 		},
 		members:  []metaMember{metaLooksLike},
 		headline: "Not an OpenRouter key",
-		advice:   "Use an OpenRouter key, from https://openrouter.ai/settings/keys. To use this provider's key through OpenRouter, add it there as a BYOK key.",
+		advice:   "Use an OpenRouter key, from " + openrouter.URLKeys + ". To use this provider's key through OpenRouter, add it there as a BYOK key.",
 		edge:     edgeToken,
 	},
 	{
@@ -266,10 +266,10 @@ var reasonTable = []reasonEntry{
 			if v.token == credJWT {
 				return "OpenRouter did not accept this token as a credential: it is a JWT that has not expired by its own claim, but OpenRouter did not take it for one of its access tokens. Get a new access token, or use an OpenRouter key."
 			}
-			return `OpenRouter did not accept this token as a credential. An OpenRouter key is "sk-or-v1-" followed by 64 lowercase hexadecimal digits; create one at https://openrouter.ai/settings/keys.`
+			return `OpenRouter did not accept this token as a credential. An OpenRouter key is "sk-or-v1-" followed by 64 lowercase hexadecimal digits; create one at ` + openrouter.URLKeys + `.`
 		},
 		headline: "Not accepted as a credential",
-		advice:   "Send an OpenRouter key (from https://openrouter.ai/settings/keys) or a current OpenRouter access token.",
+		advice:   "Send an OpenRouter key (from " + openrouter.URLKeys + ") or a current OpenRouter access token.",
 		edge:     edgeNever,
 	},
 	{
@@ -282,7 +282,7 @@ var reasonTable = []reasonEntry{
 		},
 		members:  []metaMember{metaExpiresAt, metaMatchedBy},
 		headline: "Key expired",
-		advice:   "Create a new key at https://openrouter.ai/settings/keys and use it wherever this one is used. An expiry cannot be extended or removed.",
+		advice:   "Create a new key at " + openrouter.URLKeys + " and use it wherever this one is used. An expiry cannot be extended or removed.",
 		edge:     edgeDeadKey,
 	},
 	{
@@ -304,7 +304,7 @@ var reasonTable = []reasonEntry{
 		},
 		members:  []metaMember{metaMatchedBy},
 		headline: "Key disabled",
-		advice:   "Enable the key again at https://openrouter.ai/settings/keys, or use another key.",
+		advice:   "Enable the key again at " + openrouter.URLKeys + ", or use another key.",
 		edge:     edgeDeadKey,
 	},
 	{
@@ -313,7 +313,7 @@ var reasonTable = []reasonEntry{
 			return "Key not found in any workspace of the account of the gateway's management key: it was deleted, never issued, or belongs to another account."
 		},
 		headline: "Key not found",
-		advice:   "Create a new key at https://openrouter.ai/settings/keys, or use a key of the account this gateway serves.",
+		advice:   "Create a new key at " + openrouter.URLKeys + ", or use a key of the account this gateway serves.",
 		edge:     edgeNever,
 	},
 	{
@@ -334,7 +334,7 @@ var reasonTable = []reasonEntry{
 		message:  limitSentence(creditsSentence),
 		members:  []metaMember{metaScope, metaRequestedTokens, metaAffordableTokens, metaBalance},
 		headline: "Account out of credits",
-		advice:   "Add credits at https://openrouter.ai/settings/credits; while some are left, a lower max_tokens may fit what remains.",
+		advice:   "Add credits at " + openrouter.URLCredits + "; while some are left, a lower max_tokens may fit what remains.",
 		edge:     edgeNever,
 	},
 	{
@@ -343,7 +343,7 @@ var reasonTable = []reasonEntry{
 		message:  limitSentence(keyHeadroomSentence),
 		members:  []metaMember{metaScope, metaWindow, metaLimit, metaSpent, metaRemaining, metaResetsAt, metaNeverResets, metaRequestedTokens, metaAffordableTokens, metaBalance},
 		headline: "Key limit almost reached",
-		advice:   "Raise this key's limit at https://openrouter.ai/settings/keys, or lower max_tokens.",
+		advice:   "Raise this key's limit at " + openrouter.URLKeys + ", or lower max_tokens.",
 		edge:     edgeNever,
 	},
 	{
@@ -369,7 +369,7 @@ var reasonTable = []reasonEntry{
 		message:  limitSentence(keyCapSpentSentence),
 		members:  []metaMember{metaScope, metaWindow, metaLimit, metaSpent, metaRemaining, metaResetsAt, metaNeverResets},
 		headline: "Key limit reached",
-		advice:   "Raise the key's limit at https://openrouter.ai/settings/keys, or wait until it resets (a total limit never does). Adding credits to the account does not help, nor does a retry: the limit is the key's own.",
+		advice:   "Raise the key's limit at " + openrouter.URLKeys + ", or wait until it resets (a total limit never does). Adding credits to the account does not help, nor does a retry: the limit is the key's own.",
 		edge:     edgeCappedKey,
 	},
 	{
@@ -387,7 +387,7 @@ var reasonTable = []reasonEntry{
 		message:  limitSentence(byokRequiredSentence),
 		members:  []metaMember{metaScope, metaProvider},
 		headline: "Provider key required",
-		advice:   "Add your own provider key at https://openrouter.ai/settings/integrations.",
+		advice:   "Add your own provider key at " + openrouter.URLIntegrations + ".",
 		edge:     edgeNever,
 	},
 	{
