@@ -232,6 +232,10 @@ func (w *wire) policyFigures(f *Failure) {
 
 // The policy bodies, as captured and documented.
 
+// MessageInsufficientPermissions is a 403 seen in third-party code whose
+// meaning no source gives: recognised as nothing, it passes unchanged.
+const MessageInsufficientPermissions = "Insufficient permissions for this model"
+
 // ModerationFlagged is the moderation 403 as captured in 2026:
 // "openai/gpt-4.1 requires moderation on OpenRouter. Your input was
 // flagged for "harassment". No credits were charged." with
