@@ -35,8 +35,10 @@ func gatherPolicy(facts *limitFacts, f *openrouter.Failure, _ limitEvidence, _ t
 	facts.policy = f.Policy
 }
 
-// notKeyOrBilling ends every policy sentence the same way.
-const notKeyOrBilling = "This is not a key or billing failure: the key and the account's credits are fine, and adding credits does not help."
+// notKeyOrBilling is said in every policy sentence but the guardrail
+// budget's, which says more.
+// OpenRouter refuses for a policy only a request it authenticated.
+const notKeyOrBilling = "This is not a key or billing failure: OpenRouter accepted the key, and adding credits does not help."
 
 func moderationSentence(f *limitFacts) string {
 	p := policyOf(f)
