@@ -15,8 +15,9 @@ import (
 	"strings"
 )
 
-// The policy kinds, after failures.go's. None is a key or billing failure;
-// none can be cured by a retry.
+// The policy kinds, after failures.go's (another file's kinds chain on
+// from policyKindsEnd, and Kinds is the last file's end). None is a key or
+// billing failure; none can be cured by a retry.
 const (
 	// KindModeration (403): the model requires moderation on OpenRouter
 	// and the input was flagged.
@@ -33,16 +34,16 @@ const (
 )
 
 var policyKindNames = [...]string{
-	KindModeration - kindCount:  "moderation",
-	KindGuardrail - kindCount:   "guardrail",
-	KindProviderToS - kindCount: "provider_terms",
-	KindRegion - kindCount:      "region",
+	KindModeration - KindModeration:  "moderation",
+	KindGuardrail - KindModeration:   "guardrail",
+	KindProviderToS - KindModeration: "provider_terms",
+	KindRegion - KindModeration:      "region",
 }
 
 // policyKindName is a policy kind's metric label, "" for any other kind.
 func policyKindName(k Kind) string {
-	if k >= kindCount && k < policyKindsEnd {
-		return policyKindNames[k-kindCount]
+	if k >= KindModeration && k < policyKindsEnd {
+		return policyKindNames[k-KindModeration]
 	}
 	return ""
 }
@@ -141,10 +142,14 @@ var (
 // policyKind is the policy kind of a 403, KindUnrecognised for any other
 // (then failures.go's recogniser goes on). "Provider returned error" is
 // not read here: a provider's own answer, whatever it says, is the
-// provider errors' to explain.
+// provider errors' to explain; nor is a body whose limit_source names a
+// limit other than a guardrail's.
 func (w *wire) policyKind(status int) Kind {
 	m := w.lower
-	if status != http.StatusForbidden || m == "provider returned error" {
+	if status != http.StatusForbidden || m == "provider returned error" ||
+		(w.limitSource != "" && w.limitSource != LimitSourceGuardrailBudget) {
+		// A limit_source other than a guardrail's names the limit: the
+		// recogniser's to read.
 		return KindUnrecognised
 	}
 	code, _ := w.availability["code"].(string)

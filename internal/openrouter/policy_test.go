@@ -71,6 +71,8 @@ func TestRecognisePolicy(t *testing.T) {
 			Failure{}},
 		{"moderation wording in a 400", 400, `{"error":{"message":"openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for \"violence\".","code":400}}`,
 			Failure{Kind: KindNotKey, Class: ClassModeration}},
+		{"a key limit whose body also has reasons", 403, `{"error":{"message":"Key limit exceeded (daily limit). Manage it using https://openrouter.ai/settings/keys","code":403,"metadata":{"limit_source":"openrouter_key_limit","reasons":["x"]}}}`,
+			Failure{Kind: KindKeyCapSpent, LimitSource: LimitSourceKeyLimit, Window: WindowDaily}},
 		{"unknown 403", 403, `{"error":{"message":"Insufficient permissions for this model","code":403}}`, Failure{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
