@@ -33,12 +33,8 @@ const (
 	policyKindsEnd
 )
 
-var policyKindNames = [...]string{
-	KindModeration - KindModeration:  "moderation",
-	KindGuardrail - KindModeration:   "guardrail",
-	KindProviderToS - KindModeration: "provider_terms",
-	KindRegion - KindModeration:      "region",
-}
+// policyKindNames are the policy kinds' names, from KindModeration on.
+var policyKindNames = [...]string{"moderation", "guardrail", "provider_terms", "region"}
 
 // policyKindName is a policy kind's metric label, "" for any other kind.
 func policyKindName(k Kind) string {
