@@ -34,7 +34,7 @@ const (
 )
 
 // policyKindNames are the policy kinds' names, from KindModeration on.
-var policyKindNames = [...]string{"moderation", "guardrail", "provider_terms", "region"}
+var policyKindNames = [policyKindsEnd - KindModeration]string{"moderation", "guardrail", "provider_terms", "region"}
 
 // policyKindName is a policy kind's metric label, "" for any other kind.
 func policyKindName(k Kind) string {
