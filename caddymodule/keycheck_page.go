@@ -56,6 +56,12 @@ li+li{margin-top:.3rem}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1.25rem;margin:0}
 dt{color:#4f5668}dd{margin:0;overflow-wrap:anywhere}
 .muted{color:#4f5668;font-style:italic}
+#common h2{font-size:1.1rem;margin-bottom:.35rem}
+details{border-top:1px solid #d3d8e1;padding:.4rem 0}
+summary{cursor:pointer;font-weight:600}
+#common dl{display:block;margin:.25rem 0 0}
+#common dt{font-weight:600;color:#1d2330;margin-top:.6rem}
+#common dd{margin:.1rem 0 0}
 `
 
 const pageScript = `
@@ -380,6 +386,19 @@ var pageTemplate = template.Must(template.New("keycheck").Parse(`<!doctype html>
 {{- with .Error}}{{template "error" .}}{{end}}
 {{- with .Result}}{{template "result" .}}{{end}}
 </section>
+{{- if not .Error}}
+<section id="common" class="card" aria-labelledby="common-title">
+<h2 id="common-title">Common failures and what fixes them</h2>
+<p>{{.CommonIntro}}</p>
+{{- range .Common}}
+<details><summary>{{.Title}}</summary><dl>
+{{- range .Items}}
+<dt>{{.Headline}}{{with .Code}} <code class="reason">{{.}}</code>{{end}}</dt><dd>{{.Advice}}{{with .Retry}} {{.}}{{end}}</dd>
+{{- end}}
+</dl></details>
+{{- end}}
+</section>
+{{- end}}
 </main>
 <template id="empty-key">{{template "error" .EmptyKey}}</template>
 <template id="checking"><p class="muted">Checking the key…</p></template>

@@ -58,6 +58,9 @@ type limitFacts struct {
 	upstream   bool
 	// original is OpenRouter's own sentence, kept after the gateway's.
 	original string
+	// policy is what a policy 403 or a BYOK-required one says beyond its
+	// kind (policy.go), nil for the others.
+	policy *openrouter.Policy
 }
 
 // The sentences of the limit reasons: what failed, the figures known,
@@ -156,8 +159,12 @@ func byokRequiredSentence(f *limitFacts) string {
 	if f.provider != "" {
 		p = f.provider
 	}
-	return "This model needs your own provider key: " + p + " serves it only with your own " + possessive(f.provider) +
-		"key; add one at " + openrouter.URLIntegrations + ". The OpenRouter key and the account are fine."
+	var b strings.Builder
+	b.WriteString("This model needs your own provider key: " + p + " serves it only with your own " + possessive(f.provider) +
+		"key; add one at " + openrouter.URLIntegrations)
+	writeAlternatives(&b, policyOf(f), ", or switch to another model")
+	b.WriteString(". The OpenRouter key and the account are fine.")
+	return b.String()
 }
 
 func freeDailySentence(f *limitFacts) string {
@@ -476,6 +483,8 @@ func (f *limitFacts) appendMember(members []errbody.Member, m metaMember) []errb
 		if f.provider != "" {
 			return append(members, errbody.Text(m.name(), f.provider))
 		}
+	case metaModel, metaCategories, metaCreditsCharged, metaGuardrail, metaAlternatives, metaLikelyCause:
+		return f.appendPolicyMember(members, m)
 	}
 	return members
 }

@@ -558,7 +558,7 @@ func fmtFields(m map[string]any) string {
 	return string(b)
 }
 
-// TestNotKeyFailuresPassUnchanged: a moderation 403 and an unknown 429
+// TestNotKeyFailuresPassUnchanged: a routing 403 and an unknown 429
 // pass byte for byte, counted by class.
 func TestNotKeyFailuresPassUnchanged(t *testing.T) {
 	emu, base := startEmulator(t)
@@ -570,7 +570,7 @@ func TestNotKeyFailuresPassUnchanged(t *testing.T) {
 		fb    openrouter.FailureBody
 		class string
 	}{
-		{openrouter.Moderated("openai/gpt-4o", "violence"), "not_key_moderation"},
+		{openrouter.FailureBody{Status: http.StatusForbidden, Message: "No endpoints found matching your data policy (Free model training)."}, "not_key_routing"},
 		{unknown, classUnrecognizedFailure},
 	} {
 		before := testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(tc.class))

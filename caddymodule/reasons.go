@@ -34,6 +34,11 @@ package caddymodule
 // upstream's envelope, the headers, the metric label and the key check's
 // words follow from the entry; TestReasonTable proves every entry complete
 // and reachable, its sentence and members whole.
+//
+// A policy 403's kind (moderation, guardrail, a provider's terms, region)
+// is internal/openrouter's policy.go's (its Kind, its case in policyKind,
+// what policyFigures reads), its sentence and members caddymodule's
+// policy.go's.
 
 import (
 	"net/http"
@@ -76,6 +81,12 @@ const (
 	reasonProviderRateLimited   reason = "provider_rate_limited"
 	reasonProviderKeyRateLimit  reason = "provider_key_rate_limited"
 	reasonProvidersAtCapacity   reason = "providers_at_capacity"
+
+	// Policy 403s (issue 26): not key or billing failures.
+	reasonModerationFlagged reason = "moderation_flagged"
+	reasonGuardrailBlocked  reason = "guardrail_blocked"
+	reasonProviderTerms     reason = "provider_terms_refused"
+	reasonRegionRestricted  reason = "region_restricted"
 )
 
 // verdict is what the gateway can truthfully say about a failed request:
@@ -383,9 +394,9 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonProviderKeyRequired, status: http.StatusForbidden, kind: openrouter.KindBYOKRequired, scope: scopeProvider, retry: retryNo,
-		gather:   gatherProvider,
+		gather:   gatherPolicy,
 		message:  limitSentence(byokRequiredSentence),
-		members:  []metaMember{metaScope, metaProvider},
+		members:  []metaMember{metaScope, metaProvider, metaAlternatives},
 		headline: "Provider key required",
 		advice:   "Add your own provider key at " + openrouter.URLIntegrations + ".",
 		edge:     edgeNever,
@@ -435,6 +446,44 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaScope, metaProvider, metaResetsAt},
 		headline: "Providers at capacity",
 		advice:   "Retry shortly, or use another model.",
+		edge:     edgeNever,
+	},
+	// Policy 403s (issue 26): what refused, from the body alone; never a
+	// key or billing failure, never retried.
+	{
+		code: reasonModerationFlagged, status: http.StatusForbidden, kind: openrouter.KindModeration, scope: scopeContent, retry: retryNo,
+		gather:   gatherPolicy,
+		message:  limitSentence(moderationSentence),
+		members:  []metaMember{metaScope, metaModel, metaProvider, metaCategories, metaCreditsCharged},
+		headline: "Refused by moderation",
+		advice:   "The model requires moderation on OpenRouter and the input was flagged: change the input, or use a model that does not require moderation. The key and the credits are fine; sending the same input again is refused again.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonGuardrailBlocked, status: http.StatusForbidden, kind: openrouter.KindGuardrail, scope: scopeGuardrail, retry: retryNo,
+		gather:   gatherPolicy,
+		message:  limitSentence(guardrailSentence),
+		members:  []metaMember{metaScope, metaGuardrail},
+		headline: "Blocked by a guardrail",
+		advice:   "A guardrail an admin set on the key or its workspace blocked the request (patterns in the input, a model not on its allowlist, or its budget spent): change the request, or ask the admin to change the guardrail. Adding credits does not help.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonProviderTerms, status: http.StatusForbidden, kind: openrouter.KindProviderToS, scope: scopeProvider, retry: retryNo,
+		gather:   gatherPolicy,
+		message:  limitSentence(providerTermsSentence),
+		members:  []metaMember{metaScope, metaProvider, metaLikelyCause},
+		headline: "Refused under a provider's Terms of Service",
+		advice:   "OpenRouter does not say why; most likely the privacy settings (" + openrouter.URLPrivacy + ") or the request's provider routing send it to a provider whose terms exclude it. Check those, or use another model. The key and the credits are fine.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonRegionRestricted, status: http.StatusForbidden, kind: openrouter.KindRegion, scope: scopeRegion, retry: retryNo,
+		gather:   gatherPolicy,
+		message:  limitSentence(regionSentence),
+		members:  []metaMember{metaScope, metaModel, metaProvider, metaAlternatives},
+		headline: "Not available in this region",
+		advice:   "The model is not served to the region OpenRouter sees the request come from (the gateway's network): use another model. The key and the credits are fine; a retry from the same place is refused again.",
 		edge:     edgeNever,
 	},
 }

@@ -194,13 +194,21 @@ func TestReasonTable(t *testing.T) {
 		reasonInFlightBudget:       {openrouter.InFlight(3, openrouter.WordingCurrent), limitFacts{retryAfter: 3 * time.Second}},
 		reasonKeyLimitReached:      {openrouter.KeyLimitExceeded(openrouter.WindowDaily, "default", strings.Repeat("ab", 32), openrouter.WordingCurrent), keyCap},
 		reasonWorkspaceBudget:      {openrouter.WorkspaceBudgetExceeded("monthly", 500, openrouter.WordingCurrent), limitFacts{budgetInterval: "monthly", limit: f64(500)}},
-		reasonProviderKeyRequired:  {openrouter.BYOKRequired("OpenAI"), limitFacts{provider: "OpenAI"}},
+		reasonProviderKeyRequired: {openrouter.BYOKRequiredOr("OpenAI", "gpt-5-chat", "gpt-5-mini"),
+			limitFacts{provider: "OpenAI", policy: &openrouter.Policy{Alternatives: []string{"gpt-5-chat", "gpt-5-mini"}}}},
 		reasonFreeDailyLimitReached: {openrouter.FreeDaily(true, midnight, openrouter.WordingCurrent),
 			limitFacts{freeTier: 1000, limit: f64(1000), spent: f64(1000), remaining: f64(0), resetsAt: midnight}},
 		reasonFreeRateLimited:      {openrouter.FreePerMinute429(now.Add(20 * time.Second)), limitFacts{resetsAt: now.Add(20 * time.Second), retryAfter: 20 * time.Second}},
 		reasonProviderRateLimited:  {openrouter.ProviderPool("openai/gpt-4o", "OpenAI", false, openrouter.WordingCurrent), limitFacts{provider: "OpenAI"}},
 		reasonProviderKeyRateLimit: {openrouter.ProviderPool("openai/gpt-4o", "OpenAI", true, openrouter.WordingCurrent), limitFacts{provider: "OpenAI"}},
 		reasonProvidersAtCapacity:  {openrouter.ProvidersAtCapacity("openai/gpt-4o", 40), limitFacts{resetsAt: now.Add(40 * time.Second), retryAfter: 40 * time.Second}},
+		// Policy 403s (issue 26).
+		reasonModerationFlagged: {openrouter.ModerationFlagged("openai/gpt-4.1", "OpenAI", []string{"harassment"}, "..."),
+			limitFacts{provider: "OpenAI", policy: &openrouter.Policy{Model: "openai/gpt-4.1", Categories: []string{"harassment"}, NoCharge: true}}},
+		reasonGuardrailBlocked: {openrouter.GuardrailPatternsBlocked([]string{"ignore_previous_instructions"}),
+			limitFacts{policy: &openrouter.Policy{Rule: openrouter.GuardrailPatterns, Patterns: []string{"ignore_previous_instructions"}}}},
+		reasonProviderTerms:    {openrouter.ProviderToS(), limitFacts{policy: &openrouter.Policy{}}},
+		reasonRegionRestricted: {openrouter.RegionRestricted("openai/gpt-4o"), limitFacts{policy: &openrouter.Policy{}}},
 	} {
 		token := limitKey
 		if r == reasonRequestUnaffordable {

@@ -61,6 +61,19 @@ const (
 	metaAffordableTokens
 	metaBalance
 	metaProvider
+
+	// The members of the policy 403s (policy.go), each present only when
+	// the body shows it: model; categories (moderation); credits_charged
+	// (false, when the body says no credits were charged); guardrail (the
+	// rule: patterns, allowlist, budget); alternatives (the models
+	// OpenRouter names instead); likely_cause (a Terms of Service 403's
+	// likely, unconfirmed cause).
+	metaModel
+	metaCategories
+	metaCreditsCharged
+	metaGuardrail
+	metaAlternatives
+	metaLikelyCause
 )
 
 // name is the member's name in "metadata".
@@ -72,6 +85,9 @@ func (m metaMember) name() string {
 		return "looks_like"
 	case metaMatchedBy:
 		return "matched_by"
+	}
+	if n, ok := policyMemberName(m); ok {
+		return n
 	}
 	return limitMemberNames[m-metaScope]
 }

@@ -72,7 +72,7 @@ const (
 )
 
 // Kinds is the number of kinds, for tables indexed by Kind.
-const Kinds = int(kindCount)
+const Kinds = int(policyKindsEnd)
 
 var kindNames = [kindCount]string{
 	KindUnrecognised:        "unrecognised",
@@ -94,6 +94,9 @@ var kindNames = [kindCount]string{
 func (k Kind) String() string {
 	if k < kindCount {
 		return kindNames[k]
+	}
+	if n := policyKindName(k); n != "" {
+		return n
 	}
 	return "kind_" + strconv.Itoa(int(k))
 }
@@ -161,6 +164,9 @@ type Failure struct {
 	// RecordHash is the record hash in a key-limit 403's URL, "" without
 	// one. KEY MATERIAL: see RecordHash.
 	RecordHash RecordHash
+	// Policy is what a policy 403 (policy.go) or a BYOK-required one says
+	// beyond its kind; nil for the others.
+	Policy *Policy
 }
 
 // RecordHash is a key's record hash (64 lowercase hex digits) as a
@@ -262,6 +268,7 @@ type wire struct {
 	hasReasons   bool // metadata.reasons (moderation)
 	headers      map[string]any
 	availability map[string]any
+	metadata     map[string]any // for policy.go
 }
 
 // readWire finds the error object in any envelope: {"error":{...}} (the
@@ -291,6 +298,10 @@ func readWire(body []byte) (wire, bool) {
 	_, w.hasReasons = md["reasons"]
 	w.headers, _ = md["headers"].(map[string]any)
 	w.availability, _ = md["availability"].(map[string]any)
+	w.metadata = md
+	if w.availability == nil { // documented in "error" too (2026-08-19)
+		w.availability, _ = obj["availability"].(map[string]any)
+	}
 	return w, true
 }
 
@@ -311,6 +322,9 @@ var (
 
 // kind decides the kind: limit_source first, then status and message.
 func (w *wire) kind(status int) (Kind, Class) {
+	if k := w.policyKind(status); k != KindUnrecognised {
+		return k, ""
+	}
 	switch w.limitSource {
 	case LimitSourceCredits:
 		return KindAccountBalance, ""
@@ -450,6 +464,7 @@ func (w *wire) figures(f *Failure, header http.Header) {
 			f.FreeDailyLimit = int(l)
 		}
 	}
+	w.policyFigures(f)
 }
 
 // The free-model daily allowances: FreeDailyLow requests a day for an

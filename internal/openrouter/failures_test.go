@@ -99,7 +99,7 @@ func TestRecognise(t *testing.T) {
 		{"workspace budget, old", 403, `{"error":{"message":"Workspace daily budget of $1,250.50 exceeded. Contact your org admin.","code":403}}`, nil,
 			Failure{Kind: KindWorkspaceBudget, Budget: &Budget{Interval: "daily", USD: 1250.5}}},
 		{"byok required", 403, `{"error":{"message":"OpenAI is requiring a key to access this model, which you can add in https://openrouter.ai/settings/integrations - you can also switch to o3-mini","code":403}}`, nil,
-			Failure{Kind: KindBYOKRequired, Provider: "OpenAI"}},
+			Failure{Kind: KindBYOKRequired, Provider: "OpenAI", Policy: &Policy{Alternatives: []string{"o3-mini"}}}},
 
 		// 429, free models.
 		{"free daily", 429, `{"error":{"message":"Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day","code":429,"metadata":{"headers":{"X-RateLimit-Limit":"50","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"1765065600000"},"provider_name":null}},"user_id":"user_2x"}`, nil,
@@ -128,17 +128,17 @@ func TestRecognise(t *testing.T) {
 		{"at capacity, message only", 429, `{"type":"error","error":{"type":"rate_limit_error","message":"All providers for openai/gpt-4o are at capacity. Retry after 7 seconds."}}`, nil,
 			Failure{Kind: KindProvidersAtCapacity, RetryAfter: 7 * time.Second}},
 
-		// Not key failures: a class, nothing else.
+		// Policy 403s (policy.go) and failures that are not about the key.
 		{"moderation", 403, `{"error":{"message":"openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for \"violence\".","code":403,"metadata":{"reasons":["violence"],"flagged_input":"...","provider_name":"OpenAI","model_slug":"openai/gpt-4o"}}}`, nil,
-			Failure{Kind: KindNotKey, Class: ClassModeration}},
+			Failure{Kind: KindModeration, Provider: "OpenAI", Policy: &Policy{Model: "openai/gpt-4o", Categories: []string{"violence"}}}},
 		{"region", 403, `{"error":{"message":"This model is not available in your region.","code":403,"metadata":{"reason":"region_restricted"}}}`, nil,
-			Failure{Kind: KindNotKey, Class: ClassRegion}},
+			Failure{Kind: KindRegion, Policy: &Policy{}}},
 		{"context length", 400, `{"error":{"message":"This endpoint's maximum context length is 128000 tokens. However, you requested about 200000 tokens.","code":400}}`, nil,
 			Failure{Kind: KindNotKey, Class: ClassContextLength}},
 		{"data policy", 404, `{"error":{"message":"No endpoints found matching your data policy (Free model training). Configure: https://openrouter.ai/settings/privacy","code":404}}`, nil,
 			Failure{Kind: KindNotKey, Class: ClassRouting}},
 		{"guardrail budget", 403, `{"error":{"message":"Guardrail budget exceeded.","code":403,"metadata":{"limit_source":"openrouter_guardrail_budget"}}}`, nil,
-			Failure{Kind: KindNotKey, Class: ClassRouting, LimitSource: LimitSourceGuardrailBudget}},
+			Failure{Kind: KindGuardrail, LimitSource: LimitSourceGuardrailBudget, Policy: &Policy{Rule: GuardrailBudget}}},
 
 		// Unknown wording: nothing claimed.
 		{"unknown 402", 402, `{"error":{"message":"Payment required.","code":402}}`, nil, Failure{}},
@@ -226,7 +226,7 @@ func TestBuildersAreRecognised(t *testing.T) {
 		built{"byok required", BYOKRequired("OpenAI"), KindBYOKRequired, false},
 		built{"per minute", FreePerMinute429(reset), KindFreePerMinute, false},
 		built{"capacity", ProvidersAtCapacity("openai/gpt-4o", 40), KindProvidersAtCapacity, false},
-		built{"moderated", Moderated("openai/gpt-4o", "violence"), KindNotKey, false},
+		built{"moderated", Moderated("openai/gpt-4o", "violence"), KindModeration, false},
 	)
 	for _, c := range cases {
 		for _, e := range []Envelope{EnvelopeOpenAI, EnvelopeFlat, EnvelopeMessages, EnvelopeResponsesDocs} {

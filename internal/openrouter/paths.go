@@ -53,6 +53,7 @@ const (
 	URLCredits      = "https://openrouter.ai/settings/credits"
 	URLKeys         = "https://openrouter.ai/settings/keys"
 	URLIntegrations = "https://openrouter.ai/settings/integrations"
+	URLPrivacy      = "https://openrouter.ai/settings/privacy"
 )
 
 // keyPageURL is the page of one key that a key-limit 403 names: its

@@ -41,7 +41,8 @@ const (
 	ModelAtCapacity = "emulator/capacity-429"
 	// ModelBYOKRequired: the provider (OpenAI) requires the user's own key.
 	ModelBYOKRequired = "emulator/byok-required-403"
-	// ModelModerated: the input is flagged by moderation (not a key failure).
+	// ModelModerated: the input is flagged by moderation (the documented
+	// form; policy.go serves the captured one).
 	ModelModerated = "emulator/moderated-403"
 )
 
@@ -278,6 +279,10 @@ func (req *inferenceRequest) outputTokens() int64 {
 // go on.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, k *Key, req *inferenceRequest) bool {
 	if fail, ok := s.limitFailure(k, req); ok {
+		s.writeFailure(w, r, fail)
+		return false
+	}
+	if fail, ok := policyFailure(req.Model); ok { // policy.go
 		s.writeFailure(w, r, fail)
 		return false
 	}

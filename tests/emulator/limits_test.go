@@ -277,7 +277,7 @@ func TestProviderFailures(t *testing.T) {
 		{ModelBYOKRateLimited, 429, openrouter.KindProviderPool, ""},
 		{ModelAtCapacity, 429, openrouter.KindProvidersAtCapacity, "40"},
 		{ModelBYOKRequired, 403, openrouter.KindBYOKRequired, ""},
-		{ModelModerated, 403, openrouter.KindNotKey, ""},
+		{ModelModerated, 403, openrouter.KindModeration, ""},
 	} {
 		r := chat(t, base, key, c.model)
 		f := r.failure()

@@ -129,7 +129,7 @@ func TestOtherResponsesAreByteIdentical(t *testing.T) {
 	}{
 		// 402, 403 and 429 that are key or account failures are explained
 		// (limits_test.go); the others pass as they are.
-		{"403 moderation", "POST", "/chat/completions", key, `{"model":"` + emulator.ModelModerated + `","messages":[]}`, 403},
+		{"403 of unknown wording", "POST", "/chat/completions", key, `{"model":"` + emulator.ModelForbiddenUnknown + `","messages":[]}`, 403},
 		{"models", "GET", "/models", key, "", 200},
 		{"models without key", "GET", "/models", noKey, "", 200},
 		{"no key at all", "POST", "/chat/completions", noKey, `{"model":"openai/gpt-4o","messages":[]}`, 401},

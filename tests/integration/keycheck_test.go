@@ -393,6 +393,22 @@ func TestKeyCheckPageInBrowser(t *testing.T) {
 		t.Errorf("expiry date: shown %q, title %q", s.TimeText, s.TimeTitle)
 	}
 	screenshot("valid")
+	// The list of common failures is folded, and opens as any details
+	// element does: the 403s say what moderation and guardrails are.
+	hidden, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!document.getElementById("common").innerText.includes("Refused by moderation")`))
+	if err == nil {
+		_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`[...document.querySelectorAll("#common summary")].find(s => s.textContent.startsWith("Forbidden (403)")).click() === undefined`))
+	}
+	if err != nil {
+		t.Fatalf("browser: %v", err)
+	}
+	opened, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("common").innerText`))
+	if err != nil || !hidden || !strings.Contains(opened, "Refused by moderation") || !strings.Contains(opened, "Blocked by a guardrail") {
+		t.Errorf("the folded list: hidden at first %v, opened: %.300q %v", hidden, opened, err)
+	}
+	if low, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](lowContrastJS)); err != nil || len(low) > 0 {
+		t.Errorf("text below 4.5:1 contrast in the opened list: %v %v", low, err)
+	}
 
 	s = check(expired)
 	if s.Headline != "Key expired" || s.Code != "key_expired" || !strings.Contains(s.Result, "Create a new key") ||

@@ -771,6 +771,10 @@ func TestExplainLimitsOffIsPlainReverseProxy(t *testing.T) {
 		{"shared pool", "/chat/completions", key, chatBody(emulator.ModelSharedPool), 429},
 		{"capacity", "/chat/completions", key, chatBody(emulator.ModelAtCapacity), 429},
 		{"moderation", "/chat/completions", key, chatBody(emulator.ModelModerated), 403},
+		{"moderation, captured", "/chat/completions", key, chatBody(emulator.ModelModerationFlagged), 403},
+		{"guardrail", "/messages", key, chatBody(emulator.ModelGuardrailPatterns), 403},
+		{"provider terms", "/responses", key, chatBody(emulator.ModelProviderToS), 403},
+		{"region", "/chat/completions", key, chatBody(emulator.ModelRegionRestricted), 403},
 	}
 	rt := &http.Transport{DisableCompression: true}
 	for _, c := range cases {
@@ -802,14 +806,14 @@ func fetchOwn(t *testing.T, rt http.RoundTripper, method, key, url, body string,
 func TestLimitsLeaveOthersAlone(t *testing.T) {
 	e := start(t, options{emulator: func(s *emulator.Server) { s.EventGap = time.Millisecond }})
 	key := e.emu.NewKey(emulator.KeyOptions{})
-	const counted = `caddy_openrouter_keys_unexplained_total{class="not_key_moderation"}`
+	const counted = `caddy_openrouter_keys_unexplained_total{class="unrecognized_failure"}`
 	before := metric(t, counted)
-	body := `{"model":"` + emulator.ModelModerated + `","messages":[]}`
+	body := `{"model":"` + emulator.ModelForbiddenUnknown + `","messages":[]}`
 	rt := &http.Transport{DisableCompression: true}
 	gw := fetchOwn(t, rt, "POST", key, gatewayBase+"/chat/completions", body)
 	pl := fetchOwn(t, rt, "POST", key, plainBase+"/chat/completions", body)
 	if d := sameWire(gw, pl); d != "" || gw.status != 403 {
-		t.Errorf("moderation 403 changed: %s", d)
+		t.Errorf("a 403 of unknown wording changed: %s", d)
 	}
 	if after := metric(t, counted); after != before+1 {
 		t.Errorf("%s went from %v to %v; want one more", counted, before, after)
