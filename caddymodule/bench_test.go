@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
@@ -102,6 +105,56 @@ func BenchmarkPassThroughCachedKey(b *testing.B) {
 	learnNow(h.knowledge, key)
 	req := request(key)
 	run(b, &h, okNext, func(int) *http.Request { return req })
+}
+
+// BenchmarkCaddyRoute runs a working request as Caddy does: in the request
+// context Caddy prepares (caddyhttp.PrepareRequest, with its replacer)
+// through a route whose middleware chain Caddy compiles anew for every
+// request, with static_response answering in reverse_proxy's place.
+// "plain" is the route without openrouter_keys. The difference is all the
+// module costs a working request inside Caddy, Caddy's own share included:
+// one more handler in a route is one more link of the chain allocated per
+// request and one more walk of the request's context, which the handler
+// benchmarks above, calling ServeHTTP directly, cannot see.
+func BenchmarkCaddyRoute(b *testing.B) {
+	emu := emulator.New()
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	key := emu.NewKey(emulator.KeyOptions{})
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	static, _ := json.Marshal(map[string]any{"handler": "static_response", "status_code": 200,
+		"headers": map[string][]string{"Content-Type": {"application/json"}}, "body": string(okBody)})
+	module, _ := json.Marshal(map[string]any{"handler": "openrouter_keys", "upstream": srv.URL + "/api/v1"})
+	// Both routes are provisioned before either runs: what provisioning
+	// logs must not land inside a benchmark's line of figures.
+	chains := make(map[string]caddyhttp.Handler)
+	for name, handlers := range map[string][]json.RawMessage{"plain": {static}, "gateway": {module, static}} {
+		route := caddyhttp.Route{HandlersRaw: handlers}
+		if err := route.ProvisionHandlers(ctx, nil); err != nil {
+			b.Fatal(err)
+		}
+		if h, ok := route.Handlers[0].(*Handler); ok {
+			h.logger = zap.NewNop()
+			h.knowledge.logger = h.logger
+			learnNow(h.knowledge, key)
+		}
+		chains[name] = caddyhttp.RouteList{route}.Compile(caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil }))
+	}
+	for _, name := range []string{"plain", "gateway"} {
+		b.Run(name, func(b *testing.B) {
+			base := request(key)
+			w := &discardWriter{h: make(http.Header)}
+			b.ReportAllocs()
+			for b.Loop() {
+				w.reset()
+				r := caddyhttp.PrepareRequest(base, caddy.NewReplacer(), w, nil)
+				if err := chains[name].ServeHTTP(w, r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
 
 func BenchmarkPassThroughUnseenKey(b *testing.B) {

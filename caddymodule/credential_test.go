@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"crypto/sha256"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -185,5 +186,29 @@ func TestFingerprintCoversAnyLength(t *testing.T) {
 	}
 	if fingerprintOf("") == fingerprintOf("x") {
 		t.Error("short inputs collide")
+	}
+}
+
+// TestLowerHexOnlyEveryByte: the word-at-a-time check agrees with a
+// byte-by-byte one for every byte value at every position of a key's
+// digits, and at the tail of lengths that are no multiple of eight.
+func TestLowerHexOnlyEveryByte(t *testing.T) {
+	digits := []byte(strings.Repeat("0123456789abcdef", 4))
+	for n := 0; n <= len(digits); n++ {
+		if !lowerHexOnly(string(digits[:n])) {
+			t.Fatalf("%q is lowercase hex", digits[:n])
+		}
+	}
+	for pos := range digits {
+		for b := 0; b < 256; b++ {
+			s := slices.Clone(digits)
+			s[pos] = byte(b)
+			want := b >= '0' && b <= '9' || b >= 'a' && b <= 'f'
+			for _, n := range []int{len(s), pos + 1 + (len(s)-pos-1)%8} {
+				if got := lowerHexOnly(string(s[:n])); got != want {
+					t.Fatalf("lowerHexOnly(%q) = %v", s[:n], got)
+				}
+			}
+		}
 	}
 }

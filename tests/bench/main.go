@@ -6,6 +6,12 @@
 // the time to the first streamed event. Run it from the repository root:
 //
 //	go run ./tests/bench
+//
+// With -instructions N it instead runs both Caddy processes under
+// valgrind's callgrind and counts the instructions each executes for N
+// requests (with the allocations from Caddy's /metrics): unlike CPU time,
+// the count does not move with what else the machine is doing, so a
+// difference of a fraction of a percent shows. It needs valgrind.
 package main
 
 import (
@@ -32,9 +38,10 @@ import (
 )
 
 var (
-	profileTo string
-	control   bool
-	pinCaddy  string
+	profileTo    string
+	control      bool
+	pinCaddy     string
+	instructions int
 )
 
 func main() {
@@ -48,6 +55,7 @@ func main() {
 	flag.StringVar(&pinCaddy, "pin-caddy", "", "CPU list (taskset -c) for both Caddy processes, such as 1; run the bench itself pinned elsewhere, such as taskset -c 0")
 	flag.BoolVar(&control, "control", false, "run the gateway side without the module: measures the harness's own bias")
 	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file")
+	flag.IntVar(&instructions, "instructions", 0, "count each Caddy's instructions per request over this many requests a round, under valgrind's callgrind, instead of timing")
 	flag.Parse()
 	if err := run(*rounds, *duration, *workers, *keys, *delay, *streams, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -60,6 +68,8 @@ type side struct {
 	base  string
 	admin string // Caddy's admin endpoint: /metrics, /debug/pprof
 	cmd   *exec.Cmd
+	// callgrindOut is where callgrind writes its counts (-instructions).
+	callgrindOut string
 }
 
 func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay time.Duration, streams, rate int) error {
@@ -150,6 +160,9 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 			}
 		}
 		fmt.Printf("the gateway learned all %d keys in %v\n", nkeys, time.Since(began).Round(time.Second))
+	}
+	if instructions > 0 {
+		return countInstructions(plain, gateway, rounds, instructions, int(workers), targets)
 	}
 
 	load := "as fast as they can"
@@ -311,13 +324,23 @@ func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
 		// emulator, so that the two sides do not fight over one scheduler.
 		cmd = exec.Command("taskset", "-c", pinCaddy, bin, "run", "--config", file, "--adapter", "caddyfile")
 	}
+	started := 20 * time.Second
+	var callgrindOut string
+	if instructions > 0 {
+		// Go's asynchronous preemption signals crash callgrind; the
+		// scheduler preempts at function calls instead, on both sides.
+		callgrindOut = filepath.Join(dir, name+".callgrind")
+		cmd = exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file="+callgrindOut, bin, "run", "--config", file, "--adapter", "caddyfile")
+		cmd.Env = append(cmd.Env, "GODEBUG=asyncpreemptoff=1")
+		started = 2 * time.Minute
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
+	cmd.Env = append(append(os.Environ(), cmd.Env...), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &side{name: name, base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), cmd: cmd}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	s := &side{name: name, base: fmt.Sprintf("http://127.0.0.1:%d/api/v1", port), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), cmd: cmd, callgrindOut: callgrindOut}
+	for deadline := time.Now().Add(started); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
 			return s, nil
@@ -415,4 +438,147 @@ func saveProfile(s *side, d time.Duration) {
 	}
 	defer f.Close()
 	_, _ = io.Copy(f, resp.Body)
+}
+
+// countInstructions loads both sides at once with n requests each per
+// round, in the same order of keys, and prints the instructions each Caddy
+// process executed per request (all its threads: the handlers, net/http,
+// the garbage collector) and the allocations Caddy's /metrics counted.
+func countInstructions(plain, gateway *side, rounds, n, workers int, targets func(string) vegeta.Targeter) error {
+	fmt.Printf("\n%d rounds of %d requests per side, %d connections, both under callgrind\n\n", rounds, n, workers)
+	fmt.Printf("%-6s %16s %16s %8s   %14s %14s   %12s %12s\n", "round", "plain instr/req", "gateway instr/req", "ratio", "plain allocs", "gateway allocs", "plain B", "gateway B")
+	var ratios []float64
+	for r := 1; r <= rounds; r++ {
+		var instr, allocs, bytes [2]float64
+		errs := make(chan error, 2)
+		for i, s := range []*side{plain, gateway} {
+			go func() {
+				errs <- func() error {
+					if out, err := exec.Command("callgrind_control", "-z", strconv.Itoa(s.cmd.Process.Pid)).CombinedOutput(); err != nil {
+						return fmt.Errorf("callgrind_control -z: %v\n%s", err, out)
+					}
+					before, err := goMetrics(s)
+					if err != nil {
+						return err
+					}
+					if err := sendN(s, targets, n, workers); err != nil {
+						return err
+					}
+					after, err := goMetrics(s)
+					if err != nil {
+						return err
+					}
+					if out, err := exec.Command("callgrind_control", "-d", strconv.Itoa(s.cmd.Process.Pid)).CombinedOutput(); err != nil {
+						return fmt.Errorf("callgrind_control -d: %v\n%s", err, out)
+					}
+					total, err := callgrindTotal(fmt.Sprintf("%s.%d", s.callgrindOut, r))
+					if err != nil {
+						return err
+					}
+					instr[i] = total / float64(n)
+					allocs[i] = (after[0] - before[0]) / float64(n)
+					bytes[i] = (after[1] - before[1]) / float64(n)
+					return nil
+				}()
+			}()
+		}
+		for range 2 {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+		ratios = append(ratios, instr[1]/instr[0])
+		fmt.Printf("%-6d %16.0f %16.0f %8.4f   %14.1f %14.1f   %12.0f %12.0f\n", r, instr[0], instr[1], instr[1]/instr[0], allocs[0], allocs[1], bytes[0], bytes[1])
+	}
+	fmt.Printf("\nmedian instructions per request gateway/plain: %.4f (the scrapes of /metrics are counted on both sides alike)\n", median(ratios))
+	return nil
+}
+
+// sendN sends n requests from the targets, over workers connections.
+func sendN(s *side, targets func(string) vegeta.Targeter, n, workers int) error {
+	tr := targets(s.base)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, DisableCompression: true}}
+	defer client.CloseIdleConnections()
+	reqs := make(chan *http.Request, workers)
+	errs := make(chan error, workers+1)
+	go func() {
+		defer close(reqs)
+		for range n {
+			var t vegeta.Target
+			if err := tr(&t); err != nil {
+				errs <- err
+				return
+			}
+			req, err := t.Request()
+			if err != nil {
+				errs <- err
+				return
+			}
+			reqs <- req
+		}
+	}()
+	for range workers {
+		go func() {
+			for req := range reqs {
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err == nil && resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("%s: status %d", s.name, resp.StatusCode)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// callgrindTotal reads the instruction count of a callgrind dump.
+func callgrindTotal(file string) (float64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "summary: "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s: no summary line", file)
+}
+
+// goMetrics reads the Go runtime's count of allocations and of bytes
+// allocated from Caddy's /metrics.
+func goMetrics(s *side) ([2]float64, error) {
+	var out [2]float64
+	resp, err := http.Get(s.admin + "/metrics")
+	if err != nil {
+		return out, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		for i, name := range []string{"go_memstats_mallocs_total ", "go_memstats_alloc_bytes_total "} {
+			if v, ok := strings.CutPrefix(sc.Text(), name); ok {
+				if out[i], err = strconv.ParseFloat(v, 64); err != nil {
+					return out, err
+				}
+			}
+		}
+	}
+	return out, sc.Err()
 }
