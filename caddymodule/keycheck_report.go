@@ -138,7 +138,10 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	defer func() { <-modelsDone }()
 
 	cred := classifyToken(token)
-	if v := tokenVerdict(cred, now, anyReason); v.known() && cred.kind != credJWT {
+	// The check judges a credential for inference; another issuer's JWT
+	// is never sent to OpenRouter.
+	cred.forInference = true
+	if v := tokenVerdict(cred, now, anyReason); v.known() && (cred.kind != credJWT || v.reason == reasonNotOpenRouterToken) {
 		// Certainly no OpenRouter credential: OpenRouter is not asked.
 		rep.setVerdict(v)
 		rep.KeyUnavailable = "OpenRouter was not asked about it: no OpenRouter key looks like this"
