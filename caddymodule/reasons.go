@@ -249,8 +249,8 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonTokenExpired, status: http.StatusUnauthorized,
-		decide:  decideByClaims(reasonTokenExpired),
-		message: tokenExpiredSentence,
+		decide:   decideByClaims(reasonTokenExpired),
+		message:  tokenExpiredSentence,
 		members:  []metaMember{metaExpiresAt},
 		headline: "Token expired",
 		advice:   "Get a new access token: sign in again, or exchange your identity provider's token again at " + openrouter.URLOAuthToken + " (OpenRouter's access tokens live at most 15 minutes).",
