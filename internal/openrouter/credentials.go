@@ -90,13 +90,20 @@ func (w WorkspaceRef) Deleted() bool { return w.Sent && w.ID == "" }
 func (w WorkspaceRef) IsZero() bool { return !w.Sent }
 
 // UnmarshalJSON reads the id, or null. encoding/json calls it for a
-// member that is present, null included.
+// member that is present, null included. A member of another type is
+// taken as absent rather than making the whole answer unreadable.
 func (w *WorkspaceRef) UnmarshalJSON(b []byte) error {
-	w.Sent, w.ID = true, ""
+	*w = WorkspaceRef{}
 	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		w.Sent = true
 		return nil
 	}
-	return json.Unmarshal(b, &w.ID)
+	if json.Unmarshal(b, &w.ID) != nil || w.ID == "" {
+		*w = WorkspaceRef{}
+		return nil
+	}
+	w.Sent = true
+	return nil
 }
 
 // MarshalJSON writes the id, or null for a deleted workspace.

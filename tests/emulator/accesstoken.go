@@ -8,6 +8,7 @@ package emulator
 // x-api-key (emulator.go, authenticate).
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -91,8 +92,21 @@ func (s *Server) DeleteWorkspace(id string) {
 	if s.workspaces[0].ID == id {
 		panic("emulator: the default workspace cannot be deleted")
 	}
+	ws := s.workspaceByID[id]
+	if ws == nil {
+		panic("emulator: no workspace " + id)
+	}
 	delete(s.workspaceByID, id)
 	s.workspaces = slices.DeleteFunc(s.workspaces, func(w *workspace) bool { return w.ID == id })
+	// Its keys live on where a key of no listed workspace lives: the
+	// account's hidden workspace (for the emulator's own account, one
+	// made for them), oldest first as Delete expects; its budgets go.
+	a := s.accountByID("")
+	if a.hidden == nil {
+		a.hidden = &workspace{}
+	}
+	a.hidden.keys = append(a.hidden.keys, ws.keys...)
+	slices.SortFunc(a.hidden.keys, func(x, y *Key) int { return cmp.Compare(x.seq, y.seq) })
 }
 
 // workspaceOf is GET /key's workspace_id for k: its workspace, null when
