@@ -34,6 +34,8 @@ package caddymodule
 // upstream's envelope, the headers, the metric label and the key check's
 // words follow from the entry; TestReasonTable proves every entry complete
 // and reachable, its sentence and members whole.
+// A reason from a JWT's claims also needs its case, in precedence order,
+// in accesstoken.go's claimsVerdict (its decide is decideByClaims).
 
 import (
 	"net/http"
