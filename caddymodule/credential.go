@@ -5,7 +5,6 @@ package caddymodule
 // table of the module), and the fingerprint it is known by.
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -38,7 +37,8 @@ const (
 	// issue such keys; nothing is claimed about them.
 	credOtherVersion
 	// credJWT: three base64url segments, as OpenRouter's access tokens
-	// are. Never malformed; its "exp" may explain a refusal.
+	// are. Never malformed; its claims (jwtClaimsOf) may explain a
+	// refusal, and another issuer's is refused at the edge.
 	credJWT
 	// credForeign: a key of another provider (OpenAI, Anthropic, ...).
 	credForeign
@@ -71,6 +71,12 @@ type credential struct {
 	malformed malformation
 	// provider is the index in foreignKeys of a credForeign token.
 	provider uint8
+	// viaAPIKey: the token came in x-api-key, which OpenRouter reads for
+	// keys only, never for an access token.
+	viaAPIKey bool
+	// forInference: the request is one of inference (set for a JWT by
+	// the handler, forRequest; the key check judges for inference).
+	forInference bool
 }
 
 // isKey reports whether the credential is an OpenRouter key of today's form.
@@ -100,7 +106,9 @@ func credentialOf(h http.Header) credential {
 	}
 	if xk := h["X-Api-Key"]; len(xk) == 1 {
 		if tok := trimSpaceTab(xk[0]); tok != "" && len(tok) <= maxTokenBytes {
-			return classifyToken(tok)
+			c := classifyToken(tok)
+			c.viaAPIKey = true
+			return c
 		}
 	}
 	return credential{}
@@ -293,31 +301,91 @@ var base64URL = func() (t [256]bool) {
 	return t
 }()
 
-// jwtExpiry is the "exp" claim of a JWT, as the token itself states it.
-// The signature is not checked: the claim is only ever repeated as what
-// the token says, to the client that sent it.
-func jwtExpiry(tok string) (time.Time, bool) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return time.Time{}, false
+// jwtClaims is what a JWT says of itself: its issuer, expiry and scope.
+// The signature is not checked, so a forged token can claim anything:
+// the claims are only ever repeated as what the token says, to the client
+// that sent it, and only ever explain a refusal (or, for another issuer,
+// refuse what OpenRouter refuses whatever the signature).
+type jwtClaims struct {
+	// issuer is "iss" when it is a JSON string (hasIssuer).
+	issuer    string
+	hasIssuer bool
+	// exp is "exp" when it is a plausible number of seconds (hasExp).
+	exp    time.Time
+	hasExp bool
+	// scopes are "scope" (space-separated) or, without it, "scp" (an
+	// array of strings), when either has that form (hasScope).
+	scopes   []string
+	hasScope bool
+}
+
+// jwtClaimsOf reads the claims of a JWT-shaped token; false when its
+// payload is no JSON object (nothing is then known of it). Claims of
+// another type than the one expected count as absent. The token is at
+// most maxTokenBytes long where it comes from a request; a longer one
+// (the key check's) is not read.
+func jwtClaimsOf(tok string) (jwtClaims, bool) {
+	var c jwtClaims
+	_, rest, ok := strings.Cut(tok, ".")
+	payload, _, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || len(tok) > maxTokenBytes {
+		return c, false
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	raw, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(payload, "="))
 	if err != nil {
-		return time.Time{}, false
+		return c, false
 	}
-	var claims struct {
-		Exp *json.Number `json:"exp"`
+	// A map rather than a struct: encoding/json matches struct fields
+	// without regard to case, and "ISS" is not "iss".
+	var members map[string]json.RawMessage
+	if json.Unmarshal(raw, &members) != nil || members == nil {
+		return c, false
 	}
-	dec := json.NewDecoder(bytes.NewReader(payload))
-	dec.UseNumber()
-	if dec.Decode(&claims) != nil || claims.Exp == nil {
-		return time.Time{}, false
+	if v, ok := members["iss"]; ok && json.Unmarshal(v, &c.issuer) == nil {
+		c.hasIssuer = true
 	}
-	exp, err := claims.Exp.Float64()
-	if err != nil || exp <= 0 || exp > 1e11 {
-		return time.Time{}, false
+	var exp float64
+	if v, ok := members["exp"]; ok && json.Unmarshal(v, &exp) == nil && exp > 0 && exp <= 1e11 {
+		c.exp, c.hasExp = time.Unix(int64(exp), 0).UTC(), true
 	}
-	return time.Unix(int64(exp), 0).UTC(), true
+	var scope string
+	if v, ok := members["scope"]; ok {
+		if json.Unmarshal(v, &scope) == nil {
+			c.scopes, c.hasScope = strings.Fields(scope), true
+		}
+	} else if v, ok := members["scp"]; ok {
+		var scp []string
+		if json.Unmarshal(v, &scp) == nil {
+			c.scopes, c.hasScope = scp, true
+		}
+	}
+	return c, true
+}
+
+// maxShownClaim bounds a claim the gateway repeats.
+const maxShownClaim = 200
+
+// shownClaim is a claim as an answer may repeat it: short, printable
+// ASCII without quotes, backslashes or angle brackets (spaces only where
+// spaces is set), and nothing the credential table takes for key
+// material; false when it must not be repeated.
+func shownClaim(s string, spaces bool) (string, bool) {
+	if s == "" || len(s) > maxShownClaim {
+		return "", false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == ' ' && spaces {
+			continue
+		}
+		if c <= ' ' || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '`' {
+			return "", false
+		}
+	}
+	if textCarriesSecret(s) {
+		return "", false
+	}
+	return s, true
 }
 
 // foreignKey is how another provider's keys look.

@@ -28,7 +28,7 @@ func TestCredentialOf(t *testing.T) {
 		{"inner space is a malformed key", http.Header{"Authorization": {"Bearer sk-or-v1 abc"}}, classifyToken("sk-or-v1 abc")},
 		{"empty header", http.Header{"Authorization": {""}}, credential{}},
 		{"two Authorization headers", http.Header{"Authorization": {"Bearer " + goodKey, "Bearer " + goodKey}}, credential{}},
-		{"x-api-key", http.Header{"X-Api-Key": {goodKey}}, credential{token: goodKey, kind: credKey}},
+		{"x-api-key", http.Header{"X-Api-Key": {goodKey}}, credential{token: goodKey, kind: credKey, viaAPIKey: true}},
 		{"Authorization wins over x-api-key", http.Header{"Authorization": {"Bearer a"}, "X-Api-Key": {goodKey}}, classifyToken("a")},
 		{"two x-api-key headers", http.Header{"X-Api-Key": {goodKey, goodKey}}, credential{}},
 		{"oversized token", http.Header{"Authorization": {"Bearer " + strings.Repeat("a", maxTokenBytes+1)}}, credential{}},
@@ -109,7 +109,8 @@ func TestJWTExpiry(t *testing.T) {
 		{"absurd exp", jwtWith(`{"exp":1e300}`), time.Time{}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got, ok := jwtExpiry(c.token)
+			cl, _ := jwtClaimsOf(c.token)
+			got, ok := cl.exp, cl.hasExp
 			if ok != c.ok || !got.Equal(c.want) {
 				t.Errorf("got %v %v, want %v %v", got, ok, c.want, c.ok)
 			}

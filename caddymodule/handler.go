@@ -98,7 +98,8 @@ type Handler struct {
 	// that they would fail: "on" answers keys known to have expired (and,
 	// briefly, keys a record matched by hash reported disabled);
 	// "malformed" also answers tokens that are certainly no OpenRouter
-	// credential (malformed keys, other providers' keys); "off" sends
+	// credential (malformed keys, other providers' keys, and on inference
+	// requests JWTs of issuers other than OpenRouter's); "off" sends
 	// every request upstream. Default: on.
 	EdgeAnswers string `json:"edge_answers,omitempty"`
 
@@ -343,7 +344,7 @@ var heldWriters = sync.Pool{New: func() any { return new(heldWriter) }}
 // 403 or 429 too) on its way back. Requests without a credential pass
 // untouched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	c := credentialOf(r.Header)
+	c := credentialOf(r.Header).forRequest(r)
 	if c.kind == credNone {
 		return h.passOn(w, r, next, c, fingerprint{}, keyState{}, h.acct.clock.now())
 	}

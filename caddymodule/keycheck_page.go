@@ -259,7 +259,10 @@ func keyFacts(k *keyReport, now time.Time) []fact {
 	if k.Name != "" {
 		facts = append(facts, fact{Name: "Name", Value: k.Name})
 	}
-	if k.Workspace != "" {
+	switch {
+	case k.WorkspaceDeleted:
+		facts = append(facts, fact{Name: "Workspace", Value: "deleted (OpenRouter says the key's workspace no longer exists)"})
+	case k.Workspace != "":
 		facts = append(facts, fact{Name: "Workspace", Value: k.Workspace})
 	}
 	if k.IsManagementKey != nil {

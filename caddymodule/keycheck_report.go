@@ -70,6 +70,13 @@ type keyReport struct {
 	ExpiresInSeconds  *int64                   `json:"expires_in_seconds"`
 	// LastUsedAt is when a gateway with watch_keys last saw the key used.
 	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+
+	// Without the key's own record, Workspace names GET /key's
+	// workspace_id (WorkspaceID): by its name when the management key
+	// reads the account's workspaces, else by the id (nameWorkspace).
+	WorkspaceID string `json:"workspace_id,omitempty"`
+	// WorkspaceDeleted: GET /key says the key's workspace was deleted.
+	WorkspaceDeleted bool `json:"workspace_deleted,omitempty"`
 }
 
 // usageReport is the key's spending in credits.
@@ -138,7 +145,10 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	defer func() { <-modelsDone }()
 
 	cred := classifyToken(token)
-	if v := tokenVerdict(cred, now, anyReason); v.known() && cred.kind != credJWT {
+	// The check judges a credential for inference; another issuer's JWT
+	// is never sent to OpenRouter.
+	cred.forInference = true
+	if v := tokenVerdict(cred, now, anyReason); v.known() && (cred.kind != credJWT || v.reason == reasonNotOpenRouterToken) {
 		// Certainly no OpenRouter credential: OpenRouter is not asked.
 		rep.setVerdict(v)
 		rep.KeyUnavailable = "OpenRouter was not asked about it: no OpenRouter key looks like this"
@@ -177,6 +187,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	switch {
 	case md != nil:
 		rep.Key = keyReportOf(token, md, m, now)
+		c.nameWorkspace(ctx, rep.Key, md.WorkspaceID)
 		rep.Key.LastUsedAt = c.lastUsed(m)
 		switch {
 		case md.Management():
@@ -447,6 +458,26 @@ func keyReportOf(token string, md *keyMetadata, m match, now time.Time) *keyRepo
 		kr.FreeModelRequests = &freeModelRequestsReport{Limit: f.Limit, Remaining: f.Remaining, Used: f.Used, ResetsAt: reset}
 	}
 	return kr
+}
+
+// nameWorkspace names the key's workspace from GET /key's workspace_id:
+// a deleted workspace is said to be; otherwise, when the key's own record
+// did not name it, by its name among the account's workspaces where the
+// management key reads them (a workspace of another account is not among
+// them and keeps its id), else by its id.
+func (c *checker) nameWorkspace(ctx context.Context, k *keyReport, ws openrouter.WorkspaceRef) {
+	switch {
+	case ws.Deleted():
+		k.Workspace, k.WorkspaceDeleted = "", true
+	case ws.ID != "":
+		k.WorkspaceID = ws.ID
+		if k.Workspace == "" {
+			k.Workspace = ws.ID
+			if c.acct.hasManagementKey() {
+				k.Workspace = c.acct.workspaceName(ctx, ws.ID)
+			}
+		}
+	}
 }
 
 // adviceFor is what to do about this report, first things first: nothing

@@ -39,6 +39,8 @@ package caddymodule
 // is internal/openrouter's policy.go's (its Kind, its case in policyKind,
 // what policyFigures reads), its sentence and members caddymodule's
 // policy.go's.
+// A reason from a JWT's claims also needs its case, in precedence order,
+// in accesstoken.go's claimsVerdict (its decide is decideByClaims).
 
 import (
 	"net/http"
@@ -89,6 +91,13 @@ const (
 	reasonRegionRestricted  reason = "region_restricted"
 )
 
+// Credentials: JWT access tokens (issue 26).
+const (
+	reasonNotOpenRouterToken reason = "not_openrouter_token"
+	reasonTokenInAPIKey      reason = "token_in_x_api_key"
+	reasonTokenScope         reason = "token_scope_missing"
+)
+
 // verdict is what the gateway can truthfully say about a failed request:
 // a reason and the facts its sentence and members state.
 type verdict struct {
@@ -106,6 +115,9 @@ type verdict struct {
 	// limit is what a 402, 403 or 429 reason states (limits.go); nil for
 	// the 401 reasons.
 	limit *limitFacts
+	// claims are what a JWT says of itself (accesstoken.go); nil for
+	// other credentials.
+	claims *jwtClaims
 }
 
 func (v verdict) known() bool { return v.reason != reasonNone }
@@ -250,19 +262,11 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonTokenExpired, status: http.StatusUnauthorized,
-		decide: func(f refusal) (verdict, bool) {
-			if !f.msg.RefusesCredential() || f.cred.kind != credJWT {
-				return verdict{}, false
-			}
-			exp, ok := jwtExpiry(f.cred.token)
-			return verdict{reason: reasonTokenExpired, at: exp}, ok && !f.now.Before(exp)
-		},
-		message: func(v verdict) string {
-			return "Token expired. It expired at " + v.at.UTC().Format(time.RFC3339) + "; get a new access token."
-		},
+		decide:   decideByClaims(reasonTokenExpired),
+		message:  tokenExpiredSentence,
 		members:  []metaMember{metaExpiresAt},
 		headline: "Token expired",
-		advice:   "Get a new access token: sign in again, or request a new token from your identity provider.",
+		advice:   "Get a new access token: sign in again, or exchange your identity provider's token again at " + openrouter.URLOAuthToken + " (OpenRouter's access tokens live at most 15 minutes).",
 		edge:     edgeNever,
 	},
 	{
@@ -271,7 +275,7 @@ var reasonTable = []reasonEntry{
 		// credential is never passed on: the header was there, and
 		// OpenRouter did not take what it held for a credential.
 		decide: func(f refusal) (verdict, bool) {
-			return verdict{reason: reasonNotAccepted, token: f.cred.kind}, f.msg == openrouter.AuthMissingHeader && f.cred.kind != credNone
+			return verdict{reason: reasonNotAccepted, token: f.cred.kind}, f.msg == openrouter.AuthMissingHeader && f.cred.kind != credNone && !claimsVerdict(f).known()
 		},
 		message: func(v verdict) string {
 			if v.token == credJWT {
@@ -484,6 +488,32 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaScope, metaModel, metaProvider, metaAlternatives},
 		headline: "Not available in this region",
 		advice:   "The model is not served to the region OpenRouter sees the request come from (the gateway's network): use another model. The key and the credits are fine; a retry from the same place is refused again.",
+		edge:     edgeNever,
+	},
+	// Credentials: JWT access tokens (issue 26), decided by what the
+	// token's own claims say (accesstoken.go, claimsVerdict).
+	{
+		code: reasonNotOpenRouterToken, status: http.StatusUnauthorized,
+		decide:   decideByClaims(reasonNotOpenRouterToken),
+		message:  notOpenRouterTokenSentence,
+		headline: "Not an OpenRouter access token",
+		advice:   "Exchange your identity provider's token for an OpenRouter access token at " + openrouter.URLOAuthToken + " and send that, or use an OpenRouter key from " + openrouter.URLKeys + ".",
+		edge:     edgeToken,
+	},
+	{
+		code: reasonTokenInAPIKey, status: http.StatusUnauthorized,
+		decide:   decideByClaims(reasonTokenInAPIKey),
+		message:  tokenInAPIKeySentence,
+		headline: "Access token sent in x-api-key",
+		advice:   `Send the access token as "Authorization: Bearer <token>": x-api-key takes OpenRouter keys only.`,
+		edge:     edgeNever,
+	},
+	{
+		code: reasonTokenScope, status: http.StatusUnauthorized,
+		decide:   decideByClaims(reasonTokenScope),
+		message:  tokenScopeSentence,
+		headline: "Access token without the inference scope",
+		advice:   `Request an access token with scope "` + openrouter.ScopeInference + `" at ` + openrouter.URLOAuthToken + ".",
 		edge:     edgeNever,
 	},
 }

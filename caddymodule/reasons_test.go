@@ -36,7 +36,7 @@ func TestPlaceholdersAndTokensOpenRouterDidNotAccept(t *testing.T) {
 		{"sk-or-v1-xxxxxxxx", "key_malformed", "placeholder or an unexpanded variable"},
 		{"sk-or-v1-" + strings.Repeat("x", 64), "key_malformed", "placeholder or an unexpanded variable"},
 		{"hello-world-token", "credential_not_accepted", "OpenRouter did not accept this token as a credential"},
-		{jwtWith(`{"iss":"elsewhere","exp":` + itoa(future) + `}`), "credential_not_accepted", "JWT"},
+		{jwtWith(`{"iss":"elsewhere","exp":` + itoa(future) + `}`), "not_openrouter_token", `issued by \"elsewhere\"`},
 		{"sk-ant-api03-" + strings.Repeat("a", 60), "not_openrouter_key", "Anthropic"},
 	} {
 		for _, via := range []struct{ path, header string }{
@@ -220,6 +220,13 @@ func TestReasonTable(t *testing.T) {
 		c.facts.original = c.fb.Message
 		reach[r] = input{failureAnswer(c.fb, openrouter.EnvelopeOpenAI, nil), token, verdict{limit: &c.facts}}
 	}
+	// Credentials: JWT access tokens (issue 26).
+	foreignJWT := emulator.NewForeignJWT("https://token.actions.githubusercontent.com", now.Add(time.Hour))
+	reach[reasonNotOpenRouterToken] = input{missing, foreignJWT, verdict{claims: claimsOf(t, foreignJWT)}}
+	inAPIKey := emu.NewAccessToken(emulator.AccessTokenOptions{})
+	reach[reasonTokenInAPIKey] = input{missing, inAPIKey, verdict{claims: claimsOf(t, inAPIKey)}}
+	unscoped := emu.NewAccessToken(emulator.AccessTokenOptions{Scope: "keys:read"})
+	reach[reasonTokenScope] = input{toEmulator(emu), unscoped, verdict{claims: claimsOf(t, unscoped)}}
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +251,12 @@ func TestReasonTable(t *testing.T) {
 			if !ok {
 				t.Fatal("no input that produces it: add one to reach")
 			}
-			rec := serve(t, &h, in.next, "POST", "/api/v1/chat/completions", in.token)
+			var rec *httptest.ResponseRecorder
+			if e.code == reasonTokenInAPIKey { // x-api-key, not a bearer
+				rec = serveAPIKey(t, &h, in.next, "/api/v1/chat/completions", in.token)
+			} else {
+				rec = serve(t, &h, in.next, "POST", "/api/v1/chat/completions", in.token)
+			}
 			if got := reasonOf(t, rec); got != string(e.code) || rec.Code != e.status {
 				t.Fatalf("got %d %q: %s", rec.Code, got, rec.Body.String())
 			}

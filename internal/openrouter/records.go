@@ -42,6 +42,9 @@ type KeyInfo struct {
 	// FreeModelDailyRequests is the account's free-model allowance today
 	// (UTC), shared by every ":free" model.
 	FreeModelDailyRequests *FreeModelDailyRequests `json:"free_model_daily_requests,omitempty"`
+	// WorkspaceID is the key's workspace; null when it was deleted
+	// (credentials.go).
+	WorkspaceID WorkspaceRef `json:"workspace_id,omitzero"`
 }
 
 // FreeModelDailyRequests is GET /key's free_model_daily_requests.

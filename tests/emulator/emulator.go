@@ -220,15 +220,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // returns the key, or the 401 message.
 func (s *Server) authenticate(r *http.Request) (*Key, string) {
 	token := r.Header.Get("Authorization")
+	apiKey := false
 	if len(token) > 7 && strings.EqualFold(token[:7], "bearer ") {
 		token = strings.TrimSpace(token[7:])
 	} else if token == "" && openrouter.FamilyOf(r.URL.Path) == openrouter.FamilyMessages {
-		token = r.Header.Get("X-Api-Key")
+		token, apiKey = r.Header.Get("X-Api-Key"), true
 	}
 	if token == "" {
 		return nil, openrouter.MessageNoCookieAuth
 	}
-	if k, valid, expired := s.verifyJWT(token); valid {
+	// x-api-key takes keys only, never an access token (accesstoken.go).
+	if k, valid, expired := s.verifyJWT(token); valid && !apiKey {
 		if expired {
 			return nil, s.expiredJWTMessage()
 		}
@@ -261,7 +263,7 @@ func (s *Server) expiredJWTMessage() string {
 // /key but never inference; inference also honours FailNextRequests.
 func (s *Server) withKey(w http.ResponseWriter, r *http.Request, inference bool, next func(http.ResponseWriter, *http.Request, *Key)) {
 	k, msg := s.authenticate(r)
-	if k != nil && inference && (k.Management || s.takeFailure(k.Secret)) {
+	if k != nil && inference && (k.Management || s.lacksInferenceScope(k) || s.takeFailure(k.Secret)) {
 		k, msg = nil, openrouter.MessageUserNotFound
 	}
 	if k == nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // JWTIssuer is the issuer of the account's JWT access tokens. OpenRouter
@@ -18,6 +20,9 @@ type jwtClaims struct {
 	Subject   string `json:"sub"`
 	IssuedAt  int64  `json:"iat"`
 	ExpiresAt int64  `json:"exp"`
+	// Scope is the access token's scope (space-separated); "" for a
+	// token without the claim, which no endpoint refuses for its scope.
+	Scope string `json:"scope,omitempty"`
 }
 
 // jwtHeader is the fixed header of the tokens the emulator signs.
@@ -28,7 +33,12 @@ var jwtHeader = base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ
 // iat and exp. OpenRouter accepts such tokens as bearers, for inference
 // and GET /key as a normal key, never for the management API.
 func (s *Server) NewJWT(exp time.Time) string {
-	claims, _ := json.Marshal(jwtClaims{Issuer: JWTIssuer, Subject: s.userID, IssuedAt: time.Now().Unix(), ExpiresAt: exp.Unix()})
+	return s.signJWT(jwtClaims{Issuer: JWTIssuer, Subject: s.userID, IssuedAt: time.Now().Unix(), ExpiresAt: exp.Unix()})
+}
+
+// signJWT signs claims with the account's secret and records the token.
+func (s *Server) signJWT(c jwtClaims) string {
+	claims, _ := json.Marshal(c)
 	signingInput := jwtHeader + "." + base64.RawURLEncoding.EncodeToString(claims)
 	token := signingInput + "." + base64.RawURLEncoding.EncodeToString(s.sign(signingInput))
 	s.mu.Lock()
@@ -63,7 +73,7 @@ func (s *Server) verifyJWT(token string) (k *Key, valid, expired bool) {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(payload)
 	var c jwtClaims
-	if err != nil || json.Unmarshal(raw, &c) != nil || c.Issuer != JWTIssuer || c.Subject != s.userID {
+	if err != nil || json.Unmarshal(raw, &c) != nil || !openrouter.IssuerKnown(c.Issuer) || c.Subject != s.userID {
 		return nil, false, false
 	}
 	exp := time.Unix(c.ExpiresAt, 0)

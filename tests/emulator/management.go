@@ -63,6 +63,7 @@ func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
 	a := s.accountByID(k.AccountID)
 	free := a.freeModelDailyRequests(s.now())
 	neverPurchased := a.totalCredits == 0
+	ws := s.workspaceOf(k)
 	s.mu.Unlock()
 	limit, left := limits(k)
 	s.writeJSON(w, r, http.StatusOK, openrouter.Data[openrouter.KeyInfo]{Data: openrouter.KeyInfo{
@@ -70,7 +71,7 @@ func (s *Server) keyInfo(w http.ResponseWriter, r *http.Request, k *Key) {
 		Usage: k.Usage, UsageDaily: k.spent.daily, UsageWeekly: k.spent.weekly, UsageMonthly: k.spent.monthly,
 		IsFreeTier: neverPurchased, IsManagementKey: k.Management, IsProvisioningKey: k.Management, ExpiresAt: truncated(k.ExpiresAt),
 		RateLimit:              &openrouter.RateLimit{Requests: -1, Interval: "10s", Note: "This field is deprecated and safe to ignore."},
-		FreeModelDailyRequests: free,
+		FreeModelDailyRequests: free, WorkspaceID: ws,
 	}})
 }
 

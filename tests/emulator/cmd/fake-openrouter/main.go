@@ -112,6 +112,9 @@ func seed(emu *emulator.Server, now time.Time) (creds []credential, gatewayKey s
 		{"CAPPED_KEY", capped, "its daily limit of 5 is spent: 403 Key limit exceeded (daily limit) until 00:00 UTC"},
 		{"NO_BALANCE_KEY", noBalance, "a key of another account whose credits are spent: 402 Insufficient credits"},
 		{"FREE_USED_KEY", freeUsed, `its account used its 50 free-model requests today: 429 on any ":free" model until 00:00 UTC`},
+		{"ACCESS_TOKEN", emu.NewAccessToken(emulator.AccessTokenOptions{}), `an access token as workload identity federation issues it (scope "inference"), valid for 15 minutes`},
+		{"UNSCOPED_ACCESS_TOKEN", emu.NewAccessToken(emulator.AccessTokenOptions{Scope: "keys:read"}), `an access token without the "inference" scope: refused for inference`},
+		{"FOREIGN_JWT", emulator.NewForeignJWT("https://token.actions.githubusercontent.com", now.Add(time.Hour)), "an identity provider's own token (another issuer): refused, it must be exchanged first"},
 	}, gatewayKey
 }
 

@@ -94,6 +94,8 @@ func TestFakeOpenRouter(t *testing.T) {
 		{"CAPPED_KEY", false, 403, true},
 		{"NO_BALANCE_KEY", false, 402, true},
 		{"FREE_USED_KEY", false, 200, true},
+		{"ACCESS_TOKEN", true, 200, true},
+		{"UNSCOPED_ACCESS_TOKEN", true, 401, true},
 	} {
 		cred := exports[c.env]
 		if pattern := map[bool]*regexp.Regexp{false: keyPattern, true: jwtPattern}[c.jwt]; !pattern.MatchString(cred) {
@@ -140,6 +142,11 @@ func TestFakeOpenRouter(t *testing.T) {
 	limits.Data.Free.Remaining = -1
 	if err := json.Unmarshal(body, &limits); err != nil || limits.Data.Free.Remaining != 0 {
 		t.Errorf("FREE_USED_KEY's GET /key: %s", body)
+	}
+
+	// An identity provider's own token is no credential of OpenRouter's.
+	if status, msg, _ := get(t, "POST", base+"/chat/completions", exports["FOREIGN_JWT"], `{}`); status != 401 || msg != "Missing Authentication header" {
+		t.Errorf("FOREIGN_JWT: %d %q", status, msg)
 	}
 
 	// The expiring key says when it expires; the gateway's management key
