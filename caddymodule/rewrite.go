@@ -61,6 +61,10 @@ const (
 	metaAffordableTokens
 	metaBalance
 	metaProvider
+	// metaFault is fault: whose fault a provider's error is, as far as
+	// the body shows ("request", "provider", "own_provider_key",
+	// "region", "provider_policy", "unknown"; issue 26).
+	metaFault
 )
 
 // name is the member's name in "metadata".
@@ -77,7 +81,7 @@ func (m metaMember) name() string {
 }
 
 var limitMemberNames = [...]string{"scope", "window", "limit", "spent", "remaining", "resets_at", "never_resets",
-	"requested_tokens", "affordable_tokens", "balance", "provider"}
+	"requested_tokens", "affordable_tokens", "balance", "provider", "fault"}
 
 // append appends the member with v's value, when v has one.
 func (m metaMember) append(members []errbody.Member, v verdict) []errbody.Member {

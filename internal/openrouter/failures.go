@@ -72,9 +72,9 @@ const (
 )
 
 // Kinds is the number of kinds, for tables indexed by Kind.
-const Kinds = int(kindCount)
+const Kinds = int(kindsEnd)
 
-var kindNames = [kindCount]string{
+var kindNames = [Kinds]string{
 	KindUnrecognised:        "unrecognised",
 	KindAccountBalance:      "account_balance",
 	KindKeyCapHeadroom:      "key_cap_headroom",
@@ -92,7 +92,7 @@ var kindNames = [kindCount]string{
 
 // String is the kind's metric label.
 func (k Kind) String() string {
-	if k < kindCount {
+	if int(k) < Kinds {
 		return kindNames[k]
 	}
 	return "kind_" + strconv.Itoa(int(k))
@@ -161,6 +161,9 @@ type Failure struct {
 	// RecordHash is the record hash in a key-limit 403's URL, "" without
 	// one. KEY MATERIAL: see RecordHash.
 	RecordHash RecordHash
+	// ProviderError is what a "Provider returned error" body says of the
+	// provider's answer (KindProviderError, provider.go), nil otherwise.
+	ProviderError *ProviderError
 }
 
 // RecordHash is a key's record hash (64 lowercase hex digits) as a
@@ -262,6 +265,7 @@ type wire struct {
 	hasReasons   bool // metadata.reasons (moderation)
 	headers      map[string]any
 	availability map[string]any
+	metadata     map[string]any
 }
 
 // readWire finds the error object in any envelope: {"error":{...}} (the
@@ -291,6 +295,7 @@ func readWire(body []byte) (wire, bool) {
 	_, w.hasReasons = md["reasons"]
 	w.headers, _ = md["headers"].(map[string]any)
 	w.availability, _ = md["availability"].(map[string]any)
+	w.metadata = md
 	return w, true
 }
 
@@ -311,6 +316,9 @@ var (
 
 // kind decides the kind: limit_source first, then status and message.
 func (w *wire) kind(status int) (Kind, Class) {
+	if k, ok := w.providerKind(status); ok {
+		return k, ""
+	}
 	switch w.limitSource {
 	case LimitSourceCredits:
 		return KindAccountBalance, ""
@@ -450,6 +458,7 @@ func (w *wire) figures(f *Failure, header http.Header) {
 			f.FreeDailyLimit = int(l)
 		}
 	}
+	w.providerFigures(f)
 }
 
 // The free-model daily allowances: FreeDailyLow requests a day for an
