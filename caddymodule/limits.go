@@ -8,6 +8,7 @@ package caddymodule
 // the retry headers, and the body of a capped key's edge answer.
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -517,8 +518,8 @@ func noRetryAfterLongWait(h http.Header, now time.Time) {
 		return
 	}
 	var wait time.Duration
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		wait = time.Duration(min(n, int64(math.MaxInt64/time.Second))) * time.Second
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		wait = time.Duration(min(max(n, 0), int64(math.MaxInt64/time.Second))) * time.Second
 	} else if t, err := http.ParseTime(v); err == nil {
 		wait = t.Sub(now)
 	}

@@ -494,7 +494,7 @@ var reasonTable = []reasonEntry{
 		edge:     edgeNever,
 	},
 	{
-		code: reasonProviderError, status: http.StatusBadGateway, kind: openrouter.KindProviderError, retry: retryKept,
+		code: reasonProviderError, status: http.StatusBadRequest, kind: openrouter.KindProviderError, retry: retryKept,
 		statuses: providerErrorStatuses,
 		gather:   gatherProviderError,
 		message:  limitSentence(providerErrorSentence),

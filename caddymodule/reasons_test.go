@@ -201,6 +201,13 @@ func TestReasonTable(t *testing.T) {
 		reasonProviderRateLimited:  {openrouter.ProviderPool("openai/gpt-4o", "OpenAI", false, openrouter.WordingCurrent), limitFacts{provider: "OpenAI"}},
 		reasonProviderKeyRateLimit: {openrouter.ProviderPool("openai/gpt-4o", "OpenAI", true, openrouter.WordingCurrent), limitFacts{provider: "OpenAI"}},
 		reasonProvidersAtCapacity:  {openrouter.ProvidersAtCapacity("openai/gpt-4o", 40), limitFacts{resetsAt: now.Add(40 * time.Second), retryAfter: 40 * time.Second}},
+		// Provider errors and admission control (issue 26).
+		reasonProviderRequestRejected: providerReach(openrouter.ProviderReturned(400, "Crucible", openrouter.RawInvalidRequest("at most 1 image per prompt"), false, openrouter.RawString)),
+		reasonProviderUnavailable:     providerReach(openrouter.ProviderReturned(503, "Morph", openrouter.RawNoWorkers(), false, openrouter.RawObject)),
+		reasonProviderKeyRefused:      providerReach(openrouter.ProviderReturned(403, "Anthropic", openrouter.RawKeyPermission(), true, openrouter.RawString)),
+		reasonProviderBlocked:         providerReach(openrouter.ProviderReturned(403, "OpenAI", openrouter.RawRegion(), false, openrouter.RawString)),
+		reasonProviderError:           providerReach(openrouter.ProviderReturned(400, "", nil, false, openrouter.RawString)),
+		reasonAdmissionControl:        {openrouter.AdmissionControl(10), limitFacts{retryAfter: 10 * time.Second, upstream: true}},
 	} {
 		token := limitKey
 		if r == reasonRequestUnaffordable {
