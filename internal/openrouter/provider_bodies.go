@@ -32,7 +32,7 @@ const (
 func ProviderReturned(status int, provider string, raw any, byok bool, form RawForm) FailureBody {
 	ms := Members{}
 	if raw != nil {
-		var v any = raw
+		v := raw
 		if _, isString := raw.(string); !isString && form == RawString {
 			b, err := json.Marshal(raw)
 			if err != nil {
