@@ -9,6 +9,7 @@ package caddymodule
 // characters, markup and key-shaped runs.
 
 import (
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,23 @@ import (
 // held at beside its entries' own (OpenRouter passes on the provider's):
 // one that is not recognised still passes unchanged.
 var providerErrorStatuses = []int{400, 402, 403, 404, 408, 409, 413, 422, 429, 500, 502, 503, 504, 529}
+
+// classOtherFailure: a held failure of a status held only for a
+// provider's error (400, 404, a 5xx, ...) that is none, passed unchanged:
+// counted apart from the 402, 403 and 429 whose wording is unknown, so
+// that ordinary 400s and 502s do not read as OpenRouter rewording its
+// limits.
+const classOtherFailure = "other_failure"
+
+// unexplainedClass is the class a held failure other than a 401 is left
+// under: class for a 402, 403 or 429, classOtherFailure for any other.
+func unexplainedClass(status int, class string) string {
+	switch status {
+	case http.StatusPaymentRequired, http.StatusForbidden, http.StatusTooManyRequests:
+		return class
+	}
+	return classOtherFailure
+}
 
 // causeOf is whose fault a provider's error is; unknown without one.
 func causeOf(f *openrouter.Failure) openrouter.Cause {
@@ -114,9 +132,9 @@ func providerBlockedSentence(f *limitFacts) string {
 func providerErrorSentence(f *limitFacts) string {
 	name, said := providerWords(f)
 	if name == "" && said == "" {
-		return "A provider returned an error; OpenRouter's answer names neither the provider nor what it said, so whose fault it is is unknown."
+		return "A provider returned an error; OpenRouter's answer names neither the provider nor what it said, so whose fault it is is unknown, and whether a retry helps."
 	}
-	return providerSubject(name) + " returned an error" + said + "; the answer does not show whose fault it is (cause unknown)."
+	return providerSubject(name) + " returned an error" + said + "; the answer does not show whose fault it is (cause unknown), nor whether a retry helps."
 }
 
 func admissionControlSentence(f *limitFacts) string {

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
@@ -175,6 +177,11 @@ func TestOtherFailuresPassUnchanged(t *testing.T) {
 	_, api := startEmulator(t)
 	var h Handler
 	newHandler(t, &h, api)
+	other := func() float64 { return testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classOtherFailure)) }
+	unrecognised := func() float64 {
+		return testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classUnrecognizedFailure))
+	}
+	otherBefore, unrecognisedBefore := other(), unrecognised()
 	for _, c := range []struct {
 		status int
 		body   string
@@ -193,6 +200,15 @@ func TestOtherFailuresPassUnchanged(t *testing.T) {
 			rec.Header().Get("X-OpenRouter-Key-Status") != "" || rec.Header().Get("X-Should-Retry") != "" {
 			t.Errorf("%d changed: %d %v %s", c.status, rec.Code, rec.Header(), rec.Body)
 		}
+	}
+	// Counted apart from the 402, 403 and 429 of unknown wording (the
+	// 429 cut short is one: not JSON); the 404 "No endpoints found" is a
+	// routing failure, counted as not_key_routing.
+	if got := other() - otherBefore; got != 5 {
+		t.Errorf("other_failure counted %v, want 5", got)
+	}
+	if got := unrecognised() - unrecognisedBefore; got != 0 {
+		t.Errorf("unrecognized_failure counted %v for failures that are no limits", got)
 	}
 	var off Handler
 	off.ExplainLimits = ExplainLimitsOff
