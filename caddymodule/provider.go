@@ -132,7 +132,7 @@ func providerBlockedSentence(f *limitFacts) string {
 func providerErrorSentence(f *limitFacts) string {
 	name, said := providerWords(f)
 	if name == "" && said == "" {
-		return "A provider returned an error; OpenRouter's answer names neither the provider nor what it said, so whose fault it is is unknown, and whether a retry helps."
+		return "A provider returned an error; OpenRouter's answer names neither the provider nor what it said: whose fault it is, and whether a retry helps, is unknown."
 	}
 	return providerSubject(name) + " returned an error" + said + "; the answer does not show whose fault it is (cause unknown), nor whether a retry helps."
 }

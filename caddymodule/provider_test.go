@@ -143,7 +143,7 @@ func TestProviderErrorsInEveryEnvelope(t *testing.T) {
 		says   string
 	}{
 		{openrouter.ProviderReturned(400, "Crucible", openrouter.RawInvalidRequest(crucibleSays), false, openrouter.RawString), reasonProviderError,
-			"A provider returned an error; OpenRouter's answer names neither the provider nor what it said, so whose fault it is is unknown."},
+			"A provider returned an error; OpenRouter's answer names neither the provider nor what it said: whose fault it is, and whether a retry helps, is unknown."},
 		{openrouter.ProviderReturned(503, "Morph", openrouter.RawNoWorkers(), false, openrouter.RawString), reasonProviderUnavailable,
 			"The provider failed or is over capacity: the provider's outage or load"},
 		{openrouter.AdmissionControl(10), reasonAdmissionControl, "Retry in 10 seconds"},
