@@ -177,7 +177,9 @@ func TestOtherFailuresPassUnchanged(t *testing.T) {
 	_, api := startEmulator(t)
 	var h Handler
 	newHandler(t, &h, api)
-	other := func() float64 { return testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classOtherFailure)) }
+	other := func() float64 {
+		return testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classOtherFailure))
+	}
 	unrecognised := func() float64 {
 		return testutil.ToFloat64(gatewayMetrics.unexplained.WithLabelValues(classUnrecognizedFailure))
 	}
