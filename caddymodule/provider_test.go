@@ -54,6 +54,8 @@ func providerCases() []providerCase {
 			reasonProviderUnavailable, "provider", "true", "", []string{"Provider Together failed"}},
 		{"the user's own provider key", openrouter.ProviderReturned(403, "Anthropic", openrouter.RawKeyPermission(), true, openrouter.RawObject),
 			reasonProviderKeyRefused, "own_provider_key", "false", "", []string{"Provider Anthropic refused your own provider key (BYOK)", "at Anthropic", openrouter.URLIntegrations}},
+		{"the user's own provider key's quota, a 429", openrouter.ProviderReturned(429, "OpenAI", openrouter.RawQuotaSpent(), true, openrouter.RawString),
+			reasonProviderKeyRefused, "own_provider_key", "false", "", []string{"refused your own provider key (BYOK)", "You exceeded your current quota"}},
 		{"a region block", openrouter.ProviderReturned(403, "OpenAI", openrouter.RawRegion(), false, openrouter.RawString),
 			reasonProviderBlocked, "region", "false", "", []string{"Provider OpenAI does not serve requests from this region", "Country, region, or territory not supported"}},
 		// Unknown: nothing in the body says whose fault it is.

@@ -34,6 +34,9 @@ package caddymodule
 // upstream's envelope, the headers, the metric label and the key check's
 // words follow from the entry; TestReasonTable proves every entry complete
 // and reachable, its sentence and members whole.
+//
+// A reason that explains statuses beside its own (a provider's error comes
+// with any) lists them in statuses: they are held too.
 
 import (
 	"net/http"

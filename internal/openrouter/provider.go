@@ -136,6 +136,11 @@ func (w *wire) providerKind(status int) (Kind, bool) {
 		return KindAdmissionControl, true
 	case w.lower != "provider returned error" || status == http.StatusUnauthorized:
 		return KindUnrecognised, false
+	case status == http.StatusTooManyRequests && w.isBYOK && quotaSpent(unwrapRaw(w.metadata["raw"], 0)):
+		// The user's own provider key has no quota left at the provider
+		// (OpenAI's insufficient_quota comes as a 429): no rate limit, no
+		// retry cures it.
+		return KindProviderError, true
 	case status == http.StatusTooManyRequests && (w.provider != "" || strings.Contains(strings.ToLower(w.raw), "rate-limited upstream")):
 		// The shared pool's or the user's own key's rate limit.
 		return KindUnrecognised, false
@@ -217,6 +222,17 @@ func unwrapRaw(raw any, depth int) rawAnswer {
 		return a
 	}
 	return rawAnswer{}
+}
+
+// quotaSpent reports whether a provider's answer names its quota or
+// billing as spent.
+func quotaSpent(a rawAnswer) bool {
+	for _, n := range a.names {
+		if n = strings.ToLower(n); n == "insufficient_quota" || n == "billing_hard_limit_reached" {
+			return true
+		}
+	}
+	return false
 }
 
 // firstText is the first of the members that is a non-empty string.

@@ -74,6 +74,12 @@ func RawKeyPermission() Members {
 		{"message", "Your API key does not have permission to use the specified resource."}}}}
 }
 
+// RawQuotaSpent is OpenAI's 429 for a key whose quota is spent.
+func RawQuotaSpent() Members {
+	return Members{{"error", Members{{"message", "You exceeded your current quota, please check your plan and billing details."},
+		{"type", "insufficient_quota"}, {"param", nil}, {"code", "insufficient_quota"}}}}
+}
+
 // AdmissionControl is the 429 of OpenRouter not verifying the account's
 // credits in time, with Retry-After (10 seconds captured).
 func AdmissionControl(retryAfterSeconds int) FailureBody {

@@ -27,6 +27,8 @@ func TestProviderErrorRecognised(t *testing.T) {
 		{"no workers", 503, "Morph", RawNoWorkers(), false, CauseProvider, "No available workers to handle this request. Please try again later.", "no_available_workers"},
 		{"region", 403, "OpenAI", RawRegion(), false, CauseRegion, "Country, region, or territory not supported", "unsupported_country_region_territory"},
 		{"own key's permission", 403, "Anthropic", RawKeyPermission(), true, CauseOwnKey, "Your API key does not have permission to use the specified resource.", "permission_error"},
+		{"own key's quota spent (a 429)", 429, "OpenAI", RawQuotaSpent(), true, CauseOwnKey,
+			"You exceeded your current quota, please check your plan and billing details.", "insufficient_quota"},
 		{"own key, invalid request is still the request's", 400, "OpenAI", RawInvalidRequest("bad"), true, CauseRequest, "bad", "invalid_request_error"},
 		{"a 502 without raw: the provider failed", 502, "Together", nil, false, CauseProvider, "", ""},
 		// Unknown: nothing in the body tells whose fault it is.
