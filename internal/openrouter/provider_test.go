@@ -165,3 +165,28 @@ func TestProviderRawIsHostile(t *testing.T) {
 		t.Errorf("cut inside a character: %q", got)
 	}
 }
+
+// Whatever raw and provider_name hold, recognition ends, and what is
+// shown of them is bounded and free of control characters and markup.
+func FuzzProviderRaw(f *testing.F) {
+	for _, s := range []string{"", "{", `{"error":{"message":"x","type":"invalid_request_error"}}`, `{"error":"{\"error\":{\"message\":\"deep\"}}"}`,
+		"\x00\x1b[2J<b>", strings.Repeat("é", 500), KeyPrefix + strings.Repeat("ab", 32)} {
+		f.Add(s, "Crucible", 400)
+	}
+	f.Fuzz(func(t *testing.T, raw, provider string, status int) {
+		for _, form := range []RawForm{RawString, RawObject} {
+			var r any = raw
+			if form == RawObject {
+				r = Members{{"error", Members{{"message", raw}, {"code", raw}}}}
+			}
+			fr := Recognise(status, ProviderReturned(status, provider, r, true, form).Render(EnvelopeOpenAI), nil)
+			if pe := fr.ProviderError; pe != nil {
+				for _, s := range []string{pe.Message, pe.Type, pe.Provider} {
+					if len(s) > maxProviderMessage+3 || strings.ContainsAny(s, "<>\x00\x1b\n\r") {
+						t.Fatalf("unsafe: %q", s)
+					}
+				}
+			}
+		}
+	})
+}
