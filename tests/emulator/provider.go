@@ -31,6 +31,9 @@ const (
 	// ModelProviderOwnKeyRefused: a 403 refusing the user's own provider
 	// key (is_byok), raw an object.
 	ModelProviderOwnKeyRefused = "emulator/provider-byok-refused-403"
+	// ModelProviderQuotaSpent: OpenAI's 429 insufficient_quota to the
+	// user's own provider key (is_byok): no rate limit, the key's quota.
+	ModelProviderQuotaSpent = "emulator/provider-quota-spent-429"
 	// ModelProviderNoRaw: a 400 without metadata.raw (cause unknown).
 	ModelProviderNoRaw = "emulator/provider-no-raw-400"
 	// ModelProviderMalformedRaw: a 400 whose raw is cut-off JSON (cause
@@ -80,6 +83,8 @@ func (s *Server) providerFailure(k *Key, model string) (openrouter.FailureBody, 
 		return openrouter.ProviderReturned(http.StatusForbidden, "OpenAI", openrouter.RawRegion(), false, openrouter.RawString), true
 	case ModelProviderOwnKeyRefused:
 		return openrouter.ProviderReturned(http.StatusForbidden, "Anthropic", openrouter.RawKeyPermission(), true, openrouter.RawObject), true
+	case ModelProviderQuotaSpent:
+		return openrouter.ProviderReturned(http.StatusTooManyRequests, "OpenAI", openrouter.RawQuotaSpent(), true, openrouter.RawString), true
 	case ModelProviderNoRaw:
 		return openrouter.ProviderReturned(http.StatusBadRequest, "Crucible", nil, false, openrouter.RawString), true
 	case ModelProviderMalformedRaw:

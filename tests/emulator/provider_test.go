@@ -23,6 +23,7 @@ func TestProviderModels(t *testing.T) {
 		{ModelProviderNoWorkers, 503, openrouter.KindProviderError, openrouter.CauseProvider},
 		{ModelProviderRegion, 403, openrouter.KindProviderError, openrouter.CauseRegion},
 		{ModelProviderOwnKeyRefused, 403, openrouter.KindProviderError, openrouter.CauseOwnKey},
+		{ModelProviderQuotaSpent, 429, openrouter.KindProviderError, openrouter.CauseOwnKey},
 		{ModelProviderNoRaw, 400, openrouter.KindProviderError, openrouter.CauseUnknown},
 		{ModelProviderMalformedRaw, 400, openrouter.KindProviderError, openrouter.CauseUnknown},
 		{ModelProviderNotFound, 404, openrouter.KindProviderError, openrouter.CauseUnknown},

@@ -59,6 +59,8 @@ func TestProviderErrorsThroughCaddy(t *testing.T) {
 			inMessage: []string{"does not serve requests from this region"}}, "region"}},
 		{emulator.ModelProviderOwnKeyRefused, providerExpectation{expectation{status: 403, reason: "provider_key_refused", retry: "false", provider: "Anthropic",
 			inMessage: []string{"your own provider key (BYOK)", openrouter.URLIntegrations}}, "own_provider_key"}},
+		{emulator.ModelProviderQuotaSpent, providerExpectation{expectation{status: 429, reason: "provider_key_refused", retry: "false", provider: "OpenAI",
+			inMessage: []string{"your own provider key (BYOK)", "exceeded your current quota"}}, "own_provider_key"}},
 		{emulator.ModelProviderNoRaw, unknown(400, "Crucible", "Provider Crucible returned an error")},
 		{emulator.ModelProviderMalformedRaw, unknown(400, "Crucible")},
 		{emulator.ModelProviderNotFound, unknown(404, "DeepInfra", `"Not Found"`)},
