@@ -131,6 +131,8 @@ func TestProviderErrorRetriesCost(t *testing.T) {
 		{emulator.ModelProviderInvalidRequest, 1, 1},
 		{emulator.ModelProviderRegion, 1, 1},
 		{emulator.ModelProviderNoWorkers, 3, 3},
+		{emulator.ModelProviderQuotaSpent, 1, 1},
+		{emulator.ModelProviderNoRaw, 1, 1},
 		{emulator.ModelCapacityLong, 1, 1},
 	} {
 		for _, via := range []struct{ name, base string }{{"gateway", gatewayBase}, {"plain reverse_proxy", plainBase}} {
