@@ -149,8 +149,12 @@ func (w *wire) providerKind(status int) (Kind, bool) {
 }
 
 // providerFigures fills what a fourth-round body adds to a recognised
-// failure: the user's own provider account, and a provider's error.
+// failure: the user's own provider account, and a provider's error; and
+// makes any provider's name safe to show.
 func (w *wire) providerFigures(f *Failure) {
+	// A provider's name is shown in sentences: whatever kind named it,
+	// it is shown safe.
+	f.Provider = SafeText(f.Provider, maxProviderName)
 	if w.limitSource == LimitSourceProviderAccount {
 		f.BYOK = true
 	}

@@ -147,6 +147,11 @@ func TestProviderRawIsHostile(t *testing.T) {
 			t.Errorf("form %d: the harmless words are lost: %q", form, pe.Message)
 		}
 	}
+	// The shared pool's provider is shown safe too.
+	if f := Recognise(429, ProviderPool("m", "Chutes\n<script>"+orKey, false, WordingCurrent).Render(EnvelopeOpenAI), nil); f.Kind != KindProviderPool ||
+		f.Provider != "Chutes ‹script›[redacted]" {
+		t.Errorf("pool provider %q", f.Provider)
+	}
 	long := strings.Repeat("word ", 10000)
 	if got := SafeText(long, maxProviderMessage); len(got) > maxProviderMessage+3 || !strings.HasSuffix(got, "...") {
 		t.Errorf("unbounded: %d bytes", len(got))
