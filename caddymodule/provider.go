@@ -49,10 +49,10 @@ func causeOf(f *openrouter.Failure) openrouter.Cause {
 
 // The applies of the provider errors' entries, by cause; the entry of the
 // unknown cause comes last and applies to the rest.
-func byRequest(f *openrouter.Failure) bool    { return causeOf(f) == openrouter.CauseRequest }
-func byProvider(f *openrouter.Failure) bool   { return causeOf(f) == openrouter.CauseProvider }
-func byOwnProvKey(f *openrouter.Failure) bool { return causeOf(f) == openrouter.CauseOwnKey }
-func byRegionOrPol(f *openrouter.Failure) bool {
+func byRequest(f *openrouter.Failure) bool        { return causeOf(f) == openrouter.CauseRequest }
+func byProvider(f *openrouter.Failure) bool       { return causeOf(f) == openrouter.CauseProvider }
+func byOwnProviderKey(f *openrouter.Failure) bool { return causeOf(f) == openrouter.CauseOwnKey }
+func byRegionOrPolicy(f *openrouter.Failure) bool {
 	c := causeOf(f)
 	return c == openrouter.CauseRegion || c == openrouter.CausePolicy
 }

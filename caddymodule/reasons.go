@@ -478,7 +478,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonProviderKeyRefused, status: http.StatusForbidden, kind: openrouter.KindProviderError, retry: retryNo,
-		applies:  byOwnProvKey,
+		applies:  byOwnProviderKey,
 		gather:   gatherProviderError,
 		message:  limitSentence(providerKeyRefusedSentence),
 		members:  []metaMember{metaProvider, metaFault},
@@ -488,7 +488,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonProviderBlocked, status: http.StatusForbidden, kind: openrouter.KindProviderError, retry: retryNo,
-		applies:  byRegionOrPol,
+		applies:  byRegionOrPolicy,
 		gather:   gatherProviderError,
 		message:  limitSentence(providerBlockedSentence),
 		members:  []metaMember{metaProvider, metaFault},

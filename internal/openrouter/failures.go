@@ -316,6 +316,8 @@ var (
 
 // kind decides the kind: limit_source first, then status and message.
 func (w *wire) kind(status int) (Kind, Class) {
+	// The fourth round's limit sources and a provider's error
+	// (provider.go).
 	if k, ok := w.providerKind(status); ok {
 		return k, ""
 	}
