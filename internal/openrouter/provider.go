@@ -134,7 +134,7 @@ func (w *wire) providerKind(status int) (Kind, bool) {
 	switch {
 	case status == http.StatusTooManyRequests && strings.Contains(w.lower, "could not verify available credits"):
 		return KindAdmissionControl, true
-	case w.lower != "provider returned error" || status == http.StatusUnauthorized:
+	case strings.TrimSpace(w.lower) != "provider returned error" || status == http.StatusUnauthorized:
 		return KindUnrecognised, false
 	case status == http.StatusTooManyRequests && w.isBYOK && quotaSpent(unwrapRaw(w.metadata["raw"], 0)):
 		// The user's own provider key has no quota left at the provider
