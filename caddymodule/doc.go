@@ -15,7 +15,7 @@
 // cache.go and state.go), answers known-dead and capped keys itself
 // (answerAtEdge, under state.go's edge rule), and passes the rest on
 // through the holding writer (response.go); a held 401 (or, with
-// explain_limits, 402, 403 or 429) is decoded and parsed (package errbody,
+// explain_limits, 402, 403, 429 or a provider's error at any status) is decoded and parsed (package errbody,
 // in internal/errbody), given its reason by the reason table (reasons.go;
 // for 402, 403 and 429 through explainlimits.go: the entry of the kind
 // openrouter.Recognise gives it, its figures gathered as limits.go says)

@@ -32,14 +32,14 @@ const (
 func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp fingerprint, start time.Time) error {
 	eb, body, class := h.parseHeld(hw)
 	if eb == nil {
-		return h.leave(hw, class, "")
+		return h.leave(hw, unexplainedClass(hw.heldStatus, class), "")
 	}
 	f := openrouter.Recognise(hw.heldStatus, body, hw.Header())
 	switch f.Kind {
 	case openrouter.KindNotKey:
 		return h.leave(hw, classNotKeyPrefix+string(f.Class), "")
 	case openrouter.KindUnrecognised:
-		return h.leave(hw, classUnrecognizedFailure, "")
+		return h.leave(hw, unexplainedClass(hw.heldStatus, classUnrecognizedFailure), "")
 	}
 	if f.RecordHash != "" && c.isKey() && f.RecordHash.Matches(c.token) {
 		// The key's record hash is sha256 of the key: the account's hash

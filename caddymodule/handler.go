@@ -148,7 +148,9 @@ type Handler struct {
 	// balance, a workspace budget, the free-model allowance, a provider),
 	// its figures, when it resets and the one fix, with X-Should-Retry
 	// and Retry-After; "off" passes them byte for byte, not even held.
-	// Default: on.
+	// "on" also explains a provider's error ("Provider returned error",
+	// at any status it comes with) and OpenRouter's admission-control
+	// 429. Default: on.
 	ExplainLimits string `json:"explain_limits,omitempty"`
 
 	// The longest a 402, 403 or 429 waits for evidence (the key's own

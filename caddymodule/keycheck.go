@@ -163,6 +163,7 @@ func (kc *KeyCheck) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	if ok, wait := kc.limiter.allow(clientNetwork(r), kc.checker.acct.clock.now()); !ok {
 		secs := retryAfterSeconds(wait)
 		h.Set("Retry-After", strconv.Itoa(secs))
+		noRetryAfterLongWait(h, kc.checker.acct.clock.now())
 		return kc.fail(w, r, http.StatusTooManyRequests, "Too many checks",
 			fmt.Sprintf("Too many checks from this address: try again in %s.", waitText(secs)))
 	}

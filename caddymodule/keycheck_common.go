@@ -40,11 +40,14 @@ const (
 
 // groupTitles name the groups of reasons by status.
 var groupTitles = map[int]string{
+	http.StatusBadRequest:      "Bad request (400): a provider refused the request, or an error of unknown cause",
 	http.StatusUnauthorized:    "The key or token is refused (401)",
 	http.StatusPaymentRequired: "Payment required (402)",
 	http.StatusForbidden:       "Forbidden (403): spending limits and policies",
 	// 429: transient limits and capacity, and the free-model allowance.
 	http.StatusTooManyRequests: "Too many requests (429)",
+	// A provider's outage, at whatever 5xx it came.
+	http.StatusServiceUnavailable: "A provider failed (5xx)",
 }
 
 // beyondTable are failures OpenRouter reports that no reason of the table
@@ -53,17 +56,6 @@ var groupTitles = map[int]string{
 var beyondTable = failureGroup{
 	Title: "Other failures OpenRouter reports",
 	Items: []commonFailure{
-		{
-			Headline: `"Provider returned error"`,
-			Advice: "A provider refused or failed the request after OpenRouter accepted the key; metadata.provider_name says which, metadata.raw what it said. " +
-				"A 400 or 404 is usually the request's fault (a parameter, an image, a context length the provider does not take): change the request or the provider. " +
-				"A 429, 502 or 503 is the provider's (busy or down): retry shortly, or choose another provider. The key and the credits are fine.",
-		},
-		{
-			Headline: "Credits could not be verified in time (429)",
-			Advice:   "OpenRouter could not check the balance in time (admission control): the balance is fine. Retry after the Retry-After it sends.",
-			Retry:    retryHelps,
-		},
 		{
 			Headline: "A reply that stops early (status 200)",
 			Advice: `A provider failed after the answer started: OpenRouter says so inside the 200, in a chunk with "error" and finish_reason "error", or in a body with "error" beside the id. ` +

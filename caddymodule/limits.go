@@ -8,6 +8,7 @@ package caddymodule
 // the retry headers, and the body of a capped key's edge answer.
 
 import (
+	"errors"
 	"math"
 	"net/http"
 	"strconv"
@@ -61,6 +62,8 @@ type limitFacts struct {
 	// policy is what a policy 403 or a BYOK-required one says beyond its
 	// kind (policy.go), nil for the others.
 	policy *openrouter.Policy
+	// providerError is what a provider's error body shows (issue 26).
+	providerError *openrouter.ProviderError
 }
 
 // The sentences of the limit reasons: what failed, the figures known,
@@ -485,17 +488,52 @@ func (f *limitFacts) appendMember(members []errbody.Member, m metaMember) []errb
 		}
 	case metaModel, metaCategories, metaCreditsCharged, metaGuardrail, metaAlternatives, metaLikelyCause:
 		return f.appendPolicyMember(members, m)
+	case metaFault:
+		if f.providerError != nil {
+			return append(members, errbody.Text(m.name(), f.providerError.Cause.String()))
+		}
+		return append(members, errbody.Text(m.name(), openrouter.CauseUnknown.String()))
 	}
 	return members
 }
 
-// setLimitHeaders sets the headers of an explained 402, 403 or 429:
-// X-Should-Retry always, Retry-After when the gateway knows the end and
-// the upstream sent none (the upstream's own stays as it is).
+// setLimitHeaders sets the headers of an explained failure other than a
+// 401: X-Should-Retry unless the reason keeps the upstream's, Retry-After
+// when the gateway knows the end and the upstream sent no header (the
+// upstream's own stays as it is; one it sent only in the body, such as
+// availability.retry_after, becomes the header); then the long-wait rule.
 func setLimitHeaders(h http.Header, v verdict) {
-	h.Set("X-Should-Retry", strconv.FormatBool(v.entry().retry == retryYes))
-	if v.limit.retryAfter > 0 && !v.limit.upstream {
+	if r := v.entry().retry; r != retryKept {
+		h.Set("X-Should-Retry", strconv.FormatBool(r == retryYes))
+	}
+	if v.limit.retryAfter > 0 && (!v.limit.upstream || h.Get("Retry-After") == "") {
 		h.Set("Retry-After", strconv.FormatInt(int64(v.limit.retryAfter/time.Second), 10))
+	}
+	noRetryAfterLongWait(h, time.Now())
+}
+
+// maxRetryAfterRetried is the longest Retry-After sent with a retry
+// allowed: openai-python treats a longer one as not retryable, openai-node
+// sleeps for any, however long.
+const maxRetryAfterRetried = 2 * time.Minute
+
+// noRetryAfterLongWait is the gateway's one rule for the headers it sets:
+// a Retry-After over two minutes (seconds, or an HTTP date from now) goes
+// with X-Should-Retry: false, so that no client sleeps that long for a
+// retry.
+func noRetryAfterLongWait(h http.Header, now time.Time) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return
+	}
+	var wait time.Duration
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		wait = time.Duration(min(max(n, 0), int64(math.MaxInt64/time.Second))) * time.Second
+	} else if t, err := http.ParseTime(v); err == nil {
+		wait = t.Sub(now)
+	}
+	if wait > maxRetryAfterRetried {
+		h.Set("X-Should-Retry", "false")
 	}
 }
 

@@ -41,6 +41,8 @@ package caddymodule
 // policy.go's.
 // A reason from a JWT's claims also needs its case, in precedence order,
 // in accesstoken.go's claimsVerdict (its decide is decideByClaims).
+// A reason that explains statuses beside its own (a provider's error comes
+// with any) lists them in statuses: they are held too.
 
 import (
 	"net/http"
@@ -96,6 +98,16 @@ const (
 	reasonNotOpenRouterToken reason = "not_openrouter_token"
 	reasonTokenInAPIKey      reason = "token_in_x_api_key"
 	reasonTokenScope         reason = "token_scope_missing"
+)
+
+// Provider errors and admission control (issue 26).
+const (
+	reasonProviderRequestRejected reason = "provider_request_rejected"
+	reasonProviderUnavailable     reason = "provider_unavailable"
+	reasonProviderKeyRefused      reason = "provider_key_refused"
+	reasonProviderBlocked         reason = "provider_blocked"
+	reasonProviderError           reason = "provider_error"
+	reasonAdmissionControl        reason = "admission_control"
 )
 
 // verdict is what the gateway can truthfully say about a failed request:
@@ -212,6 +224,9 @@ type reasonEntry struct {
 	scope string
 	// retry is the X-Should-Retry the reason sends (setLimitHeaders).
 	retry retryAdvice
+	// statuses are further statuses the reason explains beside status (a
+	// provider's error comes with any): they are held too.
+	statuses []int
 }
 
 // reasonTable is every reason, in the order decide tries them: the body's
@@ -516,6 +531,66 @@ var reasonTable = []reasonEntry{
 		advice:   `Request an access token with scope "` + openrouter.ScopeInference + `" at ` + openrouter.URLOAuthToken + ".",
 		edge:     edgeNever,
 	},
+	// Provider errors and admission control (issue 26; provider.go): a
+	// "Provider returned error" by whose fault the body shows it is, the
+	// unknown cause last.
+	{
+		code: reasonProviderRequestRejected, status: http.StatusBadRequest, kind: openrouter.KindProviderError, retry: retryNo,
+		applies:  byRequest,
+		gather:   gatherProviderError,
+		message:  limitSentence(providerRequestSentence),
+		members:  []metaMember{metaProvider, metaFault},
+		headline: "The provider refused the request",
+		advice:   "Change the request, or route it to another provider (provider.order, provider.ignore); unchanged it fails again.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonProviderUnavailable, status: http.StatusServiceUnavailable, kind: openrouter.KindProviderError, retry: retryYes,
+		applies:  byProvider,
+		gather:   gatherProviderError,
+		message:  limitSentence(providerUnavailableSentence),
+		members:  []metaMember{metaProvider, metaFault},
+		headline: "The provider failed or is over capacity",
+		advice:   "Retry, or route to another provider (provider.order, provider.ignore).",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonProviderKeyRefused, status: http.StatusForbidden, kind: openrouter.KindProviderError, retry: retryNo,
+		applies:  byOwnProviderKey,
+		gather:   gatherProviderError,
+		message:  limitSentence(providerKeyRefusedSentence),
+		members:  []metaMember{metaProvider, metaFault},
+		headline: "A provider refused your own provider key",
+		advice:   "Fix the provider key at the provider, or replace it at " + openrouter.URLIntegrations + ".",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonProviderBlocked, status: http.StatusForbidden, kind: openrouter.KindProviderError, retry: retryNo,
+		applies:  byRegionOrPolicy,
+		gather:   gatherProviderError,
+		message:  limitSentence(providerBlockedSentence),
+		members:  []metaMember{metaProvider, metaFault},
+		headline: "The provider blocks this region or request",
+		advice:   "Use another provider (provider.ignore, provider.order) or another model.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonProviderError, status: http.StatusBadRequest, kind: openrouter.KindProviderError, retry: retryKept,
+		statuses: providerErrorStatuses,
+		gather:   gatherProviderError,
+		message:  limitSentence(providerErrorSentence),
+		members:  []metaMember{metaProvider, metaFault},
+		headline: "A provider returned an error",
+		advice:   "Read the provider's message; whose fault it is is not known.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonAdmissionControl, status: http.StatusTooManyRequests, kind: openrouter.KindAdmissionControl, retry: retryYes,
+		message:  limitSentence(admissionControlSentence),
+		headline: "Credits not verified in time",
+		advice:   "Retry after the Retry-After: the balance is not the cause.",
+		edge:     edgeNever,
+	},
 }
 
 // labelNote qualifies a fact matched by label.
@@ -563,6 +638,9 @@ var explained = func() (s [600]bool) {
 	for _, e := range reasonTable {
 		if e.status != http.StatusUnauthorized {
 			s[e.status] = true
+		}
+		for _, st := range e.statuses {
+			s[st] = true
 		}
 	}
 	return s

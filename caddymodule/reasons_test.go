@@ -209,6 +209,13 @@ func TestReasonTable(t *testing.T) {
 			limitFacts{policy: &openrouter.Policy{Rule: openrouter.GuardrailPatterns, Patterns: []string{"ignore_previous_instructions"}}}},
 		reasonProviderTerms:    {openrouter.ProviderToS(), limitFacts{policy: &openrouter.Policy{}}},
 		reasonRegionRestricted: {openrouter.RegionRestricted("openai/gpt-4o"), limitFacts{policy: &openrouter.Policy{}}},
+		// Provider errors and admission control (issue 26).
+		reasonProviderRequestRejected: providerReach(openrouter.ProviderReturned(400, "Crucible", openrouter.RawInvalidRequest("at most 1 image per prompt"), false, openrouter.RawString)),
+		reasonProviderUnavailable:     providerReach(openrouter.ProviderReturned(503, "Morph", openrouter.RawNoWorkers(), false, openrouter.RawObject)),
+		reasonProviderKeyRefused:      providerReach(openrouter.ProviderReturned(403, "Anthropic", openrouter.RawKeyPermission(), true, openrouter.RawString)),
+		reasonProviderBlocked:         providerReach(openrouter.ProviderReturned(403, "OpenAI", openrouter.RawRegion(), false, openrouter.RawString)),
+		reasonProviderError:           providerReach(openrouter.ProviderReturned(400, "", nil, false, openrouter.RawString)),
+		reasonAdmissionControl:        {openrouter.AdmissionControl(10), limitFacts{retryAfter: 10 * time.Second, upstream: true}},
 	} {
 		token := limitKey
 		if r == reasonRequestUnaffordable {

@@ -1,7 +1,8 @@
 package caddymodule
 
 // response.go owns the response writer that passes every response straight
-// through except a 401 (and, with explain_limits, a 402, 403 or 429),
+// through except a 401 (and, with explain_limits, a 402, 403 or 429 or
+// another status a reason explains, explainsStatus),
 // which it holds until the handler has decided what to send, and then
 // sends exactly as plain reverse_proxy would have: headers, body, trailers
 // as trailers.
@@ -17,7 +18,7 @@ import (
 )
 
 // heldWriter passes every response straight through to the client except a
-// 401 (or, with holdLimits, a 402, 403 or 429), which it holds back (up to
+// 401 (or, with holdLimits, a status explainsStatus names), which it holds back (up to
 // errbody.HoldLimit) so that the handler can explain it. A held response
 // that grows past the cap is released unchanged and streams on. It keeps
 // Unwrap and FlushError so that http.ResponseController reaches the real
@@ -46,7 +47,7 @@ type heldWriter struct {
 	clock     *clock
 }
 
-// WriteHeader holds a 401 (and with holdLimits a 402, 403 or 429) and
+// WriteHeader holds a 401 (and with holdLimits what explainsStatus names) and
 // passes every other status on. 1xx statuses are not final and always
 // pass.
 func (hw *heldWriter) WriteHeader(status int) {

@@ -74,6 +74,10 @@ const (
 	metaGuardrail
 	metaAlternatives
 	metaLikelyCause
+	// metaFault is fault: whose fault a provider's error is, as far as
+	// the body shows ("request", "provider", "own_provider_key",
+	// "region", "provider_policy", "unknown"; issue 26).
+	metaFault
 )
 
 // name is the member's name in "metadata".
@@ -85,6 +89,8 @@ func (m metaMember) name() string {
 		return "looks_like"
 	case metaMatchedBy:
 		return "matched_by"
+	case metaFault:
+		return "fault"
 	}
 	if n, ok := policyMemberName(m); ok {
 		return n

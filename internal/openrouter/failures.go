@@ -72,9 +72,9 @@ const (
 )
 
 // Kinds is the number of kinds, for tables indexed by Kind.
-const Kinds = int(policyKindsEnd)
+const Kinds = int(kindsEnd)
 
-var kindNames = [kindCount]string{
+var kindNames = [Kinds]string{
 	KindUnrecognised:        "unrecognised",
 	KindAccountBalance:      "account_balance",
 	KindKeyCapHeadroom:      "key_cap_headroom",
@@ -92,11 +92,8 @@ var kindNames = [kindCount]string{
 
 // String is the kind's metric label.
 func (k Kind) String() string {
-	if k < kindCount {
+	if int(k) < Kinds {
 		return kindNames[k]
-	}
-	if n := policyKindName(k); n != "" {
-		return n
 	}
 	return "kind_" + strconv.Itoa(int(k))
 }
@@ -167,6 +164,9 @@ type Failure struct {
 	// Policy is what a policy 403 (policy.go) or a BYOK-required one says
 	// beyond its kind; nil for the others.
 	Policy *Policy
+	// ProviderError is what a "Provider returned error" body says of the
+	// provider's answer (KindProviderError, provider.go), nil otherwise.
+	ProviderError *ProviderError
 }
 
 // RecordHash is a key's record hash (64 lowercase hex digits) as a
@@ -268,7 +268,7 @@ type wire struct {
 	hasReasons   bool // metadata.reasons (moderation)
 	headers      map[string]any
 	availability map[string]any
-	metadata     map[string]any // for policy.go
+	metadata     map[string]any // for policy.go and provider.go
 }
 
 // readWire finds the error object in any envelope: {"error":{...}} (the
@@ -322,6 +322,11 @@ var (
 
 // kind decides the kind: limit_source first, then status and message.
 func (w *wire) kind(status int) (Kind, Class) {
+	// The fourth round's limit sources and a provider's error
+	// (provider.go).
+	if k, ok := w.providerKind(status); ok {
+		return k, ""
+	}
 	if k := w.policyKind(status); k != KindUnrecognised {
 		return k, ""
 	}
@@ -465,6 +470,7 @@ func (w *wire) figures(f *Failure, header http.Header) {
 		}
 	}
 	w.policyFigures(f)
+	w.providerFigures(f)
 }
 
 // The free-model daily allowances: FreeDailyLow requests a day for an

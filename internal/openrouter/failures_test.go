@@ -232,7 +232,9 @@ func TestBuildersAreRecognised(t *testing.T) {
 		for _, e := range []Envelope{EnvelopeOpenAI, EnvelopeFlat, EnvelopeMessages, EnvelopeResponsesDocs} {
 			want := c.kind
 			if c.needsMetadata && (e == EnvelopeMessages || e == EnvelopeResponsesDocs) {
-				want = KindUnrecognised
+				// "Provider returned error" alone: a provider's error
+				// of unknown cause (provider.go).
+				want = KindProviderError
 			}
 			got := Recognise(c.body.Status, c.body.Render(e), c.body.Header)
 			if got.Kind != want {

@@ -15,8 +15,8 @@ import (
 	"strings"
 )
 
-// The policy kinds, after failures.go's (another file's kinds chain on
-// from policyKindsEnd, and Kinds is the last file's end). None is a key or
+// The policy kinds, after failures.go's (provider.go's chain on from
+// policyKindsEnd, and Kinds is the last file's end). None is a key or
 // billing failure; none can be cured by a retry.
 const (
 	// KindModeration (403): the model requires moderation on OpenRouter
@@ -33,15 +33,11 @@ const (
 	policyKindsEnd
 )
 
-// policyKindNames are the policy kinds' names, from KindModeration on.
-var policyKindNames = [policyKindsEnd - KindModeration]string{"moderation", "guardrail", "provider_terms", "region"}
-
-// policyKindName is a policy kind's metric label, "" for any other kind.
-func policyKindName(k Kind) string {
-	if k >= KindModeration && k < policyKindsEnd {
-		return policyKindNames[k-KindModeration]
-	}
-	return ""
+func init() {
+	kindNames[KindModeration] = "moderation"
+	kindNames[KindGuardrail] = "guardrail"
+	kindNames[KindProviderToS] = "provider_terms"
+	kindNames[KindRegion] = "region"
 }
 
 // GuardrailRule is which rule of a guardrail a 403 names.
@@ -169,7 +165,7 @@ func (w *wire) policyKind(status int) Kind {
 // policyFigures fills f.Policy for the policy kinds and a BYOK-required
 // 403, and keeps f.Provider only when it is plain.
 func (w *wire) policyFigures(f *Failure) {
-	if policyKindName(f.Kind) == "" && f.Kind != KindBYOKRequired {
+	if (f.Kind < KindModeration || f.Kind >= policyKindsEnd) && f.Kind != KindBYOKRequired {
 		return
 	}
 	p := &Policy{}

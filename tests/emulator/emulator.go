@@ -100,6 +100,7 @@ type Server struct {
 	failNext      map[string]int
 	counts        map[string]int
 	accounts      map[string]*account // by user id; the emulator's own is userID
+	admission     admissionControl    // provider.go
 }
 
 // New returns an emulator of one account with a default workspace and no

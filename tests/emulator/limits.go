@@ -300,7 +300,7 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, k *Key, req *infe
 	case ModelModerated:
 		s.writeFailure(w, r, openrouter.Moderated(req.Model, "violence"))
 	default:
-		return true
+		return !s.provider(w, r, k, req.Model)
 	}
 	return false
 }
