@@ -8,9 +8,9 @@ import (
 )
 
 // The key check page lists, without any script, every reason of the table
-// with what fixes it and whether a retry helps, and the failures no reason
-// explains yet: provider errors, policy 403s, transient 429s, failures
-// inside a 200.
+// with what fixes it and whether a retry helps (provider errors, policy
+// 403s, transient 429s among them), and the failures no reason explains:
+// failures inside a 200.
 func TestKeyCheckPageListsCommonFailures(t *testing.T) {
 	kc := newKeyCheck(t, "http://127.0.0.1:1/api/v1", "")
 	rec := httptest.NewRecorder()
@@ -32,9 +32,9 @@ func TestKeyCheckPageListsCommonFailures(t *testing.T) {
 		// Policy 403s.
 		"Refused by moderation", "Blocked by a guardrail", "Refused under a provider's Terms of Service", "Not available in this region", "Provider key required",
 		// Provider errors, whose fault.
-		`"Provider returned error"`, "usually the request's fault", "the provider's (busy or down)",
+		"The provider refused the request", "The provider failed or is over capacity", "A provider refused your own provider key", "A provider returned an error",
 		// Transient 429s.
-		"Credits could not be verified in time", "Free-model rate reached", "Provider rate-limited",
+		"Credits not verified in time", "Free-model rate reached", "Provider rate-limited",
 		// Failures inside a 200.
 		"A reply that stops early (status 200)",
 		retryHelps, retryHelpsNot,

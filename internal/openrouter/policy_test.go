@@ -66,9 +66,8 @@ func TestRecognisePolicy(t *testing.T) {
 		{"byok, hostile", 403, `{"error":{"message":"` + strings.Repeat("A", 200) + ` is requiring a key to access this model, which you can add in https://openrouter.ai/settings/integrations - you can also switch to ` + key + `, <a href=x>y</a> or o3-mini","code":403}}`,
 			Failure{Kind: KindBYOKRequired, Policy: &Policy{Alternatives: []string{"o3-mini"}, Withheld: 3}}},
 
-		// Not policy: a provider's own answer, other statuses, unknown 403s.
-		{"provider error 403", 403, `{"error":{"message":"Provider returned error","code":403,"metadata":{"raw":"{\"error\":{\"code\":\"unsupported_country_region_territory\",\"message\":\"Country, region, or territory not supported\"}}","provider_name":"OpenAI"}}}`,
-			Failure{}},
+		// Not policy: other statuses, unknown 403s (a provider's own
+		// answer: TestProviderErrorIsNoPolicy).
 		{"moderation wording in a 400", 400, `{"error":{"message":"openai/gpt-4o requires moderation on OpenRouter. Your input was flagged for \"violence\".","code":400}}`,
 			Failure{Kind: KindNotKey, Class: ClassModeration}},
 		{"a key limit whose body also has reasons", 403, `{"error":{"message":"Key limit exceeded (daily limit). Manage it using https://openrouter.ai/settings/keys","code":403,"metadata":{"limit_source":"openrouter_key_limit","reasons":["x"]}}}`,
@@ -130,5 +129,15 @@ func TestPolicyBodies(t *testing.T) {
 		if n := k.String(); n == "" || strings.HasPrefix(n, "kind_") {
 			t.Errorf("kind %d has no name", k)
 		}
+	}
+}
+
+// A "Provider returned error" 403 is the provider's answer, explained by
+// provider.go, never a policy 403, whatever its raw says.
+func TestProviderErrorIsNoPolicy(t *testing.T) {
+	body := `{"error":{"message":"Provider returned error","code":403,"metadata":{"raw":"{\"error\":{\"code\":\"unsupported_country_region_territory\",\"message\":\"Country, region, or territory not supported\"}}","provider_name":"OpenAI"}}}`
+	got := Recognise(403, []byte(body), http.Header{})
+	if got.Kind != KindProviderError || got.Policy != nil {
+		t.Errorf("got %s, policy %+v; want a provider error, no policy", describe(got), got.Policy)
 	}
 }
