@@ -7,15 +7,14 @@ package caddymodule
 // status_from_inband_error, which lets a non-streaming 200 whose whole
 // body is an error go out with the status its code states.
 //
-// The watch costs one bytes.Index per write on the success path: it looks
-// for the bytes `error"` preceded by `"` or `_` (`"error"`,
-// `"finish_reason":"error"`, `"network_error"`), and parses a line (a
-// stream) or the body (at its end) only where they are. A stream's line
-// cut between two writes is carried over (bounded) and completed by the
-// next write, so that a marker split across writes is still seen; a write
-// that ends on a line boundary, as OpenRouter's flushed events do, carries
-// nothing. A JSON body's first inbandMaxBody bytes are kept (the writer's
-// pooled buffer, no allocation) so that its end can be read.
+// The watch copies the last inbandTail bytes of a stream as they pass (a
+// memmove per write into the writer's pooled buffer) and reads them once,
+// when the stream ends: a failure ends a stream (the error chunk, or the
+// last chunk's finish reasons, followed at most by a usage chunk and
+// [DONE]). A non-streaming JSON body's first inbandMaxBody bytes are kept
+// the same way and read at its end. Either is parsed only where the bytes
+// `error"` follow `"` or `_` (`"error"`, `"finish_reason":"error"`,
+// `"network_error"`), which no success carries outside its content.
 
 import (
 	"bytes"
@@ -32,13 +31,12 @@ import (
 
 // Bounds of the watch.
 const (
-	// inbandMaxLine is the longest stream line carried across writes; a
-	// longer one is a large content chunk, never a failure, and is skipped.
-	inbandMaxLine = 16 << 10
+	// inbandTail is how much of a stream's end is read for a failure.
+	inbandTail = 4 << 10
 	// inbandMaxBody is the largest non-streaming body read for a failure
 	// (and, with status_from_inband_error, held): an error body or an empty
 	// success is a few hundred bytes.
-	inbandMaxBody = 8 << 10
+	inbandMaxBody = 4 << 10
 	// inbandDecideAfter: with status_from_inband_error, a held body whose
 	// first this many bytes name no "error" is a success and is released.
 	inbandDecideAfter = 512
@@ -62,8 +60,10 @@ type inbandWatch struct {
 	path     string
 	mode     uint8
 	header   http.Header
-	line     []byte // a stream line cut between writes
-	skipping bool   // the current line is past inbandMaxLine
+	tail     []byte // the last inbandTail bytes of a stream, a ring
+	tailPos  int    // where the next byte goes in tail
+	tailLen  int    // bytes in tail
+	scratch  []byte // tail in order
 	body     []byte // the start of a JSON body
 	overBody bool   // the body is past inbandMaxBody
 	done     bool   // a failure was recorded: one per response
@@ -77,11 +77,7 @@ func (iw *inbandWatch) arm(r *http.Request, h *Handler) {
 
 // reset drops one response's state, keeping small buffers for the next.
 func (iw *inbandWatch) reset() {
-	line, body := iw.line[:0], iw.body[:0]
-	if cap(line) > 4<<10 {
-		line = nil
-	}
-	*iw = inbandWatch{line: line, body: body}
+	*iw = inbandWatch{tail: iw.tail, scratch: iw.scratch[:0], body: iw.body[:0]}
 }
 
 // begin looks at a 200's header: a stream (text/event-stream) or an
@@ -125,70 +121,40 @@ func (iw *inbandWatch) scan(p []byte) {
 		iw.body = append(iw.body, p...)
 		return
 	}
-	if len(iw.line) > 0 || iw.skipping {
-		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			iw.carry(p)
-			return
-		}
-		if !iw.skipping {
-			iw.line = append(iw.line, p[:i]...)
-			iw.checkLine(iw.line)
-		}
-		iw.line, iw.skipping = iw.line[:0], false
-		p = p[i+1:]
+	if iw.tail == nil {
+		iw.tail = make([]byte, inbandTail)
 	}
-	complete := p
-	if n := len(p); n > 0 && p[n-1] != '\n' {
-		j := bytes.LastIndexByte(p, '\n')
-		iw.carry(p[j+1:])
-		complete = p[:j+1]
+	if len(p) > inbandTail {
+		p = p[len(p)-inbandTail:]
 	}
-	for !iw.done {
-		i := markerIndex(complete)
-		if i < 0 {
-			return
-		}
-		start := bytes.LastIndexByte(complete[:i], '\n') + 1
-		stop := i + bytes.IndexByte(complete[i:], '\n')
-		iw.checkLine(complete[start:stop])
-		complete = complete[stop+1:]
-	}
+	n := copy(iw.tail[iw.tailPos:], p)
+	copy(iw.tail, p[n:])
+	iw.tailPos = (iw.tailPos + len(p)) % inbandTail
+	iw.tailLen = min(iw.tailLen+len(p), inbandTail)
 }
 
-// carry keeps the start of a line cut between writes.
-func (iw *inbandWatch) carry(p []byte) {
-	if iw.skipping {
-		return
-	}
-	if len(iw.line)+len(p) > inbandMaxLine {
-		iw.line, iw.skipping = iw.line[:0], true
-		return
-	}
-	iw.line = append(iw.line, p...)
-}
-
-// markerIndex is where the first marker of a failure is in b, or -1.
+// markerIndex is where the first marker of a failure is in b, or -1: the
+// bytes `error"` after `"` or `_`. It searches for `rror"`, whose first
+// two bytes are rare together in JSON: bytes.Index then skips from one
+// "r" to the next at memchr speed, where `error"` would stop at every "e".
 func markerIndex(b []byte) int {
-	const marker = `error"`
-	for off := 0; ; {
-		i := bytes.Index(b[off:], []byte(marker))
+	const needle = `rror"`
+	for off := 1; off < len(b); {
+		i := bytes.Index(b[off:], []byte(needle))
 		if i < 0 {
 			return -1
 		}
-		if at := off + i; at > 0 && (b[at-1] == '"' || b[at-1] == '_') {
+		if at := off + i - 1; b[at] == 'e' && at > 0 && (b[at-1] == '"' || b[at-1] == '_') {
 			return at
 		}
-		off += i + len(marker)
+		off += i + len(needle)
 	}
+	return -1
 }
 
 // checkLine parses a stream line with a marker: a data line may be a
 // failure.
 func (iw *inbandWatch) checkLine(line []byte) {
-	if markerIndex(line) < 0 {
-		return
-	}
 	data, ok := bytes.CutPrefix(bytes.TrimRight(line, "\r"), []byte("data:"))
 	if !ok {
 		return
@@ -205,8 +171,25 @@ func (iw *inbandWatch) end() {
 	}
 	switch iw.mode {
 	case inbandStream:
-		if len(iw.line) > 0 && !iw.skipping {
-			iw.checkLine(iw.line) // a last line without its newline
+		data := iw.tail[:iw.tailLen]
+		if iw.tailLen == inbandTail {
+			data = append(append(iw.scratch[:0], iw.tail[iw.tailPos:]...), iw.tail[:iw.tailPos]...)
+			iw.scratch = data
+			// The first line may have begun before the tail.
+			data = data[bytes.IndexByte(data, '\n')+1:]
+		}
+		for !iw.done {
+			i := markerIndex(data)
+			if i < 0 {
+				return
+			}
+			start := bytes.LastIndexByte(data[:i], '\n') + 1
+			stop := bytes.IndexByte(data[i:], '\n')
+			if stop < 0 {
+				stop = len(data) - i // a last line without its newline
+			}
+			iw.checkLine(data[start : i+stop])
+			data = data[min(i+stop+1, len(data)):]
 		}
 	case inbandBody:
 		if !iw.overBody && markerIndex(iw.body) >= 0 {

@@ -111,16 +111,17 @@ func splitWriter(header http.Header, body []byte, n int) caddyhttp.Handler {
 }
 
 // TestInbandStreamCutAnywhere: however the stream is cut into writes (a
-// marker split between two included), each write is flushed as it came
-// and the failure is recognised once; a stream that only talks about
-// errors is no failure.
+// marker split between two included), it passes byte for byte and the
+// failure is recognised once; a stream that only talks about errors is no
+// failure.
 func TestInbandStreamCutAnywhere(t *testing.T) {
 	var h Handler
 	_, base := startEmulator(t)
 	newHandler(t, &h, base)
 	sse := http.Header{"Content-Type": {"text/event-stream"}}
+	// More than the 4 KiB tail before the failure, so that the tail wraps.
 	failing := []byte(": OPENROUTER PROCESSING\n\n" +
-		`data: {"id":"gen-cut","provider":"Groq","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}` + "\n\n" +
+		strings.Repeat(`data: {"id":"gen-cut","provider":"Groq","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":null}]}`+"\n\n", 50) +
 		`data: {"id":"gen-cut","provider":"Groq","error":{"code":502,"message":"Upstream error from Groq: boom","metadata":{"error_type":"server_error"}},"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}` + "\n\n" +
 		"data: [DONE]\n\n")
 	talking := []byte(`data: {"id":"gen-talk","choices":[{"index":0,"delta":{"content":"an \"error\": network_error\" in \"error\""},"finish_reason":null}]}` + "\n\n" +
