@@ -50,8 +50,6 @@ func (f InBandForm) String() string {
 	return "none"
 }
 
-// InBandForms is every form a failure can take, for tests and docs.
-var InBandForms = []InBandForm{InBandStreamError, InBandNoChoices, InBandNativeError, InBandBody}
 
 // The native finish reasons that say a provider failed.
 const (
