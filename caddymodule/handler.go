@@ -170,7 +170,7 @@ type Handler struct {
 	// (and the OpenAI SDKs retry it as they retry that status). It holds
 	// JSON 200s of POST requests until their first bytes show a success
 	// (up to 512 bytes; OpenRouter's whitespace keep-alives before a body
-	// are held with it), and a compressed one whole, up to 4 KiB.
+	// are held with it), and a compressed one whole, up to 2 KiB.
 	// Streams are never held. Default: off.
 	StatusFromInbandError bool `json:"status_from_inband_error,omitempty"`
 

@@ -36,7 +36,7 @@ const (
 	// inbandMaxBody is the largest non-streaming body read for a failure
 	// (and, with status_from_inband_error, held): an error body or an empty
 	// success is a few hundred bytes.
-	inbandMaxBody = 4 << 10
+	inbandMaxBody = 2 << 10
 	// inbandDecideAfter: with status_from_inband_error, a held body whose
 	// first this many bytes name no "error" is a success and is released.
 	inbandDecideAfter = 512
@@ -87,9 +87,17 @@ func (iw *inbandWatch) begin(h http.Header) bool {
 	if !iw.armed {
 		return false
 	}
-	ct, _, _ := strings.Cut(h.Get("Content-Type"), ";")
-	ct = strings.TrimSpace(ct)
-	encoded := h.Get("Content-Encoding") != "" && !strings.EqualFold(h.Get("Content-Encoding"), "identity")
+	// The header's own map, keys as net/http and reverse_proxy write
+	// them: no canonicalisation on every 200.
+	var ct string
+	if v := h["Content-Type"]; len(v) > 0 {
+		ct, _, _ = strings.Cut(v[0], ";")
+		ct = strings.TrimSpace(ct)
+	}
+	encoded := false
+	if v := h["Content-Encoding"]; len(v) > 0 {
+		encoded = len(v) > 1 || v[0] != "" && !strings.EqualFold(v[0], "identity")
+	}
 	switch {
 	case strings.EqualFold(ct, "text/event-stream") && !encoded:
 		iw.mode = inbandStream
@@ -299,7 +307,7 @@ func (hw *heldWriter) holdInband(p []byte) (int, error) {
 		return n, err
 	}
 	hw.buf.Write(p)
-	if hw.Header().Get("Content-Encoding") == "" && !inbandCandidate(hw.buf.Bytes()) {
+	if len(hw.Header()["Content-Encoding"]) == 0 && !inbandCandidate(hw.buf.Bytes()) {
 		return len(p), hw.releaseInband()
 	}
 	return len(p), nil
@@ -330,7 +338,7 @@ func inbandCandidate(b []byte) bool {
 // releaseInband sends a held 200 on unchanged; the watch reads what was
 // held.
 func (hw *heldWriter) releaseInband() error {
-	if hw.Header().Get("Content-Encoding") != "" {
+	if len(hw.Header()["Content-Encoding"]) > 0 {
 		hw.inband.mode = inbandOff
 	}
 	hw.inband.scan(hw.buf.Bytes())
