@@ -50,7 +50,6 @@ func (f InBandForm) String() string {
 	return "none"
 }
 
-
 // The native finish reasons that say a provider failed.
 const (
 	NativeFinishError        = "error"
