@@ -79,6 +79,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SharedStorage = true
 		case "watch_max_keys":
 			err = intArg(d, &h.WatchMaxKeys)
+		case "status_from_inband_error":
+			if d.NextArg() {
+				return d.Errf("status_from_inband_error: takes no value (present means on)")
+			}
+			h.StatusFromInbandError = true
 		case "watch_keys":
 			h.WatchKeys = caddy.Duration(DefaultWatchInterval)
 			if d.CountRemainingArgs() > 0 {

@@ -167,6 +167,16 @@ type Handler struct {
 	// end up to a second early. Default: 30s.
 	EdgeCappedFor caddy.Duration `json:"edge_capped_for,omitempty"`
 
+	// Send a non-streaming 200 whose whole body is an error
+	// ({"id":"gen-...","error":{"code":503,...}}) with the status its code
+	// states (400 to 599), the body unchanged, so that clients raise it
+	// (and the OpenAI SDKs retry it as they retry that status). It holds
+	// JSON 200s of POST requests until their first bytes show a success
+	// (up to 512 bytes; OpenRouter's whitespace keep-alives before a body
+	// are held with it), and a compressed one whole, up to 2 KiB.
+	// Streams are never held. Default: off.
+	StatusFromInbandError bool `json:"status_from_inband_error,omitempty"`
+
 	explainLimits bool
 	knowledge     *knowledge
 	acct          *account
@@ -373,6 +383,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
+	hw.inband.arm(r, h)
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)
@@ -390,6 +401,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	}()
 	err := next.ServeHTTP(hw, r)
 	if !hw.holding {
+		hw.inband.end()
 		if c.isKey() && st.failedBefore() && hw.status >= 200 && hw.status < 300 {
 			// The key works (again): what made it fail is over.
 			h.knowledge.sawWorking(fp)
@@ -401,6 +413,9 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		// release would only repeat it.
 		_ = hw.release()
 		return err
+	}
+	if hw.heldStatus == http.StatusOK {
+		return h.settleInband(hw)
 	}
 	if hw.heldStatus != http.StatusUnauthorized {
 		return h.explainLimit(hw, r, c, fp, start)

@@ -27,6 +27,9 @@ type metricSet struct {
 	cacheMisses      prometheus.Counter
 	storageOps       *prometheus.CounterVec
 	storageAvailable prometheus.Gauge
+	// Failures inside a 200 (inband.go), by form, provider and error type:
+	// each label from a fixed set, "other" for anything else.
+	inbandFailures *prometheus.CounterVec
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "openrouter_keys"
@@ -55,12 +58,16 @@ func newGatewayMetrics() *metricSet {
 			Name: "storage_operations_total", Help: "Shared storage operations, by operation and outcome."}, []string{"op", "outcome"}),
 		storageAvailable: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "storage_available", Help: "1 while shared storage answers, 0 while it is paused after errors."}),
+		inbandFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "inband_failures_total", Help: "Failures that arrived inside an HTTP 200 (an error event in a stream, an empty success whose provider failed, a body that is an error), by form, provider and error type."},
+			[]string{"form", "provider", "error_type"}),
 	}
 }
 
 func (m *metricSet) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.rewrites, m.edgeAnswers, m.unexplained, m.lookups, m.lookupDuration,
-		m.cacheEntries, m.cacheHits, m.cacheMisses, m.storageOps, m.storageAvailable}
+		m.cacheEntries, m.cacheHits, m.cacheMisses, m.storageOps, m.storageAvailable,
+		m.inbandFailures}
 }
 
 // registerMetrics adds the gateway's metrics to a config's registry. Several

@@ -40,6 +40,9 @@ type heldWriter struct {
 	// must go out as trailers.
 	trailers    []string
 	trailerHeld http.Header
+	// inband watches a 200 for a failure inside it (inband.go); a held
+	// 200 (heldStatus 200) is status_from_inband_error's.
+	inband inbandWatch
 	// expiresAt, when not zero, is when the request's key expires,
 	// announced on successful responses (warn_before) with the time left
 	// by clock.
@@ -54,7 +57,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	if hw.wroteHeader || hw.holding {
 		return
 	}
-	if status == http.StatusUnauthorized || hw.holdLimits && explainsStatus(status) {
+	if status == http.StatusUnauthorized || hw.holdLimits && explainsStatus(status) || status == http.StatusOK && hw.inband.begin(hw.Header()) {
 		hw.holding, hw.heldStatus = true, status
 		hw.noteTrailers()
 		return
@@ -79,8 +82,18 @@ func (hw *heldWriter) Write(p []byte) (int, error) {
 	if !hw.holding {
 		if !hw.wroteHeader {
 			hw.WriteHeader(http.StatusOK)
+			if hw.holding {
+				return hw.holdInband(p)
+			}
 		}
-		return hw.ResponseWriter.Write(p)
+		n, err := hw.ResponseWriter.Write(p)
+		if hw.inband.mode != inbandOff {
+			hw.inband.scan(p[:n])
+		}
+		return n, err
+	}
+	if hw.heldStatus == http.StatusOK {
+		return hw.holdInband(p)
 	}
 	if hw.buf.Len()+len(p) <= errbody.HoldLimit {
 		return hw.buf.Write(p)
@@ -216,6 +229,7 @@ func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.expiresAt, hw.clock = time.Time{}, nil
 	hw.holdLimits, hw.heldStatus = false, 0
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
+	hw.inband.reset()
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}

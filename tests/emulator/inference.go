@@ -100,7 +100,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 		s.writeFixed(w, r, b)
 		return
 	}
-	if !s.admit(w, r, k, &req) {
+	if !s.admit(w, r, k, &req) || s.serveIn200(w, r, &req) {
 		return
 	}
 	// Fixed, so that the same request answered twice compares byte for byte.
