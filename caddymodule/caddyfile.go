@@ -79,6 +79,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.SharedStorage = true
 		case "watch_max_keys":
 			err = intArg(d, &h.WatchMaxKeys)
+		case "warn_model_retirement":
+			err = oneArg(d, &h.WarnModelRetirement)
 		case "watch_keys":
 			h.WatchKeys = caddy.Duration(DefaultWatchInterval)
 			if d.CountRemainingArgs() > 0 {

@@ -164,6 +164,15 @@ type Handler struct {
 	// end up to a second early. Default: 30s.
 	EdgeCappedFor caddy.Duration `json:"edge_capped_for,omitempty"`
 
+	// Warn about models that retire within this window: a successful
+	// request on a model whose expiration_date (OpenRouter's model list,
+	// read hourly in the background) is that close gets
+	// X-OpenRouter-Model-Expires-At with the date, the model is logged
+	// once a day and counted on the retiring_model_* metrics, and the key
+	// check shows it for the keys that used it. A duration such as 14d,
+	// or "off". Default: 14d.
+	WarnModelRetirement string `json:"warn_model_retirement,omitempty"`
+
 	explainLimits bool
 	knowledge     *knowledge
 	acct          *account
@@ -178,6 +187,7 @@ type Handler struct {
 	// with its other handlers; releaseCatalogue lets go of it.
 	catalogue        *catalogue
 	releaseCatalogue func()
+	retirement       *modelRetirement // nil when warn_model_retirement is off
 }
 
 // CaddyModule returns the Caddy module information.
@@ -254,6 +264,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.edge.cappedFor = positiveOr(time.Duration(h.EdgeCappedFor), DefaultEdgeCappedFor)
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
+	if window, err := parseWarnModelRetirement(h.WarnModelRetirement); err == nil && window > 0 {
+		if err := registerRetirementMetrics(ctx.GetMetricsRegistry()); err != nil {
+			return err
+		}
+		h.retirement = newModelRetirement(h.catalogue, window, &h.acct.clock, h.logger)
+	}
 	if watching {
 		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), positiveOr(h.WatchMaxKeys, DefaultWatchMaxKeys), h.logger)
 		h.watch.register(ctx.GetMetricsRegistry())
@@ -295,6 +311,9 @@ func (h *Handler) Validate() error {
 		if d.val < 0 {
 			return fmt.Errorf("%s: must not be negative, got %s", d.name, time.Duration(d.val))
 		}
+	}
+	if _, err := parseWarnModelRetirement(h.WarnModelRetirement); err != nil {
+		return err
 	}
 	if h.CacheSize < 0 {
 		return fmt.Errorf("cache_size: must not be negative, got %d", h.CacheSize)
@@ -382,6 +401,9 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
 	hw.body = peekRequestBody(r)
+	if hw.body != nil && h.retirement.watches() {
+		hw.retire, hw.fp, hw.cred = h.retirement, fp, c
+	}
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)

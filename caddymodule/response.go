@@ -47,6 +47,12 @@ type heldWriter struct {
 	// body is the start of an inference request's body (reqbody.go), or
 	// nil.
 	body *requestBody
+	// retire, when not nil, warns on a successful response if the
+	// request's model retires soon (retirement.go), for the key with
+	// fingerprint fp.
+	retire *modelRetirement
+	fp     fingerprint
+	cred   credential
 }
 
 // WriteHeader holds a 401 (and with holdLimits a 402, 403 or 429) and
@@ -65,6 +71,9 @@ func (hw *heldWriter) WriteHeader(status int) {
 		hw.wroteHeader, hw.status = true, status
 		if !hw.expiresAt.IsZero() && status < 300 {
 			hw.announceExpiry()
+		}
+		if hw.retire != nil && status < 300 {
+			hw.retire.announce(hw.Header(), hw.body, hw.fp, hw.cred)
 		}
 	}
 	hw.ResponseWriter.WriteHeader(status)
@@ -216,6 +225,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
 	hw.expiresAt, hw.clock, hw.body = time.Time{}, nil, nil
+	hw.retire, hw.fp, hw.cred = nil, fingerprint{}, credential{}
 	hw.holdLimits, hw.heldStatus = false, 0
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	if hw.buf.Cap() > 4<<10 {
