@@ -265,9 +265,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
 	if window, err := parseWarnModelRetirement(h.WarnModelRetirement); err == nil && window > 0 {
-		if err := registerRetirementMetrics(ctx.GetMetricsRegistry()); err != nil {
-			return err
-		}
 		h.retirement = newModelRetirement(h.catalogue, window, &h.acct.clock, h.logger)
 	}
 	if watching {

@@ -27,6 +27,10 @@ type metricSet struct {
 	cacheMisses      prometheus.Counter
 	storageOps       *prometheus.CounterVec
 	storageAvailable prometheus.Gauge
+	// Models about to retire (issue 25; retirement.go): requests and
+	// expiration dates, by model.
+	retiringModelRequests *prometheus.CounterVec
+	retiringModelExpiry   *prometheus.GaugeVec
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "openrouter_keys"
@@ -55,12 +59,19 @@ func newGatewayMetrics() *metricSet {
 			Name: "storage_operations_total", Help: "Shared storage operations, by operation and outcome."}, []string{"op", "outcome"}),
 		storageAvailable: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "storage_available", Help: "1 while shared storage answers, 0 while it is paused after errors."}),
+		retiringModelRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "retiring_model_requests_total",
+			Help: "Successful requests on models whose expiration_date is within warn_model_retirement, by model (at most 100 models; \"other\" beyond)."}, []string{"model"}),
+		retiringModelExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "retiring_model_expiry_timestamp_seconds",
+			Help: "The expiration_date (Unix time, 00:00 UTC of that day) of each retiring model that requests used, by model."}, []string{"model"}),
 	}
 }
 
 func (m *metricSet) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.rewrites, m.edgeAnswers, m.unexplained, m.lookups, m.lookupDuration,
-		m.cacheEntries, m.cacheHits, m.cacheMisses, m.storageOps, m.storageAvailable}
+		m.cacheEntries, m.cacheHits, m.cacheMisses, m.storageOps, m.storageAvailable,
+		m.retiringModelRequests, m.retiringModelExpiry}
 }
 
 // registerMetrics adds the gateway's metrics to a config's registry. Several

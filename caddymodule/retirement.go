@@ -11,7 +11,6 @@ package caddymodule
 // of the upstream.
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -20,7 +19,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -46,29 +44,6 @@ const (
 	// HeaderModelExpiresAt names a retiring model's expiration_date.
 	HeaderModelExpiresAt = "X-OpenRouter-Model-Expires-At"
 )
-
-// Metrics of models about to retire.
-var (
-	retiringModelRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem,
-		Name: "retiring_model_requests_total",
-		Help: "Successful requests on models whose expiration_date is within warn_model_retirement, by model (at most 100 models; \"other\" beyond)."}, []string{"model"})
-	retiringModelExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem,
-		Name: "retiring_model_expiry_timestamp_seconds",
-		Help: "The expiration_date (Unix time, start of the day UTC) of each retiring model that requests used, by model."}, []string{"model"})
-)
-
-// registerRetirementMetrics adds the retiring-model metrics to reg.
-func registerRetirementMetrics(reg *prometheus.Registry) error {
-	if reg == nil {
-		return nil
-	}
-	for _, c := range []prometheus.Collector{retiringModelRequests, retiringModelExpiry} {
-		if err := reg.Register(c); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
-			return err
-		}
-	}
-	return nil
-}
 
 // retiringSeries are the model labels the metrics use, shared by every
 // handler (the metrics are).
@@ -175,9 +150,9 @@ func (m *modelRetirement) announce(h http.Header, rb *requestBody, fp fingerprin
 	date := cm.Expiration.Format(openrouter.ExpirationLayout)
 	h.Set(HeaderModelExpiresAt, date)
 	label := seriesLabel(cm.ID)
-	retiringModelRequests.WithLabelValues(label).Inc()
+	gatewayMetrics.retiringModelRequests.WithLabelValues(label).Inc()
 	if label != retiringModelOther {
-		retiringModelExpiry.WithLabelValues(label).Set(float64(cm.Expiration.Unix()))
+		gatewayMetrics.retiringModelExpiry.WithLabelValues(label).Set(float64(cm.Expiration.Unix()))
 	}
 	first := m.note(cm.ID, fp, c.isKey(), now)
 	if first {

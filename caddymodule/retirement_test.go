@@ -43,7 +43,7 @@ func TestRetiringModelIsAnnounced(t *testing.T) {
 	}
 	key := emu.NewKey(emulator.KeyOptions{})
 	want := clk.now().UTC().AddDate(0, 0, emulator.RetiringSoonDays).Format(time.DateOnly)
-	before := testutil.ToFloat64(retiringModelRequests.WithLabelValues(emulator.ModelRetiringSoon))
+	before := testutil.ToFloat64(gatewayMetrics.retiringModelRequests.WithLabelValues(emulator.ModelRetiringSoon))
 	for _, model := range []string{emulator.ModelRetiringSoon, emulator.ModelRetiringSoon + ":nitro"} {
 		rec := chatOn(t, &h, emu, key, model)
 		if rec.Code != 200 || rec.Header().Get(HeaderModelExpiresAt) != want {
@@ -55,13 +55,15 @@ func TestRetiringModelIsAnnounced(t *testing.T) {
 			t.Errorf("%s: %d, %s %q", model, rec.Code, HeaderModelExpiresAt, rec.Header().Get(HeaderModelExpiresAt))
 		}
 	}
-	if n := testutil.ToFloat64(retiringModelRequests.WithLabelValues(emulator.ModelRetiringSoon)) - before; n != 2 {
+	if n := testutil.ToFloat64(gatewayMetrics.retiringModelRequests.WithLabelValues(emulator.ModelRetiringSoon)) - before; n != 2 {
 		t.Errorf("%g requests counted on the retiring model, want 2", n)
 	}
-	if exp := testutil.ToFloat64(retiringModelExpiry.WithLabelValues(emulator.ModelRetiringSoon)); time.Unix(int64(exp), 0).UTC().Format(time.DateOnly) != want {
+	if exp := testutil.ToFloat64(gatewayMetrics.retiringModelExpiry.WithLabelValues(emulator.ModelRetiringSoon)); time.Unix(int64(exp), 0).UTC().Format(time.DateOnly) != want {
 		t.Errorf("expiry gauge %g", exp)
 	}
-	warned := func() int { return logs.FilterMessage("model in use retires soon").FilterField(zapcore.Field{Key: "model", Type: zapcore.StringType, String: emulator.ModelRetiringSoon}).Len() }
+	warned := func() int {
+		return logs.FilterMessage("model in use retires soon").FilterField(zapcore.Field{Key: "model", Type: zapcore.StringType, String: emulator.ModelRetiringSoon}).Len()
+	}
 	if n := warned(); n != 1 {
 		t.Errorf("%d warnings logged the first day, want 1", n)
 	}
