@@ -214,3 +214,11 @@ func TestCatalogueIsBounded(t *testing.T) {
 		t.Errorf("%d unlisted models remembered past %s", len(gone.models), unlistedForget)
 	}
 }
+
+// awaitCatalogue waits until h's catalogue has been read.
+func awaitCatalogue(b testing.TB, h *Handler) {
+	b.Helper()
+	if !h.catalogue.await(context.Background()) {
+		b.Fatal("no catalogue read")
+	}
+}

@@ -111,7 +111,6 @@ func newModelRetirement(cat *catalogue, window time.Duration, clk *clock, logger
 
 // watches reports whether a request may be on a retiring model: the
 // warning is on and the catalogue lists a model with an expiration date.
-// It is all a request on no retiring model costs.
 func (m *modelRetirement) watches() bool {
 	if m == nil {
 		return false
