@@ -3,8 +3,11 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -220,5 +223,62 @@ func awaitCatalogue(b testing.TB, h *Handler) {
 	b.Helper()
 	if !h.catalogue.await(context.Background()) {
 		b.Fatal("no catalogue read")
+	}
+}
+
+// syntheticModels are n models shaped like OpenRouter's: ids and slugs of
+// about 30 characters, names, prices, one of a few parameter sets, a
+// tenth of them with an expiration date.
+func syntheticModels(n int) []openrouter.CatalogueModel {
+	sets := [][]string{
+		{"max_tokens", "temperature", "top_p", "stop", "frequency_penalty", "presence_penalty", "seed", "tools", "tool_choice", "response_format", "structured_outputs"},
+		{"max_tokens", "temperature", "top_p", "reasoning", "include_reasoning", "stop"},
+		{"max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "logit_bias", "logprobs", "top_logprobs"},
+	}
+	out := make([]openrouter.CatalogueModel, n)
+	for i := range out {
+		id := fmt.Sprintf("author-%d/model-family-%d-instruct", i%97, i)
+		m := openrouter.CatalogueModel{ID: id, CanonicalSlug: id + "-20260101", Name: fmt.Sprintf("Author %d: Model Family %d Instruct", i%97, i),
+			SupportedParameters: slices.Clone(sets[i%len(sets)]),
+			Pricing:             openrouter.ModelPricing{Prompt: "0.0000025", Completion: "0.00001"}}
+		if i%10 == 0 {
+			d := "2027-01-15"
+			m.ExpirationDate = &d
+		}
+		out[i] = m
+	}
+	return out
+}
+
+// BenchmarkCatalogueMemory is the heap one read of n models keeps (the
+// snapshot with the strings decoded for it), per model, and the time to
+// build it from the decoded read.
+func BenchmarkCatalogueMemory(b *testing.B) {
+	for _, n := range []int{500, 20_000} {
+		b.Run(itoa(int64(n)), func(b *testing.B) {
+			var kept *catalogueSnapshot
+			var perModel float64
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				kept = nil
+				var before, after runtime.MemStats
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				// The strings decoded from the body are what the
+				// snapshot keeps: they count, the read's slice does not.
+				read := syntheticModels(n)
+				b.StartTimer()
+				kept = buildSnapshot(read, nil, time.Now())
+				b.StopTimer()
+				read = nil
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				perModel = float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / float64(n)
+				runtime.KeepAlive(read)
+				b.StartTimer()
+			}
+			runtime.KeepAlive(kept)
+			b.ReportMetric(perModel, "bytes/model")
+		})
 	}
 }
