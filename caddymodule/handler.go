@@ -274,7 +274,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// The key check of the account reads what this gateway learns and
 	// when its watch saw keys used; proofs about the account reach the
 	// other replicas through its shared store.
-	h.unlink = acct.link(&gatewayLink{cache: gc.keyCache, fresh: opts.fresh, shared: opts.shared, watch: h.watch})
+	h.unlink = acct.link(&gatewayLink{cache: gc.keyCache, fresh: opts.fresh, shared: opts.shared, watch: h.watch, retirement: h.retirement})
 	up.logSettings(h.logger)
 	warnIfKeysReachLogs(ctx, h.logger)
 	return nil

@@ -42,6 +42,11 @@ type report struct {
 	Models            *modelsReport `json:"models"`
 	ModelsUnavailable string        `json:"models_unavailable,omitempty"`
 
+	// RetiringModels are the models this key used through the gateways
+	// of this account that retire within their warn_model_retirement,
+	// soonest first (issue 25); none when they know of none.
+	RetiringModels []retiringModelReport `json:"retiring_models,omitempty"`
+
 	Advice []string `json:"advice"`
 }
 
@@ -194,6 +199,9 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 		return nil, keyRes.Err
 	}
 	c.addCredits(ctx, rep, token, md, m)
+	if cred.isKey() {
+		rep.RetiringModels = c.acct.retiringModelsUsedBy(fingerprintOf(token), now)
+	}
 	rep.Advice = adviceFor(rep, now)
 	return rep, nil
 }

@@ -214,3 +214,30 @@ func (m *modelRetirement) usedBy(fp fingerprint, now time.Time) []catalogueModel
 	}
 	return out
 }
+
+// retiringModelReport is a retiring model a key used, in the key check's
+// report.
+type retiringModelReport struct {
+	ID             string `json:"id"`
+	ExpirationDate string `json:"expiration_date"` // YYYY-MM-DD
+}
+
+// retiringModelsUsedBy is what the account's gateways saw the key with
+// fingerprint fp use of models that retire within their window, soonest
+// first.
+func (a *account) retiringModelsUsedBy(fp fingerprint, now time.Time) []retiringModelReport {
+	var models []catalogueModel
+	for _, g := range a.linked() {
+		for _, m := range g.retirement.usedBy(fp, now) {
+			if !slices.ContainsFunc(models, func(o catalogueModel) bool { return o.ID == m.ID }) {
+				models = append(models, m)
+			}
+		}
+	}
+	slices.SortFunc(models, func(x, y catalogueModel) int { return x.Expiration.Compare(y.Expiration) })
+	var out []retiringModelReport
+	for _, m := range models {
+		out = append(out, retiringModelReport{ID: m.ID, ExpirationDate: m.Expiration.Format(openrouter.ExpirationLayout)})
+	}
+	return out
+}

@@ -78,6 +78,22 @@ func TestRetiringModelIsAnnounced(t *testing.T) {
 	if used := h.retirement.usedBy(fingerprintOf(randomKey()), clk.now()); len(used) != 0 {
 		t.Errorf("another key used %+v", used)
 	}
+	// The key check of the account shows it for that key.
+	kc := newKeyCheck(t, api, "")
+	rep, rec := checkKey(t, kc, key)
+	if len(rep.RetiringModels) != 1 || rep.RetiringModels[0].ID != emulator.ModelRetiringSoon || rep.RetiringModels[0].ExpirationDate != want {
+		t.Errorf("key check: retiring models %+v", rep.RetiringModels)
+	}
+	req := httptest.NewRequest("POST", "/keycheck", strings.NewReader("key="+key))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "text/html")
+	page := httptest.NewRecorder()
+	if err := kc.ServeHTTP(page, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.Body.String(), emulator.ModelRetiringSoon+" may be removed after "+want) {
+		t.Errorf("key check page (JSON %d) does not name the retiring model: %s", rec.Code, page.Body.String())
+	}
 
 	off := Handler{WarnModelRetirement: "off"}
 	newHandler(t, &off, api)
