@@ -99,6 +99,12 @@ type catalogue struct {
 
 	mu      sync.Mutex
 	reading *flight[struct{}] // the read in progress, or nil
+
+	// base is the upstream's; shared, when a handler of it has
+	// shared_storage, is that handler's store: reads are published there,
+	// and a catalogue that has read nothing yet starts from the one there.
+	base   string
+	shared atomic.Pointer[sharedStore]
 }
 
 // catalogues are shared by every handler of an upstream, across reloads.
@@ -122,7 +128,7 @@ func catalogueOf(base string, logger *zap.Logger) (*catalogue, func(), error) {
 // newCatalogue is the catalogue of the upstream at base, nothing read.
 func newCatalogue(base string, logger *zap.Logger) *catalogue {
 	life, end := context.WithCancel(context.Background())
-	return &catalogue{client: newMetadataClient(base), logger: logger, life: life, end: end, every: DefaultCatalogueRefresh}
+	return &catalogue{client: newMetadataClient(base), logger: logger, life: life, end: end, every: DefaultCatalogueRefresh, base: base}
 }
 
 // Destruct ends the catalogue's reads when no handler uses it.
@@ -201,8 +207,69 @@ func (c *catalogue) read(ctx context.Context) error {
 		}
 		return res.Err
 	}
-	c.snap.Store(buildSnapshot(models, c.snap.Load(), c.clock.now()))
+	snap := buildSnapshot(models, c.snap.Load(), c.clock.now())
+	c.snap.Store(snap)
+	if s := c.shared.Load(); s != nil {
+		s.storeCatalogue(c.base, snap)
+	}
 	return nil
+}
+
+// share makes the catalogue publish its reads through s and, while it has
+// read nothing, start from what another replica published: read in the
+// background, never on a request's path.
+func (c *catalogue) share(s *sharedStore) {
+	if c == nil || s == nil {
+		return
+	}
+	c.shared.Store(s)
+	if c.snap.Load() != nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(c.life, storageTimeout)
+		defer cancel()
+		if snap, ok := s.loadCatalogue(ctx, c.base); ok {
+			// Only where no read of its own came first.
+			c.snap.CompareAndSwap(nil, snap)
+		}
+	}()
+}
+
+// snapshotOfShared is the snapshot of a catalogue another replica
+// published, within this catalogue's bounds.
+func snapshotOfShared(sc sharedCatalogue) *catalogueSnapshot {
+	n := min(len(sc.Models), maxCatalogueModels+maxUnlistedModels)
+	s := &catalogueSnapshot{read: time.Unix(sc.ReadAt, 0), models: make([]catalogueModel, 0, n), index: make(map[string]int32, n)}
+	params := make(map[string][]string)
+	var unlisted []catalogueModel
+	for _, w := range sc.Models[:n] {
+		id := clip(w.ID)
+		if _, dup := s.index[id]; dup || id == "" {
+			continue
+		}
+		exp := w.Expiration
+		m := catalogueModel{ID: id, CanonicalSlug: clip(w.Slug), Expiration: openrouter.ParseExpiration(&exp),
+			Parameters: internParameters(params, w.Parameters), AliasTarget: clip(w.AliasTarget),
+			FirstSeen: time.Unix(w.FirstSeen, 0), LastSeen: time.Unix(w.LastSeen, 0), Listed: w.Listed}
+		if m.Listed && s.nListed >= maxCatalogueModels || !m.Listed && len(unlisted) >= maxUnlistedModels {
+			continue
+		}
+		if !m.Listed {
+			unlisted = append(unlisted, m)
+			s.index[id] = -1 // placed below
+			continue
+		}
+		s.retiring = s.retiring || !m.Expiration.IsZero()
+		s.index[id] = int32(len(s.models))
+		s.models = append(s.models, m)
+		s.nListed++
+	}
+	for _, m := range unlisted {
+		s.index[m.ID] = int32(len(s.models))
+		s.models = append(s.models, m)
+	}
+	return s
 }
 
 // lookup is what the catalogue knows of id: listed by the latest read, or

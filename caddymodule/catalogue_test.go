@@ -282,3 +282,61 @@ func BenchmarkCatalogueMemory(b *testing.B) {
 		})
 	}
 }
+
+// With shared_storage, a read is published, and a replica that has read
+// nothing (its upstream failing) serves the published catalogue: dates,
+// aliases, first and last seen, models no longer listed.
+func TestCatalogueSharedAcrossReplicas(t *testing.T) {
+	f, base := startFakeModels(t, "a/one", "a/two")
+	storage := newStorageDouble()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	replica := func() (*catalogue, *sharedStore) {
+		c := newCatalogue(base, zap.NewNop())
+		t.Cleanup(func() { _ = c.Destruct() })
+		return c, newSharedStore(ctx, storage, new(clock), "", zap.NewNop())
+	}
+	first, s1 := replica()
+	first.share(s1)
+	if !first.readNow() {
+		t.Fatal("no read")
+	}
+	date := time.Now().AddDate(0, 0, 3).UTC().Format(time.DateOnly)
+	f.mu.Lock()
+	f.models = f.models[:1]
+	f.models[0].ExpirationDate = &date
+	f.models[0].AliasTarget = &openrouter.ModelAlias{Slug: "a/target"}
+	f.mu.Unlock()
+	if !first.readNow() {
+		t.Fatal("no second read")
+	}
+	want1, _ := first.lookup("a/one")
+	want2, _ := first.lookup("a/two")
+
+	f.set(true)
+	second, s2 := replica()
+	// The second read's entry (the first's may be read before it).
+	eventually(t, func() bool {
+		snap, ok := s2.loadCatalogue(context.Background(), base)
+		return ok && snap.retiring && len(snap.models) == 2
+	})
+	second.share(s2)
+	eventually(t, func() bool { return len(second.listed()) == 1 })
+	for _, want := range []catalogueModel{want1, want2} {
+		m, ok := second.lookup(want.ID)
+		if !ok || m.Listed != want.Listed || !m.Expiration.Equal(want.Expiration) || m.AliasTarget != want.AliasTarget ||
+			m.FirstSeen.Unix() != want.FirstSeen.Unix() || m.LastSeen.Unix() != want.LastSeen.Unix() || m.CanonicalSlug != want.CanonicalSlug {
+			t.Errorf("%s from storage: %+v, want %+v", want.ID, m, want)
+		}
+	}
+}
+
+// eventually polls cond for up to 5 seconds.
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}

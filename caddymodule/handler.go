@@ -254,6 +254,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if opts.shared != nil {
 		go h.knowledge.loadSchemeProof()
 	}
+	h.catalogue.share(opts.shared)
 	h.edge = edgeRule{
 		dead:        h.EdgeAnswers != EdgeAnswersOff,
 		malformed:   h.EdgeAnswers == EdgeAnswersMalformed,

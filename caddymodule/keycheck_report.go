@@ -122,6 +122,9 @@ type checker struct {
 	acct *account
 	// life bounds work that outlives one check (a listing).
 	life context.Context
+	// catalogue is the upstream's model catalogue; nil (the command)
+	// reads the model list itself.
+	catalogue *catalogue
 }
 
 // check builds the report for token, within ctx's deadline. An error means
@@ -133,7 +136,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	modelsDone := make(chan struct{})
 	go func() {
 		defer close(modelsDone)
-		ids, err := c.acct.modelIDs(ctx)
+		ids, err := c.modelIDs(ctx)
 		if err != nil {
 			rep.ModelsUnavailable = "the model catalogue could not be read: " + publicError(err)
 			return
@@ -511,4 +514,22 @@ func appendAccountAdvice(advice []string, rep *report) []string {
 func entryAdvice(r reason) string {
 	e := entryOf(r)
 	return e.headline + ": " + strings.ToLower(e.advice[:1]) + e.advice[1:]
+}
+
+// modelIDs are the ids of the upstream's models: the catalogue's latest
+// read (waited for within ctx only when none was ever made), or without
+// a catalogue a read of the account's.
+func (c *checker) modelIDs(ctx context.Context) ([]string, error) {
+	if c.catalogue == nil {
+		return c.acct.modelIDs(ctx)
+	}
+	if !c.catalogue.await(ctx) {
+		return nil, openrouter.ContextError(ctx, openrouter.EndpointModels.String(), ctx.Err())
+	}
+	listed := c.catalogue.listed()
+	ids := make([]string, len(listed))
+	for i, m := range listed {
+		ids[i] = m.ID
+	}
+	return ids, nil
 }
