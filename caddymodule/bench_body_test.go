@@ -52,7 +52,8 @@ func runCPU(b *testing.B, h *Handler, next caddyhttp.Handler, req func() *http.R
 // writes it) that next reads as reverse_proxy does, for a key the gateway
 // knows. "catalogue" waits for the model list first: it lists retiring
 // models, so the kept start of each body is parsed for its model;
-// "retirement_off" only keeps the start of the body.
+// "none_within_window" lists none within its window (1d), and
+// "retirement_off" has the warning off: both only keep the body's start.
 func BenchmarkPassThroughWithBody(b *testing.B) {
 	body := []byte(`{"messages":[{"role":"system","content":"` + strings.Repeat("You are a helpful assistant. ", 40) +
 		`"},{"role":"user","content":"Say hello."}],"model":"` + emulator.ModelIDs[0] + `","temperature":0.7,"stream":false}`)
@@ -68,7 +69,7 @@ func BenchmarkPassThroughWithBody(b *testing.B) {
 	for _, c := range []struct {
 		name, warn    string
 		waitCatalogue bool
-	}{{"start", "", false}, {"catalogue", "", true}, {"retirement_off", "off", true}} {
+	}{{"start", "", false}, {"catalogue", "", true}, {"none_within_window", "1d", true}, {"retirement_off", "off", true}} {
 		b.Run(c.name, func(b *testing.B) {
 			h := Handler{WarnModelRetirement: c.warn}
 			emu, done := benchHandler(b, &h)

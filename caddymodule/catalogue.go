@@ -79,9 +79,11 @@ type catalogueSnapshot struct {
 	models  []catalogueModel
 	nListed int
 	index   map[string]int32
-	// retiring: some listed model has an expiration date, so a
-	// successful request's model is worth looking up.
+	// retiring: some listed model has an expiration date, the soonest
+	// of which is soonest, so a successful request's model is worth
+	// looking up when that date is within the window.
 	retiring bool
+	soonest  time.Time
 }
 
 // catalogue is OpenRouter's model list as this upstream last read it.
@@ -260,7 +262,7 @@ func snapshotOfShared(sc sharedCatalogue) *catalogueSnapshot {
 			s.index[id] = -1 // placed below
 			continue
 		}
-		s.retiring = s.retiring || !m.Expiration.IsZero()
+		s.noteExpiration(m.Expiration)
 		s.index[id] = int32(len(s.models))
 		s.models = append(s.models, m)
 		s.nListed++
@@ -344,7 +346,7 @@ func buildSnapshot(read []openrouter.CatalogueModel, prev *catalogueSnapshot, no
 				m.FirstSeen = prev.models[j].FirstSeen
 			}
 		}
-		s.retiring = s.retiring || !m.Expiration.IsZero()
+		s.noteExpiration(m.Expiration)
 		s.index[id] = int32(len(s.models))
 		s.models = append(s.models, m)
 	}
@@ -366,6 +368,18 @@ func buildSnapshot(read []openrouter.CatalogueModel, prev *catalogueSnapshot, no
 		s.models = append(s.models, m)
 	}
 	return s
+}
+
+// noteExpiration takes a listed model's expiration into retiring and
+// soonest.
+func (s *catalogueSnapshot) noteExpiration(exp time.Time) {
+	if exp.IsZero() {
+		return
+	}
+	if !s.retiring || exp.Before(s.soonest) {
+		s.soonest = exp
+	}
+	s.retiring = true
 }
 
 // clip bounds a string the catalogue keeps, copying a cut one so that the

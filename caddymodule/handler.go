@@ -399,7 +399,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
 	hw.body = peekRequestBody(r)
-	if hw.body != nil && h.retirement.watches() {
+	if hw.body != nil && h.retirement.watches(start) {
 		hw.retire, hw.fp, hw.cred = h.retirement, fp, c
 	}
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {

@@ -109,14 +109,15 @@ func newModelRetirement(cat *catalogue, window time.Duration, clk *clock, logger
 		logged: make(map[string]struct{}), byKey: make(map[fingerprint][]string)}
 }
 
-// watches reports whether a request may be on a retiring model: the
-// warning is on and the catalogue lists a model with an expiration date.
-func (m *modelRetirement) watches() bool {
+// watches reports whether a request at now may be on a retiring model:
+// the warning is on and the catalogue lists a model whose expiration date
+// is within the window. It is all a request costs while none is.
+func (m *modelRetirement) watches(now time.Time) bool {
 	if m == nil {
 		return false
 	}
 	s := m.catalogue.snap.Load()
-	return s != nil && s.retiring
+	return s != nil && s.retiring && s.soonest.Sub(now) <= m.window
 }
 
 // retiring is what the catalogue knows of the model a request named, when

@@ -95,6 +95,14 @@ func TestRetiringModelIsAnnounced(t *testing.T) {
 		t.Errorf("key check page (JSON %d) does not name the retiring model: %s", rec.Code, page.Body.String())
 	}
 
+	// A window that no listed model's date falls in: no body is parsed.
+	short := Handler{WarnModelRetirement: "1d"}
+	newHandler(t, &short, api)
+	awaitCatalogue(t, &short)
+	if rec := chatOn(t, &short, emu, key, emulator.ModelRetiringSoon); rec.Header().Get(HeaderModelExpiresAt) != "" || short.retirement.watches(time.Now()) {
+		t.Errorf("a model retiring in %d days, window 1d: %q", emulator.RetiringSoonDays, rec.Header().Get(HeaderModelExpiresAt))
+	}
+
 	off := Handler{WarnModelRetirement: "off"}
 	newHandler(t, &off, api)
 	if rec := chatOn(t, &off, emu, key, emulator.ModelRetiringSoon); rec.Header().Get(HeaderModelExpiresAt) != "" || off.retirement != nil {
