@@ -186,6 +186,9 @@ type gatewayLink struct {
 	fresh  freshness
 	shared *sharedStore // nil without shared_storage
 	watch  *keyWatch    // nil without watch_keys
+	// retirement is what the gateway saw keys use of models about to
+	// retire (retirement.go); nil with warn_model_retirement off.
+	retirement *modelRetirement
 }
 
 // link makes a gateway's link known to the account's other users until

@@ -84,6 +84,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("status_from_inband_error: takes no value (present means on)")
 			}
 			h.StatusFromInbandError = true
+		case "warn_model_retirement":
+			err = oneArg(d, &h.WarnModelRetirement)
 		case "watch_keys":
 			h.WatchKeys = caddy.Duration(DefaultWatchInterval)
 			if d.CountRemainingArgs() > 0 {

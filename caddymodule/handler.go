@@ -176,6 +176,14 @@ type Handler struct {
 	// are held with it), and a compressed one whole, up to 2 KiB.
 	// Streams are never held. Default: off.
 	StatusFromInbandError bool `json:"status_from_inband_error,omitempty"`
+	// Warn about models that retire within this window: a successful
+	// request on a model whose expiration_date (OpenRouter's model list,
+	// read hourly in the background) is that close gets
+	// X-OpenRouter-Model-Expires-At with the date, the model is logged
+	// once a day and counted on the retiring_model_* metrics, and the key
+	// check shows it for the keys that used it. A duration such as 14d,
+	// or "off". Default: 14d.
+	WarnModelRetirement string `json:"warn_model_retirement,omitempty"`
 
 	explainLimits bool
 	knowledge     *knowledge
@@ -187,6 +195,11 @@ type Handler struct {
 	warnBefore    time.Duration
 	watch         *keyWatch
 	logger        *zap.Logger
+	// catalogue is the upstream's model catalogue (catalogue.go), shared
+	// with its other handlers; releaseCatalogue lets go of it.
+	catalogue        *catalogue
+	releaseCatalogue func()
+	retirement       *modelRetirement // nil when warn_model_retirement is off
 }
 
 // CaddyModule returns the Caddy module information.
@@ -216,6 +229,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.acct, h.release = acct, release
+	h.catalogue, h.releaseCatalogue, err = catalogueOf(up.base, h.logger)
+	if err != nil {
+		return err
+	}
 
 	size := positiveOr(h.CacheSize, DefaultCacheSize)
 	lookupRate := positiveOr(h.LookupRate, DefaultLookupRate)
@@ -249,6 +266,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if opts.shared != nil {
 		go h.knowledge.loadSchemeProof()
 	}
+	h.catalogue.share(opts.shared)
 	h.edge = edgeRule{
 		dead:        h.EdgeAnswers != EdgeAnswersOff,
 		malformed:   h.EdgeAnswers == EdgeAnswersMalformed,
@@ -259,6 +277,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.edge.cappedFor = positiveOr(time.Duration(h.EdgeCappedFor), DefaultEdgeCappedFor)
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
+	if window, err := parseWarnModelRetirement(h.WarnModelRetirement); err == nil && window > 0 {
+		h.retirement = newModelRetirement(h.catalogue, window, &h.acct.clock, h.logger)
+	}
 	if watching {
 		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), positiveOr(h.WatchMaxKeys, DefaultWatchMaxKeys), h.logger)
 		h.watch.register(ctx.GetMetricsRegistry())
@@ -266,7 +287,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// The key check of the account reads what this gateway learns and
 	// when its watch saw keys used; proofs about the account reach the
 	// other replicas through its shared store.
-	h.unlink = acct.link(&gatewayLink{cache: gc.keyCache, fresh: opts.fresh, shared: opts.shared, watch: h.watch})
+	h.unlink = acct.link(&gatewayLink{cache: gc.keyCache, fresh: opts.fresh, shared: opts.shared, watch: h.watch, retirement: h.retirement})
 	up.logSettings(h.logger)
 	warnIfKeysReachLogs(ctx, h.logger)
 	return nil
@@ -300,6 +321,9 @@ func (h *Handler) Validate() error {
 		if d.val < 0 {
 			return fmt.Errorf("%s: must not be negative, got %s", d.name, time.Duration(d.val))
 		}
+	}
+	if _, err := parseWarnModelRetirement(h.WarnModelRetirement); err != nil {
+		return err
 	}
 	if h.CacheSize < 0 {
 		return fmt.Errorf("cache_size: must not be negative, got %d", h.CacheSize)
@@ -339,6 +363,9 @@ func (h *Handler) Cleanup() error {
 	}
 	if h.cachePoolKey != "" {
 		_, _ = gatewayCaches.Delete(h.cachePoolKey)
+	}
+	if h.releaseCatalogue != nil {
+		h.releaseCatalogue()
 	}
 	if h.release != nil {
 		h.release()
@@ -384,6 +411,10 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
 	hw.inband.arm(r, h)
+	hw.body = peekRequestBody(r)
+	if hw.body != nil && h.retirement.watches(start) {
+		hw.retire, hw.fp, hw.cred = h.retirement, fp, c
+	}
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)
@@ -396,6 +427,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			hw.abort()
 			panic(p)
 		}
+		hw.body.release()
 		hw.reset(nil)
 		heldWriters.Put(hw)
 	}()

@@ -101,14 +101,21 @@ func (kc *KeyCheck) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	kc.release = release
+	// The check reads the upstream's model catalogue (catalogue.go), as
+	// its gateways do.
+	cat, releaseCatalogue, err := catalogueOf(up.base, kc.logger)
+	if err != nil {
+		release()
+		return err
+	}
+	kc.release = func() { releaseCatalogue(); release() }
 	requests, window := DefaultCheckRequests, DefaultCheckWindow
 	if rl := kc.RateLimit; rl != nil {
 		requests = positiveOr(rl.Requests, requests)
 		window = positiveOr(time.Duration(rl.Window), window)
 	}
 	kc.timeout = up.timeout
-	kc.checker = &checker{acct: acct, life: ctx}
+	kc.checker = &checker{acct: acct, life: ctx, catalogue: cat}
 	kc.limiter = newClientLimiter(requests, window, maxTrackedClients)
 	return nil
 }

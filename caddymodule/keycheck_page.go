@@ -242,6 +242,9 @@ func viewOf(r *report, now time.Time) *reportView {
 	} else if r.ModelsUnavailable != "" {
 		v.Account = append(v.Account, fact{Name: "Models", Value: sentence(r.ModelsUnavailable), Missing: true})
 	}
+	for _, m := range r.RetiringModels {
+		v.Account = append(v.Account, fact{Name: "Retiring model in use", Value: m.ID + " may be removed after " + m.ExpirationDate + "; move to its successor before then"})
+	}
 	return v
 }
 

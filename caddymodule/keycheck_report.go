@@ -42,6 +42,11 @@ type report struct {
 	Models            *modelsReport `json:"models"`
 	ModelsUnavailable string        `json:"models_unavailable,omitempty"`
 
+	// RetiringModels are the models this key used through the gateways
+	// of this account that retire within their warn_model_retirement,
+	// soonest first (issue 25); none when they know of none.
+	RetiringModels []retiringModelReport `json:"retiring_models,omitempty"`
+
 	Advice []string `json:"advice"`
 }
 
@@ -124,6 +129,9 @@ type checker struct {
 	acct *account
 	// life bounds work that outlives one check (a listing).
 	life context.Context
+	// catalogue is the upstream's model catalogue; nil (the command)
+	// reads the model list itself.
+	catalogue *catalogue
 }
 
 // check builds the report for token, within ctx's deadline. An error means
@@ -135,7 +143,7 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 	modelsDone := make(chan struct{})
 	go func() {
 		defer close(modelsDone)
-		ids, err := c.acct.modelIDs(ctx)
+		ids, err := c.modelIDs(ctx)
 		if err != nil {
 			rep.ModelsUnavailable = "the model catalogue could not be read: " + publicError(err)
 			return
@@ -205,6 +213,9 @@ func (c *checker) check(ctx context.Context, token string, now time.Time) (*repo
 		return nil, keyRes.Err
 	}
 	c.addCredits(ctx, rep, token, md, m)
+	if cred.isKey() {
+		rep.RetiringModels = c.acct.retiringModelsUsedBy(fingerprintOf(token), now)
+	}
 	rep.Advice = adviceFor(rep, now)
 	return rep, nil
 }
@@ -534,4 +545,22 @@ func appendAccountAdvice(advice []string, rep *report) []string {
 func entryAdvice(r reason) string {
 	e := entryOf(r)
 	return e.headline + ": " + strings.ToLower(e.advice[:1]) + e.advice[1:]
+}
+
+// modelIDs are the ids of the upstream's models: the catalogue's latest
+// read (waited for within ctx only when none was ever made), or without
+// a catalogue a read of the account's.
+func (c *checker) modelIDs(ctx context.Context) ([]string, error) {
+	if c.catalogue == nil {
+		return c.acct.modelIDs(ctx)
+	}
+	if !c.catalogue.await(ctx) {
+		return nil, openrouter.ContextError(ctx, openrouter.EndpointModels.String(), ctx.Err())
+	}
+	listed := c.catalogue.listed()
+	ids := make([]string, len(listed))
+	for i, m := range listed {
+		ids[i] = m.ID
+	}
+	return ids, nil
 }

@@ -30,6 +30,10 @@ type metricSet struct {
 	// Failures inside a 200 (inband.go), by form, provider and error type:
 	// each label from a fixed set, "other" for anything else.
 	inbandFailures *prometheus.CounterVec
+	// Models about to retire (issue 25; retirement.go): requests and
+	// expiration dates, by model.
+	retiringModelRequests *prometheus.CounterVec
+	retiringModelExpiry   *prometheus.GaugeVec
 }
 
 const metricsNamespace, metricsSubsystem = "caddy", "openrouter_keys"
@@ -61,13 +65,19 @@ func newGatewayMetrics() *metricSet {
 		inbandFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "inband_failures_total", Help: "Failures that arrived inside an HTTP 200 (an error event in a stream, an empty success whose provider failed, a body that is an error), by form, provider and error type."},
 			[]string{"form", "provider", "error_type"}),
+		retiringModelRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "retiring_model_requests_total",
+			Help: "Successful requests on models whose expiration_date is within warn_model_retirement, by model (at most 100 models; \"other\" beyond)."}, []string{"model"}),
+		retiringModelExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "retiring_model_expiry_timestamp_seconds",
+			Help: "The expiration_date (Unix time, 00:00 UTC of that day) of each retiring model that requests used, by model."}, []string{"model"}),
 	}
 }
 
 func (m *metricSet) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.rewrites, m.edgeAnswers, m.unexplained, m.lookups, m.lookupDuration,
 		m.cacheEntries, m.cacheHits, m.cacheMisses, m.storageOps, m.storageAvailable,
-		m.inbandFailures}
+		m.inbandFailures, m.retiringModelRequests, m.retiringModelExpiry}
 }
 
 // registerMetrics adds the gateway's metrics to a config's registry. Several

@@ -48,6 +48,15 @@ type heldWriter struct {
 	// by clock.
 	expiresAt time.Time
 	clock     *clock
+	// body is the start of an inference request's body (reqbody.go), or
+	// nil.
+	body *requestBody
+	// retire, when not nil, warns on a successful response if the
+	// request's model retires soon (retirement.go), for the key with
+	// fingerprint fp.
+	retire *modelRetirement
+	fp     fingerprint
+	cred   credential
 }
 
 // WriteHeader holds a 401 (and with holdLimits what explainsStatus names) and
@@ -66,6 +75,9 @@ func (hw *heldWriter) WriteHeader(status int) {
 		hw.wroteHeader, hw.status = true, status
 		if !hw.expiresAt.IsZero() && status < 300 {
 			hw.announceExpiry()
+		}
+		if hw.retire != nil && status < 300 {
+			hw.retire.announce(hw.Header(), hw.body, hw.fp, hw.cred)
 		}
 	}
 	hw.ResponseWriter.WriteHeader(status)
@@ -226,7 +238,8 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
-	hw.expiresAt, hw.clock = time.Time{}, nil
+	hw.expiresAt, hw.clock, hw.body = time.Time{}, nil, nil
+	hw.retire, hw.fp, hw.cred = nil, fingerprint{}, credential{}
 	hw.holdLimits, hw.heldStatus = false, 0
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	hw.inband.reset()

@@ -7,10 +7,13 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"time"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
 // Entry names. Every key entry is named by the key's fingerprint, never the
@@ -31,6 +34,12 @@ const (
 	// sharedKeepExpired is how long the entry of an expired (or management)
 	// key is kept.
 	sharedKeepExpired = 30 * 24 * time.Hour
+	// The model catalogue (catalogue.go): one entry per upstream, named
+	// by a hash of its base URL, a sharedCatalogue.
+	sharedCatalogues = "openrouter_keys/v1/catalogues/"
+	// maxSharedCatalogue bounds the entry read back (about 200 bytes a
+	// model; 50,000 models stay under it).
+	maxSharedCatalogue = 32 << 20
 )
 
 // sharedEntry is what the storage holds per key fingerprint: facts about
@@ -190,4 +199,59 @@ func (s *sharedStore) loadUses(ctx context.Context) map[string]int64 {
 		}
 	}
 	return out
+}
+
+// sharedCatalogue is an upstream's model catalogue as a replica last read
+// it: what catalogueModel holds but the name and prices. Times are unix
+// seconds; Expiration is YYYY-MM-DD or "".
+type sharedCatalogue struct {
+	ReadAt int64         `json:"read_at"`
+	Models []sharedModel `json:"models"`
+}
+
+type sharedModel struct {
+	ID          string   `json:"id"`
+	Slug        string   `json:"slug,omitempty"`
+	Expiration  string   `json:"expiration,omitempty"`
+	Parameters  []string `json:"parameters,omitempty"`
+	AliasTarget string   `json:"alias_target,omitempty"`
+	FirstSeen   int64    `json:"first_seen"`
+	LastSeen    int64    `json:"last_seen"`
+	Listed      bool     `json:"listed,omitempty"`
+}
+
+// sharedCatalogueKey names the catalogue entry of the upstream at base.
+func sharedCatalogueKey(base string) string {
+	sum := sha256.Sum256([]byte(base))
+	return sharedCatalogues + hex.EncodeToString(sum[:8])
+}
+
+// storeCatalogue publishes a read of the upstream at base (queued: the
+// writer stores it in the background).
+func (s *sharedStore) storeCatalogue(base string, snap *catalogueSnapshot) {
+	c := sharedCatalogue{ReadAt: snap.read.Unix(), Models: make([]sharedModel, len(snap.models))}
+	for i, m := range snap.models {
+		c.Models[i] = sharedModel{ID: m.ID, Slug: m.CanonicalSlug, Parameters: m.Parameters, AliasTarget: m.AliasTarget,
+			FirstSeen: m.FirstSeen.Unix(), LastSeen: m.LastSeen.Unix(), Listed: m.Listed}
+		if !m.Expiration.IsZero() {
+			c.Models[i].Expiration = m.Expiration.Format(openrouter.ExpirationLayout)
+		}
+	}
+	if b, err := json.Marshal(c); err == nil {
+		s.enqueue(sharedCatalogueKey(base), b)
+	}
+}
+
+// loadCatalogue reads the catalogue another replica published for the
+// upstream at base, as a snapshot within the catalogue's bounds.
+func (s *sharedStore) loadCatalogue(ctx context.Context, base string) (*catalogueSnapshot, bool) {
+	b, err := s.load(ctx, "load", sharedCatalogueKey(base))
+	if err != nil || len(b) > maxSharedCatalogue {
+		return nil, false
+	}
+	var c sharedCatalogue
+	if json.Unmarshal(b, &c) != nil || c.ReadAt <= 0 {
+		return nil, false
+	}
+	return snapshotOfShared(c), true
 }

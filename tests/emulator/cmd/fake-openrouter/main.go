@@ -135,4 +135,6 @@ func printUsage(out io.Writer, origin string, creds []credential, gatewayKey str
 	p(`# curl -s http://localhost:8080%s%s -H "Authorization: Bearer $EXPIRED_KEY" -H 'Content-Type: application/json' -d '{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'`,
 		openrouter.APIPrefix, openrouter.PathChatCompletions)
 	p(`# and $FREE_USED_KEY with "model":"%s"`, emulator.FreeModel)
+	p(`# A model that retires in %d days: $VALID_KEY with "model":"%s" and curl -i shows %s`,
+		emulator.RetiringSoonDays, emulator.ModelRetiringSoon, "X-OpenRouter-Model-Expires-At")
 }

@@ -1,0 +1,143 @@
+package caddymodule
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
+)
+
+// chatOn sends a chat completion on model with key through h to the
+// emulator.
+func chatOn(t *testing.T, h *Handler, emu *emulator.Server, key, model string) *httptest.ResponseRecorder {
+	t.Helper()
+	req := httptest.NewRequest("POST", "/api/v1/chat/completions",
+		strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"model":"`+model+`"}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	rec := httptest.NewRecorder()
+	if err := h.ServeHTTP(rec, req, toEmulator(emu)); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+// A successful request on a model that retires within the window names
+// the date; the model is logged once a day, counted by model, and listed
+// for the key that used it. Models that do not retire, or retire later
+// than the window, pass untouched.
+func TestRetiringModelIsAnnounced(t *testing.T) {
+	emu, api := startEmulator(t)
+	h := Handler{WarnModelRetirement: "7d"}
+	logs := newHandler(t, &h, api)
+	h.retirement.logger = h.logger
+	clk := newTestClock(time.Now())
+	useClock(&h, clk)
+	if !h.catalogue.await(context.Background()) {
+		t.Fatal("no catalogue")
+	}
+	key := emu.NewKey(emulator.KeyOptions{})
+	want := clk.now().UTC().AddDate(0, 0, emulator.RetiringSoonDays).Format(time.DateOnly)
+	before := testutil.ToFloat64(gatewayMetrics.retiringModelRequests.WithLabelValues(emulator.ModelRetiringSoon))
+	for _, model := range []string{emulator.ModelRetiringSoon, emulator.ModelRetiringSoon + ":nitro"} {
+		rec := chatOn(t, &h, emu, key, model)
+		if rec.Code != 200 || rec.Header().Get(HeaderModelExpiresAt) != want {
+			t.Errorf("%s: %d, %s %q, want %q", model, rec.Code, HeaderModelExpiresAt, rec.Header().Get(HeaderModelExpiresAt), want)
+		}
+	}
+	for _, model := range []string{emulator.ModelRetiringLater, emulator.ModelIDs[0], emulator.ModelIDs[1], "unknown/model"} {
+		if rec := chatOn(t, &h, emu, key, model); rec.Code != 200 || rec.Header().Get(HeaderModelExpiresAt) != "" {
+			t.Errorf("%s: %d, %s %q", model, rec.Code, HeaderModelExpiresAt, rec.Header().Get(HeaderModelExpiresAt))
+		}
+	}
+	if n := testutil.ToFloat64(gatewayMetrics.retiringModelRequests.WithLabelValues(emulator.ModelRetiringSoon)) - before; n != 2 {
+		t.Errorf("%g requests counted on the retiring model, want 2", n)
+	}
+	if exp := testutil.ToFloat64(gatewayMetrics.retiringModelExpiry.WithLabelValues(emulator.ModelRetiringSoon)); time.Unix(int64(exp), 0).UTC().Format(time.DateOnly) != want {
+		t.Errorf("expiry gauge %g", exp)
+	}
+	warned := func() int {
+		return logs.FilterMessage("model in use retires soon").FilterField(zapcore.Field{Key: "model", Type: zapcore.StringType, String: emulator.ModelRetiringSoon}).Len()
+	}
+	if n := warned(); n != 1 {
+		t.Errorf("%d warnings logged the first day, want 1", n)
+	}
+	clk.advance(24 * time.Hour)
+	chatOn(t, &h, emu, key, emulator.ModelRetiringSoon)
+	if n := warned(); n != 2 {
+		t.Errorf("%d warnings logged after a day, want 2", n)
+	}
+	if used := h.retirement.usedBy(fingerprintOf(key), clk.now()); len(used) != 1 || used[0].ID != emulator.ModelRetiringSoon {
+		t.Errorf("retiring models used by the key: %+v", used)
+	}
+	if used := h.retirement.usedBy(fingerprintOf(randomKey()), clk.now()); len(used) != 0 {
+		t.Errorf("another key used %+v", used)
+	}
+	// The key check of the account shows it for that key.
+	kc := newKeyCheck(t, api, "")
+	rep, rec := checkKey(t, kc, key)
+	if len(rep.RetiringModels) != 1 || rep.RetiringModels[0].ID != emulator.ModelRetiringSoon || rep.RetiringModels[0].ExpirationDate != want {
+		t.Errorf("key check: retiring models %+v", rep.RetiringModels)
+	}
+	req := httptest.NewRequest("POST", "/keycheck", strings.NewReader("key="+key))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "text/html")
+	page := httptest.NewRecorder()
+	if err := kc.ServeHTTP(page, req, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(page.Body.String(), emulator.ModelRetiringSoon+" may be removed after "+want) {
+		t.Errorf("key check page (JSON %d) does not name the retiring model: %s", rec.Code, page.Body.String())
+	}
+
+	// A window that no listed model's date falls in: no body is parsed.
+	short := Handler{WarnModelRetirement: "1d"}
+	newHandler(t, &short, api)
+	awaitCatalogue(t, &short)
+	if rec := chatOn(t, &short, emu, key, emulator.ModelRetiringSoon); rec.Header().Get(HeaderModelExpiresAt) != "" || short.retirement.watches(time.Now()) {
+		t.Errorf("a model retiring in %d days, window 1d: %q", emulator.RetiringSoonDays, rec.Header().Get(HeaderModelExpiresAt))
+	}
+
+	off := Handler{WarnModelRetirement: "off"}
+	newHandler(t, &off, api)
+	if rec := chatOn(t, &off, emu, key, emulator.ModelRetiringSoon); rec.Header().Get(HeaderModelExpiresAt) != "" || off.retirement != nil {
+		t.Errorf("warn_model_retirement off: %q", rec.Header().Get(HeaderModelExpiresAt))
+	}
+}
+
+func TestParseWarnModelRetirement(t *testing.T) {
+	for in, want := range map[string]time.Duration{"": DefaultWarnModelRetirement, "off": 0, "0": 0, "7d": 7 * 24 * time.Hour, "36h": 36 * time.Hour} {
+		if got, err := parseWarnModelRetirement(in); err != nil || got != want {
+			t.Errorf("%q: %s %v, want %s", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"-1d", "soon", "on"} {
+		if _, err := parseWarnModelRetirement(in); err == nil || !strings.Contains(err.Error(), "warn_model_retirement") {
+			t.Errorf("%q: %v", in, err)
+		}
+	}
+}
+
+// What is remembered of the keys that used retiring models is bounded.
+func TestRetiringModelsPerKeyAreBounded(t *testing.T) {
+	m := newModelRetirement(nil, time.Hour, new(clock), nil)
+	now := time.Now()
+	for i := range maxKeysWithRetiringModels + 5 {
+		m.note("a/b", fingerprintOf(itoa(int64(i))), true, now)
+	}
+	fp := fingerprintOf("0")
+	for i := range maxRetiringModelsPerKey + 3 {
+		m.note("m/"+itoa(int64(i)), fp, true, now)
+	}
+	if len(m.byKey) != maxKeysWithRetiringModels || len(m.order) != maxKeysWithRetiringModels {
+		t.Errorf("%d keys remembered", len(m.byKey))
+	}
+	if n := len(m.byKey[fp]); n != maxRetiringModelsPerKey {
+		t.Errorf("%d models remembered for one key", n)
+	}
+}
