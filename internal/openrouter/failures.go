@@ -72,7 +72,7 @@ const (
 )
 
 // Kinds is the number of kinds, for tables indexed by Kind.
-const Kinds = int(kindCount)
+const Kinds = int(modelKindsEnd)
 
 var kindNames = [kindCount]string{
 	KindUnrecognised:        "unrecognised",
@@ -94,6 +94,9 @@ var kindNames = [kindCount]string{
 func (k Kind) String() string {
 	if k < kindCount {
 		return kindNames[k]
+	}
+	if s := modelKindName(k); s != "" {
+		return s
 	}
 	return "kind_" + strconv.Itoa(int(k))
 }
@@ -291,6 +294,9 @@ func readWire(body []byte) (wire, bool) {
 	_, w.hasReasons = md["reasons"]
 	w.headers, _ = md["headers"].(map[string]any)
 	w.availability, _ = md["availability"].(map[string]any)
+	if w.availability == nil { // some docs put it beside the message
+		w.availability, _ = obj["availability"].(map[string]any)
+	}
 	return w, true
 }
 
@@ -371,6 +377,9 @@ func (w *wire) kind(status int) (Kind, Class) {
 			m == "provider returned error" && w.provider != "":
 			return KindProviderPool, ""
 		}
+	}
+	if k := w.modelKind(status); k != KindUnrecognised {
+		return k, ""
 	}
 	if c := w.class(); c != "" {
 		return KindNotKey, c
