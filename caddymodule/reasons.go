@@ -76,6 +76,15 @@ const (
 	reasonProviderRateLimited   reason = "provider_rate_limited"
 	reasonProviderKeyRateLimit  reason = "provider_key_rate_limited"
 	reasonProvidersAtCapacity   reason = "providers_at_capacity"
+
+	// Unknown model and no endpoints (issue 25, modelreasons.go).
+	reasonModelNotFound        reason = "model_not_found"
+	reasonNoEndpointsRequest   reason = "no_endpoints_request"
+	reasonNoEndpointsAccount   reason = "no_endpoints_account"
+	reasonNoEndpointsGuardrail reason = "no_endpoints_guardrail"
+	reasonModelRetired         reason = "model_retired"
+	reasonFreeVariantEnded     reason = "free_variant_ended"
+	reasonNoEndpointsUnknown   reason = "no_endpoints_unknown"
 )
 
 // verdict is what the gateway can truthfully say about a failed request:
@@ -95,6 +104,9 @@ type verdict struct {
 	// limit is what a 402, 403 or 429 reason states (limits.go); nil for
 	// the 401 reasons.
 	limit *limitFacts
+	// model is what an unknown-model or no-endpoints reason states
+	// (modelreasons.go).
+	model *modelFacts
 }
 
 func (v verdict) known() bool { return v.reason != reasonNone }
@@ -435,6 +447,65 @@ var reasonTable = []reasonEntry{
 		members:  []metaMember{metaScope, metaProvider, metaResetsAt},
 		headline: "Providers at capacity",
 		advice:   "Retry shortly, or use another model.",
+		edge:     edgeNever,
+	},
+	// Unknown model and no endpoints (issue 25): chosen by
+	// modelVerdict from the failure, the request's body, the catalogue
+	// and the key's GET /models/user (explainmodels.go).
+	{
+		code: reasonModelNotFound, status: http.StatusBadRequest, kind: openrouter.KindModelNotFound, retry: retryNo,
+		message:  unknownModelSentence,
+		members:  []metaMember{metaModel, metaSuggestions, metaLastListed, metaExpirationDate},
+		headline: "Unknown model",
+		advice:   "Send a valid model ID (author/slug, as listed at " + openrouter.URLModels + "); the answer names the nearest ones.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsRequest, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  requestFilterSentence,
+		members:  []metaMember{metaModel, metaFilter, metaSource, metaSetting},
+		headline: "The request excludes every endpoint",
+		advice:   "Remove or relax the request member the answer names, or choose a model that supports it.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsAccount, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  accountFilterSentence,
+		members:  []metaMember{metaModel, metaFilter, metaSource, metaSetting, metaAvailableProviders},
+		headline: "The account's settings exclude every endpoint",
+		advice:   "Change the data policy, ZDR or provider setting the answer names at " + openrouter.URLPrivacy + ".",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsGuardrail, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  guardrailSentence,
+		members:  []metaMember{metaModel, metaSource, metaSetting},
+		headline: "The key's guardrail excludes the model",
+		advice:   "Allow the model in the key's guardrail at " + openrouter.URLGuardrails + ", or use a model it allows.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonModelRetired, status: http.StatusNotFound, kind: openrouter.KindModelRetired, retry: retryNo,
+		message:  retiredSentence,
+		members:  []metaMember{metaModel, metaSource, metaLastListed, metaExpirationDate, metaSuccessors},
+		headline: "Model retired",
+		advice:   "Use the successor the answer names, or another model from " + openrouter.URLModels + ".",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonFreeVariantEnded, status: http.StatusNotFound, kind: openrouter.KindFreeVariantEnded, retry: retryNo,
+		message:  freeEndedSentence,
+		members:  []metaMember{metaModel, metaSource, metaPaidModel},
+		headline: "Free variant ended",
+		advice:   "Switch to the paid model the answer names, or another free model.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsUnknown, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  unknownFilterSentence,
+		members:  []metaMember{metaModel, metaFilter, metaCandidates},
+		headline: "No endpoints, cause not known",
+		advice:   "Check the candidates the answer lists: the request's routing members, the account's privacy settings, the key's guardrail.",
 		edge:     edgeNever,
 	},
 }

@@ -73,6 +73,9 @@ func (m metaMember) name() string {
 	case metaMatchedBy:
 		return "matched_by"
 	}
+	if n := modelMemberName(m); n != "" {
+		return n
+	}
 	return limitMemberNames[m-metaScope]
 }
 
@@ -91,6 +94,9 @@ func (m metaMember) append(members []errbody.Member, v verdict) []errbody.Member
 			return append(members, errbody.Text(m.name(), "label"))
 		}
 	default:
+		if v.model != nil && modelMemberName(m) != "" {
+			return v.model.appendMember(members, m)
+		}
 		if v.limit != nil {
 			return v.limit.appendMember(members, m)
 		}
