@@ -174,6 +174,10 @@ type Handler struct {
 	warnBefore    time.Duration
 	watch         *keyWatch
 	logger        *zap.Logger
+	// catalogue is the upstream's model catalogue (catalogue.go), shared
+	// with its other handlers; releaseCatalogue lets go of it.
+	catalogue        *catalogue
+	releaseCatalogue func()
 }
 
 // CaddyModule returns the Caddy module information.
@@ -203,6 +207,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.acct, h.release = acct, release
+	h.catalogue, h.releaseCatalogue, err = catalogueOf(up.base, h.logger)
+	if err != nil {
+		return err
+	}
 
 	size := positiveOr(h.CacheSize, DefaultCacheSize)
 	lookupRate := positiveOr(h.LookupRate, DefaultLookupRate)
@@ -327,6 +335,9 @@ func (h *Handler) Cleanup() error {
 	if h.cachePoolKey != "" {
 		_, _ = gatewayCaches.Delete(h.cachePoolKey)
 	}
+	if h.releaseCatalogue != nil {
+		h.releaseCatalogue()
+	}
 	if h.release != nil {
 		h.release()
 	}
@@ -370,6 +381,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw := heldWriters.Get().(*heldWriter)
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
+	hw.body = peekRequestBody(r)
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)
@@ -382,6 +394,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			hw.abort()
 			panic(p)
 		}
+		hw.body.release()
 		hw.reset(nil)
 		heldWriters.Put(hw)
 	}()

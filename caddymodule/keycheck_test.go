@@ -69,7 +69,7 @@ func TestKeyCheckReports(t *testing.T) {
 			if (rep.Key != nil) != c.keyRep {
 				t.Errorf("management %v, %s: key %+v", withManagement, c.status, rep.Key)
 			}
-			if rep.Models == nil || rep.Models.Count != len(emulator.ModelIDs) || len(rep.Models.Sample) == 0 {
+			if rep.Models == nil || rep.Models.Count != len(emu.ListedModelIDs()) || len(rep.Models.Sample) == 0 {
 				t.Errorf("models: %+v %q", rep.Models, rep.ModelsUnavailable)
 			}
 			if rec.Header().Get("Cache-Control") != "no-store" {

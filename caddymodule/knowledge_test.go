@@ -67,12 +67,12 @@ func TestLearnedExpiryExplains(t *testing.T) {
 	emu.ExpireIn(key, time.Hour)
 	learnNow(h.knowledge, key)
 	clk.advance(time.Hour + time.Second)
-	before := emu.Count("")
+	before := lookupCount(emu)
 	rec := serve(t, &h, refused, "POST", "/api/v1/chat/completions", key)
 	if got := reasonOf(t, rec); got != "key_expired" || !strings.Contains(rec.Body.String(), `"expires_at"`) {
 		t.Errorf("%q: %s", got, rec.Body.String())
 	}
-	if n := emu.Count("") - before; n != 0 {
+	if n := lookupCount(emu) - before; n != 0 {
 		t.Errorf("%d lookups for a key known to have expired", n)
 	}
 }
@@ -173,7 +173,7 @@ func TestTokensExplainedWithoutLookups(t *testing.T) {
 			}
 		})
 	}
-	if n := emu.Count(""); n != 0 {
+	if n := lookupCount(emu); n != 0 {
 		t.Errorf("%d lookups for tokens that need none", n)
 	}
 }
@@ -202,11 +202,11 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 	if _, err := refreshListing(context.Background(), h.acct); err != nil {
 		t.Fatal(err)
 	}
-	before := emu.Count("")
+	before := lookupCount(emu)
 	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
 		t.Errorf("reason %q", got)
 	}
-	if n := emu.Count("") - before; n != 0 {
+	if n := lookupCount(emu) - before; n != 0 {
 		t.Errorf("%d requests made", n)
 	}
 }

@@ -44,6 +44,9 @@ type heldWriter struct {
 	// by clock.
 	expiresAt time.Time
 	clock     *clock
+	// body is the start of an inference request's body (reqbody.go), or
+	// nil.
+	body *requestBody
 }
 
 // WriteHeader holds a 401 (and with holdLimits a 402, 403 or 429) and
@@ -212,7 +215,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // an unusually large body grew.
 func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
-	hw.expiresAt, hw.clock = time.Time{}, nil
+	hw.expiresAt, hw.clock, hw.body = time.Time{}, nil, nil
 	hw.holdLimits, hw.heldStatus = false, 0
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	if hw.buf.Cap() > 4<<10 {

@@ -100,6 +100,7 @@ type Server struct {
 	failNext      map[string]int
 	counts        map[string]int
 	accounts      map[string]*account // by user id; the emulator's own is userID
+	guardrails    map[string][]string // models allowed, by key (catalogue.go)
 }
 
 // New returns an emulator of one account with a default workspace and no
@@ -185,6 +186,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case e == openrouter.EndpointModels && get:
 		s.models(w, r)
+	case path == openrouter.PathModelsUser && get:
+		s.withKey(w, r, false, s.userModels)
 	case e == openrouter.EndpointKey && get:
 		s.withKey(w, r, false, s.keyInfo)
 	case e == openrouter.EndpointKeys && get:

@@ -26,19 +26,7 @@ func (s *Server) models(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	data := make([]openrouter.Model, 0, len(ModelIDs))
-	for i, id := range ModelIDs {
-		data = append(data, openrouter.Model{
-			ID: id, CanonicalSlug: id, Name: id, Created: int64(1700000000 + i),
-			Description:         strings.Repeat("A model emulated for tests. ", 40),
-			ContextLength:       128000,
-			Architecture:        openrouter.ModelArchitecture{Modality: "text->text", InputModalities: []string{"text"}, OutputModalities: []string{"text"}},
-			Pricing:             openrouter.ModelPricing{Prompt: "0.0000025", Completion: "0.00001", Request: "0", Image: "0"},
-			TopProvider:         openrouter.ModelTopProvider{ContextLength: 128000, MaxCompletionTokens: maxCompletionTokens, IsModerated: true},
-			SupportedParameters: []string{"max_tokens", "temperature", "stream"},
-		})
-	}
-	s.writeJSON(w, r, http.StatusOK, openrouter.Data[[]openrouter.Model]{Data: data})
+	s.writeJSON(w, r, http.StatusOK, openrouter.Data[[]openrouter.ModelListing]{Data: s.catalogueListing()})
 }
 
 // Reply is what every emulated completion says, one word per streamed event.

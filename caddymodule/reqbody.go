@@ -1,0 +1,233 @@
+package caddymodule
+
+// reqbody.go owns the bounded copy of an inference request's body: as the
+// rest of the chain (reverse_proxy) reads the body, its first
+// maxRequestPeek bytes are kept in a pooled buffer, so that what the
+// request asked (its model, its tools, its provider preferences) is known
+// when the response comes back, without reading the body ahead of the
+// upstream or holding more than the cap. Only POSTs to the inference
+// endpoints get one.
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
+)
+
+// maxRequestPeek is the most of a request's body that is kept.
+const maxRequestPeek = 64 << 10
+
+// peekBuffers are the buffers of request bodies, each up to maxRequestPeek.
+var peekBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// requestBody is a request's body as the chain reads it, keeping its start.
+// It is made per request: a transport may still read or close it after
+// the handler is done, so it is never reused; only its buffer is, taken
+// back by release under mu.
+type requestBody struct {
+	src io.ReadCloser
+	mu  sync.Mutex
+	buf *[]byte // nil once released
+	cut bool    // the body went past maxRequestPeek
+	// parsed and name cache model().
+	parsed bool
+	name   string
+}
+
+// peekRequestBody installs a requestBody on an inference POST with a body
+// and returns it; nil for any other request.
+func peekRequestBody(r *http.Request) *requestBody {
+	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody || !openrouter.IsInferencePath(r.URL.Path) {
+		return nil
+	}
+	rb := &requestBody{src: r.Body, buf: peekBuffers.Get().(*[]byte)}
+	r.Body = rb
+	return rb
+}
+
+// Read reads from the body, keeping what fits.
+func (rb *requestBody) Read(p []byte) (int, error) {
+	n, err := rb.src.Read(p)
+	if n > 0 {
+		rb.mu.Lock()
+		if rb.buf != nil && !rb.cut {
+			b := *rb.buf
+			if room := maxRequestPeek - len(b); n > room {
+				b, rb.cut = append(b, p[:room]...), true
+			} else {
+				b = append(b, p[:n]...)
+			}
+			*rb.buf = b
+		}
+		rb.mu.Unlock()
+	}
+	return n, err
+}
+
+// Close closes the body.
+func (rb *requestBody) Close() error { return rb.src.Close() }
+
+// bytes is the body read so far, or nil when it went past maxRequestPeek.
+// The bytes are valid until release: do not keep or modify them.
+func (rb *requestBody) bytes() []byte {
+	if rb == nil {
+		return nil
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.buf == nil || rb.cut {
+		return nil
+	}
+	return *rb.buf
+}
+
+// model is the body's top-level "model" member as far as it was read (the
+// kept start of a longer body included), or "".
+func (rb *requestBody) model() string {
+	if rb == nil {
+		return ""
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if !rb.parsed && rb.buf != nil {
+		if name, ok := topLevelString(*rb.buf, "model"); ok {
+			rb.name, rb.parsed = name, true
+		} else if rb.cut {
+			rb.parsed = true // no more will come
+		}
+	}
+	return rb.name
+}
+
+// release gives the buffer back; the body reads on without keeping.
+func (rb *requestBody) release() {
+	if rb == nil {
+		return
+	}
+	rb.mu.Lock()
+	b := rb.buf
+	rb.buf = nil
+	rb.mu.Unlock()
+	if b != nil {
+		*b = (*b)[:0]
+		if cap(*b) <= 2*maxRequestPeek {
+			peekBuffers.Put(b)
+		}
+	}
+}
+
+// topLevelString finds the string member name of the JSON object in b
+// (which may be cut short) without decoding the rest: false when b is no
+// object, the member is absent, not a string, or cut.
+func topLevelString(b []byte, name string) (string, bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return "", false
+	}
+	i++
+	for {
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return "", false
+		}
+		keyStart := i
+		i = skipString(b, i)
+		if i < 0 {
+			return "", false
+		}
+		key := b[keyStart:i]
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ':' {
+			return "", false
+		}
+		i = skipSpace(b, i+1)
+		if i >= len(b) {
+			return "", false
+		}
+		if len(key) == len(name)+2 && string(key[1:len(key)-1]) == name {
+			if b[i] != '"' {
+				return "", false
+			}
+			end := skipString(b, i)
+			if end < 0 {
+				return "", false
+			}
+			raw := b[i:end]
+			if !bytes.ContainsRune(raw, '\\') {
+				return string(raw[1 : len(raw)-1]), true
+			}
+			var s string
+			if json.Unmarshal(raw, &s) != nil {
+				return "", false
+			}
+			return s, true
+		}
+		if i = skipValue(b, i); i < 0 {
+			return "", false
+		}
+		i = skipSpace(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return "", false
+		}
+		i++
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] (a
+// quote), or -1 when it is cut.
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return -1
+}
+
+// skipValue returns the index after the value starting at b[i], or -1
+// when it is cut or malformed.
+func skipValue(b []byte, i int) int {
+	depth := 0
+	for i < len(b) {
+		switch c := b[i]; c {
+		case '"':
+			if i = skipString(b, i); i < 0 {
+				return -1
+			}
+			if depth == 0 {
+				return i
+			}
+			continue
+		case '{', '[':
+			depth++
+		case '}', ']':
+			if depth == 0 {
+				return i // the end of the object or array around a scalar
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case ',':
+			if depth == 0 {
+				return i
+			}
+		}
+		i++
+	}
+	return -1
+}

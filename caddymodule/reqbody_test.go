@@ -1,0 +1,76 @@
+package caddymodule
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestTopLevelString(t *testing.T) {
+	for _, c := range []struct {
+		body, want string
+		ok         bool
+	}{
+		{`{"model":"openai/gpt-4o","messages":[]}`, "openai/gpt-4o", true},
+		{` { "messages" : [{"role":"user","content":"say \"model\": x"}], "model" : "a/b" }`, "a/b", true},
+		{`{"n":1,"stream":true,"x":null,"o":{"model":"inner"},"model":"a\/b\u0021"}`, "a/b!", true},
+		{`{"messages":[{"model":"inner"}]}`, "", false},
+		{`{"model":42}`, "", false},
+		{`{"model":"cut`, "", false},
+		{`{"messages":[1,2`, "", false},
+		{`["model","a"]`, "", false},
+		{``, "", false},
+		{`{"a":1}`, "", false},
+	} {
+		got, ok := topLevelString([]byte(c.body), "model")
+		if got != c.want || ok != c.ok {
+			t.Errorf("%s: %q %v, want %q %v", c.body, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// An inference POST's body is kept as the chain reads it, up to
+// maxRequestPeek; past it, bytes says nothing and model reads the start.
+func TestRequestBodyPeek(t *testing.T) {
+	small := `{"model":"a/b","messages":[{"role":"user","content":"hi"}]}`
+	large := `{"model":"a/c","messages":[{"role":"user","content":"` + strings.Repeat("x", maxRequestPeek) + `"}]}`
+	for _, c := range []struct {
+		method, path, body string
+		peeked, whole      bool
+		model              string
+	}{
+		{"POST", "/api/v1/chat/completions", small, true, true, "a/b"},
+		{"POST", "/api/v1/messages", large, true, false, "a/c"},
+		{"POST", "/api/v1/completions/", small, true, true, "a/b"},
+		{"POST", "/api/v1/responses", small, true, true, "a/b"},
+		{"GET", "/api/v1/chat/completions", small, false, false, ""},
+		{"POST", "/api/v1/keys", small, false, false, ""},
+	} {
+		r := httptest.NewRequest(c.method, c.path, strings.NewReader(c.body))
+		rb := peekRequestBody(r)
+		if (rb != nil) != c.peeked {
+			t.Errorf("%s %s: peeked %v", c.method, c.path, rb != nil)
+			continue
+		}
+		read, err := io.ReadAll(r.Body)
+		if err != nil || string(read) != c.body {
+			t.Errorf("%s %s: the chain read %d bytes (%v)", c.method, c.path, len(read), err)
+		}
+		if got := rb.bytes(); (got != nil) != c.whole || c.whole && string(got) != c.body {
+			t.Errorf("%s %s: kept %d bytes", c.method, c.path, len(got))
+		}
+		if got := rb.model(); got != c.model {
+			t.Errorf("%s %s: model %q", c.method, c.path, got)
+		}
+		rb.release()
+		if rb.bytes() != nil {
+			t.Errorf("%s %s: bytes after release", c.method, c.path)
+		}
+	}
+	r := httptest.NewRequest("POST", "/api/v1/chat/completions", http.NoBody)
+	if peekRequestBody(r) != nil {
+		t.Error("a request without a body peeked")
+	}
+}
