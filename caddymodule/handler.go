@@ -382,6 +382,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
 	hw.body = peekRequestBody(r)
+	hw.inference = r.Method == http.MethodPost && openrouter.IsInferencePath(r.URL.Path)
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)

@@ -34,6 +34,10 @@ package caddymodule
 // upstream's envelope, the headers, the metric label and the key check's
 // words follow from the entry; TestReasonTable proves every entry complete
 // and reachable, its sentence and members whole.
+//
+// A model reason (400 unknown model, 404 no endpoints) is chosen by
+// modelreasons.go's modelVerdict, not by kind alone: it also takes its
+// case there, and a member of its own in modelMemberNames.
 
 import (
 	"net/http"

@@ -47,6 +47,9 @@ type heldWriter struct {
 	// body is the start of an inference request's body (reqbody.go), or
 	// nil.
 	body *requestBody
+	// inference: the request is a POST to an inference endpoint, whose
+	// 400, 404 and 500 may be model failures (explainmodels.go).
+	inference bool
 }
 
 // WriteHeader holds a 401 (and with holdLimits a 402, 403 or 429) and
@@ -56,7 +59,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	if hw.wroteHeader || hw.holding {
 		return
 	}
-	if status == http.StatusUnauthorized || hw.holdLimits && explainsStatus(status) {
+	if status == http.StatusUnauthorized || hw.holdLimits && holdsFailure(status, hw.inference) {
 		hw.holding, hw.heldStatus = true, status
 		hw.noteTrailers()
 		return
@@ -216,7 +219,7 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
 	hw.expiresAt, hw.clock, hw.body = time.Time{}, nil, nil
-	hw.holdLimits, hw.heldStatus = false, 0
+	hw.holdLimits, hw.heldStatus, hw.inference = false, 0, false
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}

@@ -68,9 +68,6 @@ const (
 // ModelPageURL is the model's page on openrouter.ai.
 func ModelPageURL(slug string) string { return URLModels[:len(URLModels)-len("models")] + slug }
 
-// PathModelsUser is GET /models/user: the models the bearer key may use.
-const PathModelsUser = pathModels + "/user"
-
 // Filter is what a no-endpoints failure says excluded every endpoint, as
 // availability.excluded_by spells it where it has a spelling; "" when the
 // body does not say.
