@@ -68,9 +68,9 @@ type catalogueFacts struct {
 type guardrailAnswer uint8
 
 const (
-	guardrailUnknown guardrailAnswer = iota // not asked, or no answer in time
-	guardrailAllows                         // the key may use the model
-	guardrailExcludes                       // listed publicly, not for this key
+	guardrailUnknown  guardrailAnswer = iota // not asked, or no answer in time
+	guardrailAllows                          // the key may use the model
+	guardrailExcludes                        // listed publicly, not for this key
 )
 
 // modelEvidence is what the gateway had at failure time.
@@ -245,6 +245,17 @@ const (
 	settingProviders = "allowed and ignored providers"
 	settingGuardrail = "guardrail"
 )
+
+// modelSentence is a model reason's message from its verdict's facts
+// (none: a verdict without facts states nothing it does not have).
+func modelSentence(sentence func(v verdict) string) func(v verdict) string {
+	return func(v verdict) string {
+		if v.model == nil {
+			v.model = &modelFacts{}
+		}
+		return sentence(v)
+	}
+}
 
 // The sentences of the model reasons.
 

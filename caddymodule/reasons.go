@@ -458,7 +458,7 @@ var reasonTable = []reasonEntry{
 	// and the key's GET /models/user (explainmodels.go).
 	{
 		code: reasonModelNotFound, status: http.StatusBadRequest, kind: openrouter.KindModelNotFound, retry: retryNo,
-		message:  unknownModelSentence,
+		message:  modelSentence(unknownModelSentence),
 		members:  []metaMember{metaModel, metaSuggestions, metaLastListed, metaExpirationDate},
 		headline: "Unknown model",
 		advice:   "Send a valid model ID (author/slug, as listed at " + openrouter.URLModels + "); the answer names the nearest ones.",
@@ -466,7 +466,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonNoEndpointsRequest, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
-		message:  requestFilterSentence,
+		message:  modelSentence(requestFilterSentence),
 		members:  []metaMember{metaModel, metaFilter, metaSource, metaSetting},
 		headline: "The request excludes every endpoint",
 		advice:   "Remove or relax the request member the answer names, or choose a model that supports it.",
@@ -474,7 +474,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonNoEndpointsAccount, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
-		message:  accountFilterSentence,
+		message:  modelSentence(accountFilterSentence),
 		members:  []metaMember{metaModel, metaFilter, metaSource, metaSetting, metaAvailableProviders},
 		headline: "The account's settings exclude every endpoint",
 		advice:   "Change the data policy, ZDR or provider setting the answer names at " + openrouter.URLPrivacy + ".",
@@ -482,7 +482,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonNoEndpointsGuardrail, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
-		message:  guardrailSentence,
+		message:  modelSentence(guardrailSentence),
 		members:  []metaMember{metaModel, metaSource, metaSetting},
 		headline: "The key's guardrail excludes the model",
 		advice:   "Allow the model in the key's guardrail at " + openrouter.URLGuardrails + ", or use a model it allows.",
@@ -490,7 +490,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonModelRetired, status: http.StatusNotFound, kind: openrouter.KindModelRetired, retry: retryNo,
-		message:  retiredSentence,
+		message:  modelSentence(retiredSentence),
 		members:  []metaMember{metaModel, metaSource, metaLastListed, metaExpirationDate, metaSuccessors},
 		headline: "Model retired",
 		advice:   "Use the successor the answer names, or another model from " + openrouter.URLModels + ".",
@@ -498,7 +498,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonFreeVariantEnded, status: http.StatusNotFound, kind: openrouter.KindFreeVariantEnded, retry: retryNo,
-		message:  freeEndedSentence,
+		message:  modelSentence(freeEndedSentence),
 		members:  []metaMember{metaModel, metaSource, metaPaidModel},
 		headline: "Free variant ended",
 		advice:   "Switch to the paid model the answer names, or another free model.",
@@ -506,7 +506,7 @@ var reasonTable = []reasonEntry{
 	},
 	{
 		code: reasonNoEndpointsUnknown, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
-		message:  unknownFilterSentence,
+		message:  modelSentence(unknownFilterSentence),
 		members:  []metaMember{metaModel, metaFilter, metaCandidates},
 		headline: "No endpoints, cause not known",
 		advice:   "Check the candidates the answer lists: the request's routing members, the account's privacy settings, the key's guardrail.",
