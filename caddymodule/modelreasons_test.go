@@ -56,7 +56,7 @@ func TestModelVerdict(t *testing.T) {
 			want: reasonNoEndpointsGuardrail, setting: settingGuardrail},
 		{name: "no longer listed", f: noEndpoints(""), ev: modelEvidence{asked: gone, req: &plain}, want: reasonModelRetired},
 		{name: "free variant gone, paid listed", f: &openrouter.ModelFailure{Kind: openrouter.KindNoEndpoints, Model: "a/b:free"},
-			ev: modelEvidence{asked: gone, paid: catalogueFacts{known: true, listed: true, prompt: "0.000001", completion: "0.000002"}, req: &plain},
+			ev:   modelEvidence{asked: gone, paid: catalogueFacts{known: true, listed: true, prompt: "0.000001", completion: "0.000002"}, req: &plain},
 			want: reasonFreeVariantEnded},
 
 		// Unknown: the evidence does not show which.
