@@ -132,4 +132,6 @@ func printUsage(out io.Writer, origin string, creds []credential, gatewayKey str
 	p(`# curl -s http://localhost:8080%s%s -H "Authorization: Bearer $EXPIRED_KEY" -H 'Content-Type: application/json' -d '{"model":"openai/gpt-4o","messages":[{"role":"user","content":"Hi"}]}'`,
 		openrouter.APIPrefix, openrouter.PathChatCompletions)
 	p(`# and $FREE_USED_KEY with "model":"%s"`, emulator.FreeModel)
+	p(`# A mistyped slug (400 "is not a valid model ID", answered with the nearest valid ids): $VALID_KEY with "model":"%s";`, emulator.ModelMistyped)
+	p(`# a tools request to a model without tool support (404 "No endpoints found that support tool use"): "model":"%s" with "tools":[{"type":"function","function":{"name":"f"}}]`, emulator.ModelNoTools)
 }
