@@ -86,7 +86,7 @@ func (h *Handler) modelEvidence(ctx context.Context, f *openrouter.ModelFailure,
 	if cat.await(ctx) {
 		ev.asked = catalogueFactsOf(cat, slug)
 		if listed := cat.listed(); len(listed) > 0 {
-			x := of(&modelSuggestions, listed, func(m *catalogueModel) string { return m.ID })
+			x := suggestIndexFor(&modelSuggestions, listed, func(m *catalogueModel) string { return m.ID })
 			ev.suggest = x.suggest
 		}
 		paid := f.PaidModel

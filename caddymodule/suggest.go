@@ -16,7 +16,6 @@ import (
 	"math/bits"
 	"strings"
 	"sync"
-	"unsafe"
 )
 
 // maxSuggestions is how many ids an answer offers.
@@ -291,18 +290,18 @@ func editDistanceWithin(a, b string, k int) int {
 // asked, rebuilt lazily when the listed slice changes (bounded memory).
 type suggestIndexes struct {
 	mu  sync.Mutex
-	src unsafe.Pointer // the listed slice's first element
+	src any // the listed slice's first element (a pointer)
 	n   int
 	x   *suggestIndex
 }
 
-// of is the index of listed, built once per version of it; ids reads a
-// listed model's id.
-func of[M any](s *suggestIndexes, listed []M, id func(*M) string) *suggestIndex {
+// suggestIndexFor is the index of listed, built once per version of it;
+// id reads a listed model's id.
+func suggestIndexFor[M any](s *suggestIndexes, listed []M, id func(*M) string) *suggestIndex {
 	if len(listed) == 0 {
 		return nil
 	}
-	src := unsafe.Pointer(&listed[0])
+	var src any = &listed[0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.x != nil && s.src == src && s.n == len(listed) {

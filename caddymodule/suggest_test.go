@@ -78,11 +78,11 @@ func TestSuggestIndexPerVersion(t *testing.T) {
 	var s suggestIndexes
 	id := func(s *string) string { return *s }
 	a := []string{"a/b"}
-	x1 := of(&s, a, id)
-	if of(&s, a, id) != x1 {
+	x1 := suggestIndexFor(&s, a, id)
+	if suggestIndexFor(&s, a, id) != x1 {
 		t.Error("rebuilt for the same version")
 	}
-	if of(&s, []string{"a/b"}, id) == x1 {
+	if suggestIndexFor(&s, []string{"a/b"}, id) == x1 {
 		t.Error("kept for another version")
 	}
 }
