@@ -222,7 +222,7 @@ func unknownEndpoints(v verdict, ev modelEvidence, named ...string) verdict {
 		c = appendNew(c, "the account's data policy, ZDR, allowed or ignored providers ("+openrouter.URLPrivacy+")")
 	}
 	if ev.guardrail != guardrailAllows {
-		c = appendNew(c, "the key's guardrail ("+openrouter.URLGuardrails+")")
+		c = appendNew(c, "the key's guardrail (managed with the key at "+openrouter.URLKeys+")")
 	}
 	c = appendNew(c, "no provider serving the model now")
 	v.model.candidates = c
@@ -307,7 +307,7 @@ func guardrailSentence(v verdict) string {
 	f := v.model
 	var b strings.Builder
 	b.WriteString("This key's guardrail does not allow " + quoted(f.model) +
-		": OpenRouter lists the model, but not among the models this key may use. Change the key's guardrail at " + openrouter.URLGuardrails + ", or use a model it allows.")
+		": OpenRouter lists the model, but not among the models this key may use. Change the guardrail of the key (managed with the key at " + openrouter.URLKeys + "), or use a model it allows.")
 	return withOriginal(&b, f)
 }
 

@@ -485,7 +485,7 @@ var reasonTable = []reasonEntry{
 		message:  modelSentence(guardrailSentence),
 		members:  []metaMember{metaModel, metaSource, metaSetting},
 		headline: "The key's guardrail excludes the model",
-		advice:   "Allow the model in the key's guardrail at " + openrouter.URLGuardrails + ", or use a model it allows.",
+		advice:   "Allow the model in the guardrail of the key (managed with the key at " + openrouter.URLKeys + "), or use a model it allows.",
 		edge:     edgeNever,
 	},
 	{

@@ -59,8 +59,6 @@ const (
 	URLProviderRouting = "https://openrouter.ai/docs/guides/routing/provider-selection"
 	// URLModels is the model list.
 	URLModels = "https://openrouter.ai/models"
-	// URLGuardrails is where a key's guardrail is set.
-	URLGuardrails = "https://openrouter.ai/settings/guardrails"
 	// urlErrorsDocs is availability.docs_url.
 	urlErrorsDocs = "https://openrouter.ai/docs/api-reference/errors-and-debugging"
 )
