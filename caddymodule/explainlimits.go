@@ -35,6 +35,9 @@ func (h *Handler) explainLimit(hw *heldWriter, r *http.Request, c credential, fp
 		return h.leave(hw, unexplainedClass(hw.heldStatus, class), "")
 	}
 	f := openrouter.Recognise(hw.heldStatus, body, hw.Header())
+	if openrouter.IsModelKind(f.Kind) {
+		return h.explainModel(hw, r, eb, body, c, fp)
+	}
 	switch f.Kind {
 	case openrouter.KindNotKey:
 		return h.leave(hw, classNotKeyPrefix+string(f.Class), "")

@@ -415,6 +415,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if hw.body != nil && h.retirement.watches(start) {
 		hw.retire, hw.fp, hw.cred = h.retirement, fp, c
 	}
+	hw.inference = r.Method == http.MethodPost && openrouter.IsInferencePath(r.URL.Path)
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)

@@ -719,7 +719,7 @@ func TestLimitEntriesInTheTable(t *testing.T) {
 	if e := entryOfKind(openrouter.KindProviderPool, &openrouter.Failure{BYOK: true}); e == nil || e.code != reasonProviderKeyRateLimit {
 		t.Errorf("a provider pool limit of the user's own key: %v", e)
 	}
-	for _, status := range []int{401, 200, 405, 501, -1, 1000} {
+	for _, status := range []int{401, 200, 405, 418, 501, -1, 1000} {
 		if explainsStatus(status) {
 			t.Errorf("status %d is held for explanation, but no reason of the table explains it", status)
 		}

@@ -9,7 +9,6 @@ package caddymodule
 // never invites a retry.
 
 import (
-	"strconv"
 	"strings"
 	"time"
 
@@ -177,15 +176,3 @@ func policyMemberName(m metaMember) (string, bool) {
 	return "", false
 }
 
-// jsonStrings is a JSON array of plain strings (openrouter.Policy's values
-// need no escapes, but are quoted properly all the same).
-func jsonStrings(ss []string) []byte {
-	out := []byte{'['}
-	for i, s := range ss {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		out = strconv.AppendQuote(out, s)
-	}
-	return append(out, ']')
-}

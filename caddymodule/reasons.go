@@ -43,6 +43,9 @@ package caddymodule
 // in accesstoken.go's claimsVerdict (its decide is decideByClaims).
 // A reason that explains statuses beside its own (a provider's error comes
 // with any) lists them in statuses: they are held too.
+// A model reason (400 unknown model, 404 no endpoints) is chosen by
+// modelreasons.go's modelVerdict, not by kind alone: it also takes its
+// case there, and a member of its own in modelMemberNames.
 
 import (
 	"net/http"
@@ -110,6 +113,17 @@ const (
 	reasonAdmissionControl        reason = "admission_control"
 )
 
+// Unknown model and no endpoints (issue 25, modelreasons.go).
+const (
+	reasonModelNotFound        reason = "model_not_found"
+	reasonNoEndpointsRequest   reason = "no_endpoints_request"
+	reasonNoEndpointsAccount   reason = "no_endpoints_account"
+	reasonNoEndpointsGuardrail reason = "no_endpoints_guardrail"
+	reasonModelRetired         reason = "model_retired"
+	reasonFreeVariantEnded     reason = "free_variant_ended"
+	reasonNoEndpointsUnknown   reason = "no_endpoints_unknown"
+)
+
 // verdict is what the gateway can truthfully say about a failed request:
 // a reason and the facts its sentence and members state.
 type verdict struct {
@@ -130,6 +144,9 @@ type verdict struct {
 	// claims are what a JWT says of itself (accesstoken.go); nil for
 	// other credentials.
 	claims *jwtClaims
+	// model is what an unknown-model or no-endpoints reason states
+	// (modelreasons.go).
+	model *modelFacts
 }
 
 func (v verdict) known() bool { return v.reason != reasonNone }
@@ -589,6 +606,65 @@ var reasonTable = []reasonEntry{
 		message:  limitSentence(admissionControlSentence),
 		headline: "Credits not verified in time",
 		advice:   "Retry after the Retry-After: the balance is not the cause.",
+		edge:     edgeNever,
+	},
+	// Unknown model and no endpoints (issue 25): chosen by
+	// modelVerdict from the failure, the request's body, the catalogue
+	// and the key's GET /models/user (explainmodels.go).
+	{
+		code: reasonModelNotFound, status: http.StatusBadRequest, kind: openrouter.KindModelNotFound, retry: retryNo,
+		message:  modelSentence(unknownModelSentence),
+		members:  []metaMember{metaModelID, metaSuggestions, metaLastListed, metaExpirationDate},
+		headline: "Unknown model",
+		advice:   "Send a valid model ID (author/slug, as listed at " + openrouter.URLModels + "); the answer names the nearest ones.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsRequest, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  modelSentence(requestFilterSentence),
+		members:  []metaMember{metaModelID, metaFilter, metaSource, metaSetting},
+		headline: "The request excludes every endpoint",
+		advice:   "Remove or relax the request member the answer names, or choose a model that supports it.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsAccount, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  modelSentence(accountFilterSentence),
+		members:  []metaMember{metaModelID, metaFilter, metaSource, metaSetting, metaAvailableProviders},
+		headline: "The account's settings exclude every endpoint",
+		advice:   "Change the data policy, ZDR or provider setting the answer names at " + openrouter.URLPrivacy + ".",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsGuardrail, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  modelSentence(modelGuardrailSentence),
+		members:  []metaMember{metaModelID, metaSource, metaSetting},
+		headline: "The key's guardrail excludes the model",
+		advice:   "Allow the model in the guardrail of the key (managed with the key at " + openrouter.URLKeys + "), or use a model it allows.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonModelRetired, status: http.StatusNotFound, kind: openrouter.KindModelRetired, retry: retryNo,
+		message:  modelSentence(retiredSentence),
+		members:  []metaMember{metaModelID, metaSource, metaLastListed, metaExpirationDate, metaSuccessors},
+		headline: "Model retired",
+		advice:   "Use the successor the answer names, or another model from " + openrouter.URLModels + ".",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonFreeVariantEnded, status: http.StatusNotFound, kind: openrouter.KindFreeVariantEnded, retry: retryNo,
+		message:  modelSentence(freeEndedSentence),
+		members:  []metaMember{metaModelID, metaSource, metaPaidModel},
+		headline: "Free variant ended",
+		advice:   "Switch to the paid model the answer names, or another free model.",
+		edge:     edgeNever,
+	},
+	{
+		code: reasonNoEndpointsUnknown, status: http.StatusNotFound, kind: openrouter.KindNoEndpoints, retry: retryNo,
+		message:  modelSentence(unknownFilterSentence),
+		members:  []metaMember{metaModelID, metaFilter, metaCandidates},
+		headline: "No endpoints, cause not known",
+		advice:   "Check the candidates the answer lists: the request's routing members, the account's privacy settings, the key's guardrail.",
 		edge:     edgeNever,
 	},
 }

@@ -234,6 +234,34 @@ func TestReasonTable(t *testing.T) {
 	reach[reasonTokenInAPIKey] = input{missing, inAPIKey, verdict{claims: claimsOf(t, inAPIKey)}}
 	unscoped := emu.NewAccessToken(emulator.AccessTokenOptions{Scope: "keys:read"})
 	reach[reasonTokenScope] = input{toEmulator(emu), unscoped, verdict{claims: claimsOf(t, unscoped)}}
+	// The model reasons (issue 25), through the emulator's catalogue.
+	guarded := emu.NewKey(emulator.KeyOptions{})
+	emu.SetGuardrail(guarded, "openai/gpt-4o-mini")
+	plainKey := emu.NewKey(emulator.KeyOptions{})
+	for r, c := range map[reason]struct {
+		fb    openrouter.FailureBody
+		token string
+		facts modelFacts
+	}{
+		reasonModelNotFound: {openrouter.UnknownModel("openai/gpt-4o-2024-08-06", false), plainKey,
+			modelFacts{model: "openai/gpt-4o-2024-08-06", suggestions: []string{"openai/gpt-4o"}}},
+		reasonNoEndpointsRequest: {openrouter.NoEndpointsFiltered(openrouter.FilterTools, "", nil, nil), plainKey,
+			modelFacts{filter: openrouter.FilterTools, source: sourceRequest, setting: memberTools}},
+		reasonNoEndpointsAccount: {openrouter.NoEndpointsFiltered(openrouter.FilterAllowedProviders, "", []string{"OpenAI"}, nil), plainKey,
+			modelFacts{filter: openrouter.FilterAllowedProviders, source: sourceAccount, setting: settingProviders, available: []string{"OpenAI"}}},
+		reasonNoEndpointsGuardrail: {openrouter.NoEndpointsFor("openai/gpt-4o"), guarded,
+			modelFacts{model: "openai/gpt-4o", source: sourceGuardrail, setting: settingGuardrail}},
+		reasonModelRetired: {openrouter.StealthRevealed("Healer Alpha", "March 18th", "xiaomi/mimo-v2-omni"), plainKey,
+			modelFacts{source: sourceModel, successors: []string{"xiaomi/mimo-v2-omni"}}},
+		reasonFreeVariantEnded: {openrouter.FreePeriodEnded("Free Ended", emulator.ModelFreeEndedPaid), plainKey,
+			modelFacts{source: sourceModel, paid: emulator.ModelFreeEndedPaid, promptPrice: "0.0000025", completionPrice: "0.00001"}},
+		reasonNoEndpointsUnknown: {openrouter.NoEndpointsFor("openai/gpt-4o-mini"), plainKey,
+			modelFacts{model: "openai/gpt-4o-mini", candidates: []string{
+				"the account's data policy, ZDR, allowed or ignored providers (" + openrouter.URLPrivacy + ")", "no provider serving the model now"}}},
+	} {
+		c.facts.original = c.fb.Message
+		reach[r] = input{failureAnswer(c.fb, openrouter.EnvelopeOpenAI, nil), c.token, verdict{model: &c.facts}}
+	}
 	readme, err := os.ReadFile("../README.md")
 	if err != nil {
 		t.Fatal(err)

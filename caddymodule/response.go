@@ -57,6 +57,9 @@ type heldWriter struct {
 	retire *modelRetirement
 	fp     fingerprint
 	cred   credential
+	// inference: the request is a POST to an inference endpoint, whose
+	// 400, 404 and 500 may be model failures (explainmodels.go).
+	inference bool
 }
 
 // WriteHeader holds a 401 (and with holdLimits what explainsStatus names) and
@@ -66,7 +69,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 	if hw.wroteHeader || hw.holding {
 		return
 	}
-	if status == http.StatusUnauthorized || hw.holdLimits && explainsStatus(status) || status == http.StatusOK && hw.inband.begin(hw.Header()) {
+	if status == http.StatusUnauthorized || hw.holdLimits && holdsFailure(status, hw.inference) || status == http.StatusOK && hw.inband.begin(hw.Header()) {
 		hw.holding, hw.heldStatus = true, status
 		hw.noteTrailers()
 		return
@@ -240,7 +243,7 @@ func (hw *heldWriter) reset(w http.ResponseWriter) {
 	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
 	hw.expiresAt, hw.clock, hw.body = time.Time{}, nil, nil
 	hw.retire, hw.fp, hw.cred = nil, fingerprint{}, credential{}
-	hw.holdLimits, hw.heldStatus = false, 0
+	hw.holdLimits, hw.heldStatus, hw.inference = false, 0, false
 	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
 	hw.inband.reset()
 	if hw.buf.Cap() > 4<<10 {

@@ -95,6 +95,9 @@ func (m metaMember) name() string {
 	if n, ok := policyMemberName(m); ok {
 		return n
 	}
+	if n := modelMemberName(m); n != "" {
+		return n
+	}
 	return limitMemberNames[m-metaScope]
 }
 
@@ -113,6 +116,9 @@ func (m metaMember) append(members []errbody.Member, v verdict) []errbody.Member
 			return append(members, errbody.Text(m.name(), "label"))
 		}
 	default:
+		if v.model != nil && modelMemberName(m) != "" {
+			return v.model.appendMember(members, m)
+		}
 		if v.limit != nil {
 			return v.limit.appendMember(members, m)
 		}

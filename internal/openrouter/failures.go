@@ -72,7 +72,7 @@ const (
 )
 
 // Kinds is the number of kinds, for tables indexed by Kind.
-const Kinds = int(kindsEnd)
+const Kinds = int(modelKindsEnd)
 
 var kindNames = [Kinds]string{
 	KindUnrecognised:        "unrecognised",
@@ -299,7 +299,7 @@ func readWire(body []byte) (wire, bool) {
 	w.headers, _ = md["headers"].(map[string]any)
 	w.availability, _ = md["availability"].(map[string]any)
 	w.metadata = md
-	if w.availability == nil { // documented in "error" too (2026-08-19)
+	if w.availability == nil { // documented in "error" too (2026-08-19); some docs put it beside the message
 		w.availability, _ = obj["availability"].(map[string]any)
 	}
 	return w, true
@@ -390,6 +390,9 @@ func (w *wire) kind(status int) (Kind, Class) {
 			m == "provider returned error" && w.provider != "":
 			return KindProviderPool, ""
 		}
+	}
+	if k := w.modelKind(status); k != KindUnrecognised {
+		return k, ""
 	}
 	if c := w.class(); c != "" {
 		return KindNotKey, c

@@ -135,8 +135,11 @@ func TestRecognise(t *testing.T) {
 			Failure{Kind: KindRegion, Policy: &Policy{}}},
 		{"context length", 400, `{"error":{"message":"This endpoint's maximum context length is 128000 tokens. However, you requested about 200000 tokens.","code":400}}`, nil,
 			Failure{Kind: KindNotKey, Class: ClassContextLength}},
-		{"data policy", 404, `{"error":{"message":"No endpoints found matching your data policy (Free model training). Configure: https://openrouter.ai/settings/privacy","code":404}}`, nil,
+		{"data policy 403", 403, `{"error":{"message":"No endpoints found matching your data policy (Free model training). Configure: https://openrouter.ai/settings/privacy","code":403}}`, nil,
 			Failure{Kind: KindNotKey, Class: ClassRouting}},
+		// A 404's no endpoints is a model failure (models.go).
+		{"data policy 404", 404, `{"error":{"message":"No endpoints found matching your data policy (Free model training). Configure: https://openrouter.ai/settings/privacy","code":404}}`, nil,
+			Failure{Kind: KindNoEndpoints}},
 		{"guardrail budget", 403, `{"error":{"message":"Guardrail budget exceeded.","code":403,"metadata":{"limit_source":"openrouter_guardrail_budget"}}}`, nil,
 			Failure{Kind: KindGuardrail, LimitSource: LimitSourceGuardrailBudget, Policy: &Policy{Rule: GuardrailBudget}}},
 

@@ -249,11 +249,12 @@ func (s *Server) workspaceBudgets(w http.ResponseWriter, r *http.Request, id str
 
 // inferenceRequest is what limits read of an inference request's body.
 type inferenceRequest struct {
-	Model               string `json:"model"`
-	Stream              bool   `json:"stream"`
-	MaxTokens           *int64 `json:"max_tokens"`
-	MaxCompletionTokens *int64 `json:"max_completion_tokens"`
-	MaxOutputTokens     *int64 `json:"max_output_tokens"` // /responses
+	Model               string          `json:"model"`
+	Stream              bool            `json:"stream"`
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	MaxOutputTokens     *int64          `json:"max_output_tokens"` // /responses
+	Tools               json.RawMessage `json:"tools"`             // models.go
 }
 
 // readInference decodes an inference request's body.
@@ -278,6 +279,10 @@ func (req *inferenceRequest) outputTokens() int64 {
 // answers the failure if one applies; it reports whether the request may
 // go on.
 func (s *Server) admit(w http.ResponseWriter, r *http.Request, k *Key, req *inferenceRequest) bool {
+	if fail, ok := modelFailure(req.Model, req.Tools); ok {
+		s.writeFailure(w, r, fail)
+		return false
+	}
 	if fail, ok := s.limitFailure(k, req); ok {
 		s.writeFailure(w, r, fail)
 		return false

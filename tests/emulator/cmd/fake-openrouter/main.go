@@ -137,4 +137,6 @@ func printUsage(out io.Writer, origin string, creds []credential, gatewayKey str
 	p(`# and $FREE_USED_KEY with "model":"%s"`, emulator.FreeModel)
 	p(`# A model that retires in %d days: $VALID_KEY with "model":"%s" and curl -i shows %s`,
 		emulator.RetiringSoonDays, emulator.ModelRetiringSoon, "X-OpenRouter-Model-Expires-At")
+	p(`# A mistyped slug (400 "is not a valid model ID", answered with the nearest valid ids): $VALID_KEY with "model":"%s";`, emulator.ModelMistyped)
+	p(`# a tools request to a model without tool support (404 "No endpoints found that support tool use"): "model":"%s" with "tools":[{"type":"function","function":{"name":"f"}}]`, emulator.ModelNoTools)
 }
