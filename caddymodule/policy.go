@@ -175,4 +175,3 @@ func policyMemberName(m metaMember) (string, bool) {
 	}
 	return "", false
 }
-
