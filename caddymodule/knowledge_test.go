@@ -202,6 +202,10 @@ func TestRefusalWithinBackoffUsesTheListing(t *testing.T) {
 	if _, err := refreshListing(context.Background(), h.acct); err != nil {
 		t.Fatal(err)
 	}
+	// The listing found the management key's own record: the scheme
+	// proof starts a probe of reach in the background, whose requests are
+	// not the refusal's.
+	waitProbe(h.acct)
 	before := lookupCount(emu)
 	if got := reasonOf(t, serve(t, &h, refused, "POST", "/api/v1/chat/completions", deleted)); got != "key_not_found" {
 		t.Errorf("reason %q", got)

@@ -143,7 +143,10 @@ func TestForeignTokenAnsweredAtTheEdge(t *testing.T) {
 	e := start(t, options{module: "edge_answers malformed"})
 	foreign := emulator.NewForeignJWT("https://accounts.google.com", time.Now().Add(time.Hour))
 	remember(foreign)
-	before := e.emu.Count("")
+	// Requests for this token: the catalogue's own read of /models, in
+	// the background since the config loaded, is none of them.
+	reached := func() int { return e.emu.Count("") - e.emu.Count("/models") }
+	before := reached()
 	_, err := chat(gatewayBase, foreign)
 	if ke := asKeyError(t, err); ke.reason != "not_openrouter_token" || !ke.edge {
 		t.Errorf("chat: %+v", ke)
@@ -155,11 +158,14 @@ func TestForeignTokenAnsweredAtTheEdge(t *testing.T) {
 			t.Errorf("%s: %v %s", path, resp.Header, b)
 		}
 	}
-	if n := e.emu.Count("") - before; n != 0 {
+	if n := reached() - before; n != 0 {
 		t.Errorf("%d requests reached OpenRouter", n)
 	}
 	// The public model list is OpenRouter's to answer, whatever the bearer.
-	if resp, b := raw(t, "GET", gatewayBase+"/models", foreign, ""); resp.Header.Get("X-OpenRouter-Keys-Answer") == "edge" || e.emu.Count("/models") != 1 {
-		t.Errorf("GET /models answered at the edge: %d %s", resp.StatusCode, b)
+	// (The gateway's catalogue reads /models too, in the background: the
+	// count may grow by more than this request.)
+	models := e.emu.Count("/models")
+	if resp, b := raw(t, "GET", gatewayBase+"/models", foreign, ""); resp.Header.Get("X-OpenRouter-Keys-Answer") == "edge" || resp.StatusCode != 200 || e.emu.Count("/models") == models {
+		t.Errorf("GET /models answered at the edge: %d %.200s", resp.StatusCode, b)
 	}
 }
