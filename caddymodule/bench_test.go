@@ -236,6 +236,9 @@ func BenchmarkFailingSpray(b *testing.B) {
 	var h Handler
 	emu, done := benchHandler(b, &h)
 	defer done()
+	// The catalogue reads /models in the background from the start; the
+	// emulator's delay is set once that read is over, not while it runs.
+	h.catalogue.await(context.Background())
 	emu.Delay = 20 * time.Millisecond // a metadata lookup takes time
 	keys := make([]string, 3000)
 	for i := range keys {
