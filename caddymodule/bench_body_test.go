@@ -53,7 +53,9 @@ func runCPU(b *testing.B, h *Handler, next caddyhttp.Handler, req func() *http.R
 // knows. "catalogue" waits for the model list first: it lists retiring
 // models, so the kept start of each body is parsed for its model;
 // "none_within_window" lists none within its window (1d), and
-// "retirement_off" has the warning off: both only keep the body's start.
+// "retirement_off" has the warning off: both only keep the body's start;
+// "retirement_and_limits_off" has explain_limits off too: nothing reads
+// the body, which is not kept.
 func BenchmarkPassThroughWithBody(b *testing.B) {
 	body := []byte(`{"messages":[{"role":"system","content":"` + strings.Repeat("You are a helpful assistant. ", 40) +
 		`"},{"role":"user","content":"Say hello."}],"model":"` + emulator.ModelIDs[0] + `","temperature":0.7,"stream":false}`)
@@ -67,11 +69,12 @@ func BenchmarkPassThroughWithBody(b *testing.B) {
 		return err
 	})
 	for _, c := range []struct {
-		name, warn    string
-		waitCatalogue bool
-	}{{"start", "", false}, {"catalogue", "", true}, {"none_within_window", "1d", true}, {"retirement_off", "off", true}} {
+		name, warn, limits string
+		waitCatalogue      bool
+	}{{"start", "", "", false}, {"catalogue", "", "", true}, {"none_within_window", "1d", "", true},
+		{"retirement_off", "off", "", true}, {"retirement_and_limits_off", "off", ExplainLimitsOff, true}} {
 		b.Run(c.name, func(b *testing.B) {
-			h := Handler{WarnModelRetirement: c.warn}
+			h := Handler{WarnModelRetirement: c.warn, ExplainLimits: c.limits}
 			emu, done := benchHandler(b, &h)
 			defer done()
 			if c.waitCatalogue {

@@ -291,6 +291,22 @@ func (c *catalogue) lookup(id string) (catalogueModel, bool) {
 	return s.models[i], true
 }
 
+// lookupBytes is lookup for an id held as bytes, without copying it.
+func (c *catalogue) lookupBytes(id []byte) (catalogueModel, bool) {
+	if c == nil {
+		return catalogueModel{}, false
+	}
+	s := c.snap.Load()
+	if s == nil {
+		return catalogueModel{}, false
+	}
+	i, ok := s.index[string(id)]
+	if !ok {
+		return catalogueModel{}, false
+	}
+	return s.models[i], true
+}
+
 // listed is the models of the latest read (do not modify).
 func (c *catalogue) listed() []catalogueModel {
 	if c == nil {

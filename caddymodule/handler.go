@@ -411,11 +411,18 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	hw.reset(w)
 	hw.holdLimits = h.explainLimits
 	hw.inband.arm(r, h)
-	hw.body = peekRequestBody(r)
-	if hw.body != nil && h.retirement.watches(start) {
-		hw.retire, hw.fp, hw.cred = h.retirement, fp, c
-	}
 	hw.inference = r.Method == http.MethodPost && openrouter.IsInferencePath(r.URL.Path)
+	if hw.inference {
+		// The body's start is kept only for what reads it: a model
+		// failure's analysis (explain_limits) and the retirement warning.
+		retiring := h.retirement.watches(start)
+		if h.explainLimits || retiring {
+			hw.body = peekRequestBody(r)
+		}
+		if hw.body != nil && retiring {
+			hw.retire, hw.fp, hw.cred = h.retirement, fp, c
+		}
+	}
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
 		h.knowledge.warnExpiring(c, fp, st, start)

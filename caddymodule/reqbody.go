@@ -103,6 +103,29 @@ func (rb *requestBody) model() string {
 	return rb.name
 }
 
+// modelBytes is model() without a copy where it can be: the body's
+// top-level "model" member's bytes (nil where model() would be ""), valid
+// until release, and plain true; plain is false when only model() can
+// tell (the member is escaped, or model() has read it already).
+func (rb *requestBody) modelBytes() (raw []byte, plain bool) {
+	if rb == nil {
+		return nil, true
+	}
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	if rb.parsed || rb.buf == nil {
+		return nil, false
+	}
+	raw, escaped, ok := topLevelRaw(*rb.buf, "model")
+	switch {
+	case !ok:
+		return nil, true // model() would say "" too
+	case escaped:
+		return nil, false
+	}
+	return raw[1 : len(raw)-1], true
+}
+
 // release gives the buffer back; the body reads on without keeping.
 func (rb *requestBody) release() {
 	if rb == nil {
@@ -124,54 +147,64 @@ func (rb *requestBody) release() {
 // (which may be cut short) without decoding the rest: false when b is no
 // object, the member is absent, not a string, or cut.
 func topLevelString(b []byte, name string) (string, bool) {
+	raw, escaped, ok := topLevelRaw(b, name)
+	if !ok {
+		return "", false
+	}
+	if !escaped {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// topLevelRaw is topLevelString's member as it is in b, quotes included,
+// and whether it holds an escape.
+func topLevelRaw(b []byte, name string) (raw []byte, escaped, ok bool) {
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return "", false
+		return nil, false, false
 	}
 	i++
 	for {
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != '"' {
-			return "", false
+			return nil, false, false
 		}
 		keyStart := i
 		i = skipString(b, i)
 		if i < 0 {
-			return "", false
+			return nil, false, false
 		}
 		key := b[keyStart:i]
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != ':' {
-			return "", false
+			return nil, false, false
 		}
 		i = skipSpace(b, i+1)
 		if i >= len(b) {
-			return "", false
+			return nil, false, false
 		}
 		if len(key) == len(name)+2 && string(key[1:len(key)-1]) == name {
 			if b[i] != '"' {
-				return "", false
+				return nil, false, false
 			}
 			end := skipString(b, i)
 			if end < 0 {
-				return "", false
+				return nil, false, false
 			}
 			raw := b[i:end]
-			if !bytes.ContainsRune(raw, '\\') {
-				return string(raw[1 : len(raw)-1]), true
-			}
-			var s string
-			if json.Unmarshal(raw, &s) != nil {
-				return "", false
-			}
-			return s, true
+			return raw, bytes.IndexByte(raw, '\\') >= 0, true
 		}
 		if i = skipValue(b, i); i < 0 {
-			return "", false
+			return nil, false, false
 		}
 		i = skipSpace(b, i)
 		if i >= len(b) || b[i] != ',' {
-			return "", false
+			return nil, false, false
 		}
 		i++
 	}

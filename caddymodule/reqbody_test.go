@@ -74,3 +74,32 @@ func TestRequestBodyPeek(t *testing.T) {
 		t.Error("a request without a body peeked")
 	}
 }
+
+// modelBytes, which the retirement warning reads without a copy, names
+// the model model() names, or defers to it.
+func TestRequestBodyModelBytes(t *testing.T) {
+	for _, body := range []string{
+		`{"model":"openai/gpt-4o","messages":[]}`,
+		`{"messages":[{"role":"user","content":"say \"model\": x"}],"model":"a/b:free"}`,
+		`{"model":"a\/b\u0021"}`,
+		`{"model":""}`,
+		`{"model":42}`,
+		`{"messages":[{"model":"inner"}]}`,
+		`{"model":"cut`,
+		`not json`,
+	} {
+		r := httptest.NewRequest("POST", "/api/v1/chat/completions", strings.NewReader(body))
+		rb := peekRequestBody(r)
+		if _, err := io.ReadAll(r.Body); err != nil {
+			t.Fatal(err)
+		}
+		raw, plain := rb.modelBytes()
+		if want := rb.model(); plain && string(raw) != want {
+			t.Errorf("%s: modelBytes %q, model %q", body, raw, want)
+		}
+		if !plain && !strings.Contains(body, `\`) {
+			t.Errorf("%s: modelBytes defers to model on a plain body", body)
+		}
+		rb.release()
+	}
+}

@@ -11,6 +11,7 @@ package caddymodule
 // of the upstream.
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
 	"slices"
@@ -133,6 +134,26 @@ func (m *modelRetirement) retiring(model string, now time.Time) (catalogueModel,
 			cm, ok = m.catalogue.lookup(base)
 		}
 	}
+	return m.within(cm, ok, now)
+}
+
+// retiringBytes is retiring for a name read from a request's body,
+// looked up without copying it into a string.
+func (m *modelRetirement) retiringBytes(model []byte, now time.Time) (catalogueModel, bool) {
+	if len(model) == 0 {
+		return catalogueModel{}, false
+	}
+	cm, ok := m.catalogue.lookupBytes(model)
+	if !ok {
+		if i := bytes.IndexByte(model, ':'); i >= 0 {
+			cm, ok = m.catalogue.lookupBytes(model[:i])
+		}
+	}
+	return m.within(cm, ok, now)
+}
+
+// within is cm when it was found (ok) and retires within the window.
+func (m *modelRetirement) within(cm catalogueModel, ok bool, now time.Time) (catalogueModel, bool) {
 	if !ok || cm.Expiration.IsZero() || cm.Expiration.Sub(now) > m.window {
 		return catalogueModel{}, false
 	}
@@ -143,7 +164,15 @@ func (m *modelRetirement) retiring(model string, now time.Time) (catalogueModel,
 // retiring model, and counts, logs and records its use.
 func (m *modelRetirement) announce(h http.Header, rb *requestBody, fp fingerprint, c credential) {
 	now := m.clock.now()
-	cm, ok := m.retiring(rb.model(), now)
+	var (
+		cm catalogueModel
+		ok bool
+	)
+	if raw, plain := rb.modelBytes(); plain {
+		cm, ok = m.retiringBytes(raw, now)
+	} else {
+		cm, ok = m.retiring(rb.model(), now)
+	}
 	if !ok {
 		return
 	}
