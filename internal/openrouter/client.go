@@ -377,10 +377,15 @@ func (c *Client) Credits(ctx context.Context, bearer string) (*Credits, Result) 
 
 // ModelIDs reads the ids of the model catalogue, which needs no key.
 func (c *Client) ModelIDs(ctx context.Context) ([]string, Result) {
+	return c.modelIDs(ctx, pathModels, "")
+}
+
+// modelIDs reads the ids of a model list at path, asked with bearer.
+func (c *Client) modelIDs(ctx context.Context, path, bearer string) ([]string, Result) {
 	var models []struct {
 		ID string `json:"id"`
 	}
-	res := c.get(ctx, EndpointModels, pathModels, "", maxModelsResponse, &models)
+	res := c.get(ctx, EndpointModels, path, bearer, maxModelsResponse, &models)
 	if res.Err != nil {
 		return nil, res
 	}

@@ -456,16 +456,5 @@ func nonNil(s []string) []string {
 // ModelsForKey reads GET /models/user with key: the ids of the models the
 // key may use under its guardrail and the account's policy.
 func (c *Client) ModelsForKey(ctx context.Context, key string) ([]string, Result) {
-	var models []struct {
-		ID string `json:"id"`
-	}
-	res := c.get(ctx, EndpointModels, PathModelsUser, key, maxModelsResponse, &models)
-	if res.Err != nil {
-		return nil, res
-	}
-	ids := make([]string, len(models))
-	for i, m := range models {
-		ids[i] = m.ID
-	}
-	return ids, res
+	return c.modelIDs(ctx, PathModelsUser, key)
 }

@@ -10,7 +10,6 @@ package emulator
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -97,18 +96,7 @@ func in200Choice(member, content, finish, native string) map[string]any {
 // streamIn200 streams keep-alive comments and two words of the reply
 // (none for an empty success), then fail, then [DONE], each flushed.
 func (s *Server) streamIn200(w http.ResponseWriter, r *http.Request, id, model string, fail map[string]any) {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Generation-Id", id)
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	send := func(s string) bool {
-		if _, err := io.WriteString(w, s); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	send := openStream(w, id)
 	data := func(v any) string {
 		b, _ := json.Marshal(v)
 		return "data: " + string(b) + "\n\n"

@@ -104,18 +104,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 	}
 	s.streams.Add(1)
 	defer s.streams.Add(-1)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Generation-Id", id)
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	send := func(s string) bool {
-		if _, err := io.WriteString(w, s); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
+	send := openStream(w, id)
 	chunk := func(delta map[string]any, finish any, extra map[string]any) string {
 		c := map[string]any{"id": id, "provider": "Emulator", "model": req.Model, "object": "chat.completion.chunk", "created": created,
 			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish, "native_finish_reason": finish, "logprobs": nil}}}
@@ -156,4 +145,22 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 	}
 	send(chunk(map[string]any{}, "stop", map[string]any{"usage": map[string]any{"prompt_tokens": 10, "completion_tokens": len(words), "total_tokens": 10 + len(words)}}))
 	send("data: [DONE]\n\n")
+}
+
+// openStream answers 200 with a stream's headers (the generation id among
+// them) and returns send, which writes and flushes one piece of it and
+// reports whether the client is still there.
+func openStream(w http.ResponseWriter, id string) (send func(string) bool) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Generation-Id", id)
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	return func(s string) bool {
+		if _, err := io.WriteString(w, s); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 }
