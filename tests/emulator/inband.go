@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
@@ -101,14 +100,7 @@ func (s *Server) streamIn200(w http.ResponseWriter, r *http.Request, id, model s
 		b, _ := json.Marshal(v)
 		return "data: " + string(b) + "\n\n"
 	}
-	gap := func() bool {
-		select {
-		case <-r.Context().Done():
-			return false
-		case <-time.After(s.EventGap):
-			return true
-		}
-	}
+	gap := func() bool { return s.eventGap(r) }
 	if !send(": OPENROUTER PROCESSING\n\n") || !gap() {
 		return
 	}

@@ -114,14 +114,7 @@ func (s *Server) chat(w http.ResponseWriter, r *http.Request, k *Key) {
 		b, _ := json.Marshal(c)
 		return "data: " + string(b) + "\n\n"
 	}
-	gap := func() bool {
-		select {
-		case <-r.Context().Done():
-			return false
-		case <-time.After(s.EventGap):
-			return true
-		}
-	}
+	gap := func() bool { return s.eventGap(r) }
 	if !send(": OPENROUTER PROCESSING\n\n") || !gap() || !send(": OPENROUTER PROCESSING\n\n") || !gap() {
 		return
 	}
@@ -162,5 +155,16 @@ func openStream(w http.ResponseWriter, id string) (send func(string) bool) {
 			return false
 		}
 		return rc.Flush() == nil
+	}
+}
+
+// eventGap waits EventGap between two events of a stream, and reports
+// whether the client is still there.
+func (s *Server) eventGap(r *http.Request) bool {
+	select {
+	case <-r.Context().Done():
+		return false
+	case <-time.After(s.EventGap):
+		return true
 	}
 }
