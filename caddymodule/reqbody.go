@@ -33,6 +33,14 @@ type requestBody struct {
 	mu  sync.Mutex
 	buf *[]byte // nil once released
 	cut bool    // the body went past maxRequestPeek
+	// left is how much of a body of known length is still to come (-1:
+	// unknown); ended: it all came. Once it has, Read says io.EOF itself
+	// instead of asking src: a transport reads once more for the end after
+	// the last byte, maybe after the response began, and Caddy's access
+	// log reads src's byte count without a lock when the request ends (a
+	// data race in Caddy 2.11 if that read is still under way).
+	left  int64
+	ended bool
 	// parsed and name cache model().
 	parsed bool
 	name   string
@@ -44,27 +52,35 @@ func peekRequestBody(r *http.Request) *requestBody {
 	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody || !openrouter.IsInferencePath(r.URL.Path) {
 		return nil
 	}
-	rb := &requestBody{src: r.Body, buf: peekBuffers.Get().(*[]byte)}
+	rb := &requestBody{src: r.Body, buf: peekBuffers.Get().(*[]byte), left: r.ContentLength}
 	r.Body = rb
 	return rb
 }
 
 // Read reads from the body, keeping what fits.
 func (rb *requestBody) Read(p []byte) (int, error) {
-	n, err := rb.src.Read(p)
-	if n > 0 {
-		rb.mu.Lock()
-		if rb.buf != nil && !rb.cut {
-			b := *rb.buf
-			if room := maxRequestPeek - len(b); n > room {
-				b, rb.cut = append(b, p[:room]...), true
-			} else {
-				b = append(b, p[:n]...)
-			}
-			*rb.buf = b
-		}
-		rb.mu.Unlock()
+	rb.mu.Lock()
+	ended := rb.ended
+	rb.mu.Unlock()
+	if ended {
+		return 0, io.EOF
 	}
+	n, err := rb.src.Read(p)
+	rb.mu.Lock()
+	if n > 0 && rb.buf != nil && !rb.cut {
+		b := *rb.buf
+		if room := maxRequestPeek - len(b); n > room {
+			b, rb.cut = append(b, p[:room]...), true
+		} else {
+			b = append(b, p[:n]...)
+		}
+		*rb.buf = b
+	}
+	if rb.left >= 0 {
+		rb.left -= int64(n)
+	}
+	rb.ended = err == io.EOF || rb.left == 0
+	rb.mu.Unlock()
 	return n, err
 }
 

@@ -103,3 +103,41 @@ func TestRequestBodyModelBytes(t *testing.T) {
 		rb.release()
 	}
 }
+
+// countingBody counts the reads it is asked for.
+type countingBody struct {
+	io.Reader
+	reads int
+}
+
+func (c *countingBody) Read(p []byte) (int, error) { c.reads++; return c.Reader.Read(p) }
+func (c *countingBody) Close() error               { return nil }
+
+// Once a body of known length has all come, the end is said without
+// asking the body again: the transport's last read for the end may come
+// after the response began, and Caddy's access log reads the body's byte
+// count unlocked when the request ends.
+func TestRequestBodyEndsAtItsLength(t *testing.T) {
+	const body = `{"model":"openai/gpt-4o","messages":[]}`
+	for _, length := range []int64{int64(len(body)), -1} {
+		src := &countingBody{Reader: strings.NewReader(body)}
+		r := httptest.NewRequest("POST", "/api/v1/chat/completions", nil)
+		r.Body, r.ContentLength = src, length
+		rb := peekRequestBody(r)
+		got, err := io.ReadAll(io.LimitReader(r.Body, int64(len(body))))
+		if err != nil || string(got) != body {
+			t.Fatalf("length %d: read %q, %v", length, got, err)
+		}
+		reads := src.reads
+		if n, err := r.Body.Read(make([]byte, 8)); n != 0 || err != io.EOF {
+			t.Errorf("length %d: after the body, %d, %v", length, n, err)
+		}
+		asked := src.reads - reads
+		if length >= 0 && asked != 0 || length < 0 && asked != 1 {
+			t.Errorf("length %d: the body was asked %d more times for its end", length, asked)
+		}
+		if string(rb.bytes()) != body || rb.model() != "openai/gpt-4o" {
+			t.Errorf("length %d: kept %q, model %q", length, rb.bytes(), rb.model())
+		}
+	}
+}
