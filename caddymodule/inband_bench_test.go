@@ -60,18 +60,6 @@ func streamEvents(contentType string, n int, cut bool) caddyhttp.Handler {
 	})
 }
 
-func benchGateway(b *testing.B, h *Handler, next caddyhttp.Handler, req *http.Request) {
-	w := &discardWriter{h: make(http.Header)}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		w.reset()
-		if err := h.ServeHTTP(w, req, next); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
 func BenchmarkInbandWatch(b *testing.B) {
 	const skipped = "application/octet-stream" // a content type the watch skips
 	for _, c := range []struct {
