@@ -296,18 +296,10 @@ func TestEnvelopes(t *testing.T) {
 		past := time.Now().Add(-time.Hour)
 		key := e.emu.NewKey(emulator.KeyOptions{ExpiresAt: &past})
 		resp, b := raw(t, "POST", gatewayBase+"/messages", key, `{}`, "Accept-Encoding", "br")
-		var anth struct {
-			Type  string `json:"type"`
-			Error struct {
-				Type     string `json:"type"`
-				Message  string `json:"message"`
-				Metadata struct {
-					Reason string `json:"reason"`
-				} `json:"metadata"`
-			} `json:"error"`
-		}
-		if err := json.Unmarshal(b, &anth); err != nil || anth.Type != "error" || anth.Error.Type != "authentication_error" || anth.Error.Metadata.Reason != "key_expired" || resp.Header.Get("Content-Encoding") != "" {
-			t.Errorf("/messages: %s %v (%v)", b, resp.Header, err)
+		// envelopeOf calls it /messages' only with type "error" and
+		// error.type "authentication_error".
+		if _, reason, env := envelopeOf(t, b); env != openrouter.EnvelopeMessages || reason != "key_expired" || resp.Header.Get("Content-Encoding") != "" {
+			t.Errorf("/messages: %s %v", b, resp.Header)
 		}
 	})
 	// /responses: OpenRouter's docs show one envelope, its OpenAPI spec and
