@@ -84,6 +84,10 @@ type catalogueSnapshot struct {
 	// looking up when that date is within the window.
 	retiring bool
 	soonest  time.Time
+	// expiring are the indices in models of those with an expiration
+	// date, listed or not: the only ones a request's model can retire
+	// as, compared without hashing (retirement.go).
+	expiring []int32
 }
 
 // catalogue is OpenRouter's model list as this upstream last read it.
@@ -291,20 +295,12 @@ func (c *catalogue) lookup(id string) (catalogueModel, bool) {
 	return s.models[i], true
 }
 
-// lookupBytes is lookup for an id held as bytes, without copying it.
-func (c *catalogue) lookupBytes(id []byte) (catalogueModel, bool) {
+// snapshot is the latest read, or nil (do not modify).
+func (c *catalogue) snapshot() *catalogueSnapshot {
 	if c == nil {
-		return catalogueModel{}, false
+		return nil
 	}
-	s := c.snap.Load()
-	if s == nil {
-		return catalogueModel{}, false
-	}
-	i, ok := s.index[string(id)]
-	if !ok {
-		return catalogueModel{}, false
-	}
-	return s.models[i], true
+	return c.snap.Load()
 }
 
 // listed is the models of the latest read (do not modify).
@@ -363,8 +359,7 @@ func buildSnapshot(read []openrouter.CatalogueModel, prev *catalogueSnapshot, no
 			}
 		}
 		s.noteExpiration(m.Expiration)
-		s.index[id] = int32(len(s.models))
-		s.models = append(s.models, m)
+		s.add(m)
 	}
 	s.nListed = len(s.models)
 	if prev == nil {
@@ -380,10 +375,19 @@ func buildSnapshot(read []openrouter.CatalogueModel, prev *catalogueSnapshot, no
 	}
 	sort.SliceStable(gone, func(i, j int) bool { return gone[i].LastSeen.After(gone[j].LastSeen) })
 	for _, m := range gone[:min(len(gone), maxUnlistedModels)] {
-		s.index[m.ID] = int32(len(s.models))
-		s.models = append(s.models, m)
+		s.add(m)
 	}
 	return s
+}
+
+// add appends m to the snapshot's models and indexes it.
+func (s *catalogueSnapshot) add(m catalogueModel) {
+	i := int32(len(s.models))
+	s.index[m.ID] = i
+	if !m.Expiration.IsZero() {
+		s.expiring = append(s.expiring, i)
+	}
+	s.models = append(s.models, m)
 }
 
 // noteExpiration takes a listed model's expiration into retiring and

@@ -88,30 +88,27 @@ func (c credential) isKey() bool { return c.kind == credKey }
 // OpenRouter's JWTs are well under it.
 const maxTokenBytes = 4096
 
-// credentialOf reads the credential of a request without allocating:
+// tokenOf reads the token a request presents without allocating:
 // "Authorization: Bearer <token>" (scheme in any case), or, when there is
-// no Authorization header, "x-api-key" as Anthropic-style clients send it.
+// no Authorization header, "x-api-key" as Anthropic-style clients send it,
+// and whether it came in x-api-key; false when the request carries none.
 // Several Authorization (or x-api-key) headers are ambiguous, since the
-// upstream may read either, and are never classified.
-func credentialOf(h http.Header) credential {
-	if auth, ok := h["Authorization"]; ok {
+// upstream may read either, and give none. requestCredential
+// (fingerprints.go) classifies the token.
+func tokenOf(h http.Header) (tok string, viaAPIKey, ok bool) {
+	if auth, found := h["Authorization"]; found {
 		if len(auth) != 1 {
-			return credential{}
+			return "", false, false
 		}
-		tok, ok := bearerToken(auth[0])
-		if !ok {
-			return credential{}
-		}
-		return classifyToken(tok)
+		tok, ok = bearerToken(auth[0])
+		return tok, false, ok
 	}
 	if xk := h["X-Api-Key"]; len(xk) == 1 {
 		if tok := trimSpaceTab(xk[0]); tok != "" && len(tok) <= maxTokenBytes {
-			c := classifyToken(tok)
-			c.viaAPIKey = true
-			return c
+			return tok, true, true
 		}
 	}
-	return credential{}
+	return "", false, false
 }
 
 // bearerToken is the token of "Bearer <token>", with the spaces and tabs
@@ -120,7 +117,9 @@ func credentialOf(h http.Header) credential {
 func bearerToken(v string) (string, bool) {
 	const scheme = "bearer"
 	v = trimSpaceTab(v)
-	if len(v) <= len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+	// "Bearer" as clients write it is compared as is; any other case
+	// folded.
+	if len(v) <= len(scheme) || v[:len(scheme)] != "Bearer" && !strings.EqualFold(v[:len(scheme)], scheme) {
 		return "", false
 	}
 	rest := v[len(scheme):]

@@ -11,7 +11,7 @@ import (
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
 
-func TestCredentialOf(t *testing.T) {
+func TestRequestCredential(t *testing.T) {
 	for _, c := range []struct {
 		name   string
 		header http.Header
@@ -35,8 +35,10 @@ func TestCredentialOf(t *testing.T) {
 		{"none", http.Header{}, credential{}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := credentialOf(c.header); got != c.want {
-				t.Errorf("got %+v, want %+v", got, c.want)
+			for _, sight := range []string{"first", "again"} { // the second from the memo
+				if got, _ := requestCredential(requestWith(c.header)); got != c.want {
+					t.Errorf("%s: got %+v, want %+v", sight, got, c.want)
+				}
 			}
 		})
 	}
@@ -118,17 +120,24 @@ func TestJWTExpiry(t *testing.T) {
 	}
 }
 
-func TestCredentialOfDoesNotAllocate(t *testing.T) {
-	h := http.Header{"Authorization": {"Bearer " + goodKey}}
-	var fp fingerprint
-	allocs := testing.AllocsPerRun(100, func() {
-		c := credentialOf(h)
-		fp = fingerprintOf(c.token)
-	})
-	if allocs != 0 {
-		t.Errorf("reading and fingerprinting a key allocates %v times", allocs)
+// Reading a key seen for the first time allocates only its place in the
+// memo (fingerprints.go), and hashes it once.
+func TestFirstSightOfAKeyAllocatesOnce(t *testing.T) {
+	reqs := make([]*http.Request, 101)
+	for i := range reqs {
+		reqs[i] = requestWith(http.Header{"Authorization": {"Bearer " + randomKey()}})
 	}
-	_ = fp
+	i := 0
+	allocs := testing.AllocsPerRun(100, func() {
+		c, fp := requestCredential(reqs[i])
+		i++
+		if !c.isKey() || fp == (fingerprint{}) {
+			t.Fatal("not read as a key")
+		}
+	})
+	if allocs != 1 {
+		t.Errorf("reading and fingerprinting a new key allocates %v times", allocs)
+	}
 }
 
 func TestFingerprintIsNotAPlainHash(t *testing.T) {
@@ -148,15 +157,15 @@ func TestFingerprintIsNotAPlainHash(t *testing.T) {
 	}
 }
 
-// FuzzCredentialOf: any header value gives either no credential, or a
+// FuzzRequestCredential: any header value gives either no credential, or a
 // token that appears verbatim in the header within the size cap; a token
 // called an OpenRouter key is one.
-func FuzzCredentialOf(f *testing.F) {
+func FuzzRequestCredential(f *testing.F) {
 	for _, s := range []string{"Bearer " + goodKey, "bearer\t x", "Bearer", "Basic abc", " Bearer  a b ", "Bearer \x00\xff", "Bearer " + jwtWith(`{"exp":1}`)} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		c := credentialOf(http.Header{"Authorization": {v}})
+		c, _ := requestCredential(requestWith(http.Header{"Authorization": {v}}))
 		if c.kind == credNone {
 			if c.token != "" {
 				t.Fatalf("no credential, but token %q", c.token)

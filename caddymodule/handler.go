@@ -278,7 +278,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.warnBefore = max(time.Duration(h.WarnBefore), 0)
 	if window, err := parseWarnModelRetirement(h.WarnModelRetirement); err == nil && window > 0 {
-		h.retirement = newModelRetirement(h.catalogue, window, &h.acct.clock, h.logger)
+		h.retirement = newModelRetirement(h.catalogue, window, h.logger)
 	}
 	if watching {
 		h.watch = startKeyWatch(ctx, h.knowledge, time.Duration(h.WatchKeys), positiveOr(h.WatchMaxKeys, DefaultWatchMaxKeys), h.logger)
@@ -383,17 +383,13 @@ var heldWriters = sync.Pool{New: func() any { return new(heldWriter) }}
 // 403 or 429 too) on its way back. Requests without a credential pass
 // untouched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	c := credentialOf(r.Header).forRequest(r)
+	c, fp := requestCredential(r)
 	if c.kind == credNone {
-		return h.passOn(w, r, next, c, fingerprint{}, keyState{}, h.acct.clock.now())
+		return h.passOn(w, r, next, c, fp, keyState{}, h.acct.clock.now())
 	}
 	start := h.acct.clock.now()
-	var (
-		fp fingerprint
-		st keyState
-	)
+	var st keyState
 	if c.isKey() {
-		fp = fingerprintOf(c.token)
 		st = h.knowledge.observe(c, fp, start)
 		if v := h.edge.verdict(st, start); v.known() && (v.limit == nil || spendsCredits(r)) {
 			return h.answerAtEdge(w, r, v, fp)
@@ -407,20 +403,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 // passOn runs the rest of the chain with the writer that holds the
 // failures it may explain.
 func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c credential, fp fingerprint, st keyState, start time.Time) error {
-	hw := heldWriters.Get().(*heldWriter)
-	hw.reset(w)
+	hw := heldWriters.Get().(*heldWriter) // reset when it was put back
+	hw.ResponseWriter = w
 	hw.holdLimits = h.explainLimits
 	hw.inband.arm(r, h)
-	hw.inference = r.Method == http.MethodPost && openrouter.IsInferencePath(r.URL.Path)
+	hw.inference = isInferencePost(r)
 	if hw.inference {
 		// The body's start is kept only for what reads it: a model
 		// failure's analysis (explain_limits) and the retirement warning.
 		retiring := h.retirement.watches(start)
 		if h.explainLimits || retiring {
-			hw.body = peekRequestBody(r)
+			hw.body = peekRequestBody(r, &hw.peek)
 		}
 		if hw.body != nil && retiring {
-			hw.retire, hw.fp, hw.cred = h.retirement, fp, c
+			hw.retire, hw.fp, hw.cred, hw.start = h.retirement, fp, c, start
 		}
 	}
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
@@ -436,7 +432,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			panic(p)
 		}
 		hw.body.release()
-		hw.reset(nil)
+		hw.reset()
 		heldWriters.Put(hw)
 	}()
 	err := next.ServeHTTP(hw, r)

@@ -75,45 +75,66 @@ func (iw *inbandWatch) arm(r *http.Request, h *Handler) {
 	iw.setsCode, iw.logger, iw.path = h.StatusFromInbandError, h.logger, r.URL.Path
 }
 
-// reset drops one response's state, keeping small buffers for the next.
-func (iw *inbandWatch) reset() {
-	*iw = inbandWatch{tail: iw.tail, scratch: iw.scratch[:0], body: iw.body[:0]}
+// emptied is the watch without one response's state, with its buffers
+// for the next.
+func (iw *inbandWatch) emptied() inbandWatch {
+	return inbandWatch{tail: iw.tail, scratch: iw.scratch[:0], body: iw.body[:0]}
 }
 
-// begin looks at a 200's header: a stream (text/event-stream) or an
-// identity-encoded JSON body is watched. It reports whether the response
-// is held instead (status_from_inband_error and a JSON body).
+// begin looks at a 200's header: a stream (text/event-stream) or a JSON
+// body is watched unless compressed (a compressed one's bytes are no
+// events or JSON to read, and reading them costs as much). It reports
+// whether the response is held instead (status_from_inband_error and a
+// JSON body, compressed or not).
 func (iw *inbandWatch) begin(h http.Header) bool {
 	if !iw.armed {
 		return false
 	}
+	iw.header = h
 	// The header's own map, keys as net/http and reverse_proxy write
 	// them: no canonicalisation on every 200.
 	var ct string
 	if v := h["Content-Type"]; len(v) > 0 {
-		ct, _, _ = strings.Cut(v[0], ";")
-		ct = strings.TrimSpace(ct)
+		ct = mediaType(v[0])
 	}
-	encoded := false
-	if v := h["Content-Encoding"]; len(v) > 0 {
-		encoded = len(v) > 1 || v[0] != "" && !strings.EqualFold(v[0], "identity")
+	switch ct {
+	case "text/event-stream", "application/json":
+	default:
+		return false
 	}
-	switch {
-	case strings.EqualFold(ct, "text/event-stream") && !encoded:
+	if ct == "application/json" && iw.setsCode {
+		// Held (decoded at its end if compressed) until its first bytes
+		// show a success.
+		iw.mode = inbandBody
+		return true
+	}
+	if encoded := h["Content-Encoding"]; len(encoded) > 1 || len(encoded) == 1 && encoded[0] != "" && !strings.EqualFold(encoded[0], "identity") {
+		return false
+	}
+	iw.mode = inbandBody
+	if ct == "text/event-stream" {
 		iw.mode = inbandStream
-	case strings.EqualFold(ct, "application/json"):
-		if iw.setsCode {
-			// Held (decoded at its end if compressed) until its first
-			// bytes show a success.
-			iw.mode, iw.header = inbandBody, h
-			return true
-		}
-		if !encoded {
-			iw.mode = inbandBody
+	}
+	return false
+}
+
+// mediaType is a Content-Type's media type in lower case, without its
+// parameters; the forms upstreams send ("application/json",
+// "text/event-stream", with or without "; charset=utf-8") cost no copy.
+func mediaType(v string) string {
+	for _, common := range [...]string{"application/json", "text/event-stream"} {
+		if len(v) >= len(common) && v[:len(common)] == common && (len(v) == len(common) || v[len(common)] == ';') {
+			return common
 		}
 	}
-	iw.header = h
-	return false
+	t, _, _ := strings.Cut(v, ";")
+	t = strings.TrimSpace(t)
+	for i := 0; i < len(t); i++ {
+		if c := t[i]; 'A' <= c && c <= 'Z' {
+			return strings.ToLower(t)
+		}
+	}
+	return t
 }
 
 // scan reads bytes that went through.
@@ -186,11 +207,7 @@ func (iw *inbandWatch) end() {
 			// The first line may have begun before the tail.
 			data = data[bytes.IndexByte(data, '\n')+1:]
 		}
-		for !iw.done {
-			i := markerIndex(data)
-			if i < 0 {
-				return
-			}
+		for i := markerIndex(data); i >= 0 && !iw.done; i = markerIndex(data) {
 			start := bytes.LastIndexByte(data[:i], '\n') + 1
 			stop := bytes.IndexByte(data[i:], '\n')
 			if stop < 0 {

@@ -271,3 +271,93 @@ func emuBody(t *testing.T, emu *emulator.Server, key string) []byte {
 	rec := direct(emu, chatRequest(key, emulator.ModelIn200Body, false))
 	return rec.Body.Bytes()
 }
+
+// markerIndexByDefinition is markerIndex as its definition says it: the
+// first `error"` after `"` or `_`, byte by byte.
+func markerIndexByDefinition(b []byte) int {
+	for at := 1; at+6 <= len(b); at++ {
+		if string(b[at:at+6]) == `error"` && (b[at-1] == '"' || b[at-1] == '_') {
+			return at
+		}
+	}
+	return -1
+}
+
+// markerIndex, which jumps from one `rror"` to the next, finds what the
+// definition finds: in bodies and stream tails at every offset, with
+// markers at the edges, near misses, escaped quotes and random bytes.
+func TestMarkerIndexAsDefined(t *testing.T) {
+	cases := [][]byte{
+		nil, []byte(`"`), []byte(`error"`), []byte(`"error"`), []byte(`_error"`), []byte(`xerror"`), []byte(`"error`),
+		[]byte(`{"finish_reason":"error"}`), []byte(`{"native_finish_reason":"network_error"}`),
+		[]byte(`{"content":"an \"error\" in text","x":"terror"}`), []byte(`{"a":"errorr"}`), []byte(`""error"`),
+		completionBody, sseEvent,
+		[]byte(`{"id":"gen-1","error":{"message":"Upstream error from Nvidia","code":503}}`),
+	}
+	rnd := uint64(1)
+	next := func() uint64 { rnd = rnd*6364136223846793005 + 1442695040888963407; return rnd >> 33 }
+	alphabet := []byte(`"_errorx\`)
+	for range 2000 {
+		b := make([]byte, next()%40)
+		for i := range b {
+			b[i] = alphabet[next()%uint64(len(alphabet))]
+		}
+		cases = append(cases, b)
+	}
+	for _, c := range cases {
+		for pad := range 9 {
+			b := append(bytes.Repeat([]byte{' '}, pad), c...)
+			if got, want := markerIndex(b), markerIndexByDefinition(b); got != want {
+				t.Fatalf("%q: got %d, want %d", b, got, want)
+			}
+		}
+	}
+}
+
+// BenchmarkMarkerIndex is the search alone on a completion without a
+// marker, as every watched success is searched.
+func BenchmarkMarkerIndex(b *testing.B) {
+	b.SetBytes(int64(len(completionBody)))
+	for b.Loop() {
+		if markerIndex(completionBody) >= 0 {
+			b.Fatal("a marker in a success")
+		}
+	}
+}
+
+func TestMediaType(t *testing.T) {
+	for in, want := range map[string]string{
+		"application/json": "application/json", "application/json; charset=utf-8": "application/json",
+		" Application/JSON ;charset=UTF-8": "application/json", "text/event-stream": "text/event-stream",
+		"TEXT/EVENT-STREAM": "text/event-stream", "": "", "text/plain": "text/plain",
+	} {
+		if got := mediaType(in); got != want {
+			t.Errorf("%q: got %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A compressed response is no stream or JSON the watch can read: bytes
+// that would be a failure in the clear are not counted when the response
+// says it is encoded, and are when it is identity-encoded.
+func TestInbandWatchLeavesCompressedResponses(t *testing.T) {
+	failure := map[string][]byte{
+		"text/event-stream": []byte("data: {\"id\":\"gen-1\",\"choices\":[],\"error\":{\"message\":\"x\",\"code\":502}}\n\n"),
+		"application/json":  []byte(`{"id":"gen-1","error":{"message":"x","code":502}}`),
+	}
+	for ct, body := range failure {
+		for _, enc := range []string{"gzip", "br", "identity", ""} {
+			iw := inbandWatch{armed: true}
+			h := http.Header{"Content-Type": {ct}}
+			if enc != "" {
+				h["Content-Encoding"] = []string{enc}
+			}
+			iw.begin(h)
+			iw.scan(body)
+			iw.end()
+			if want := enc == "identity" || enc == ""; iw.done != want {
+				t.Errorf("%s, Content-Encoding %q: recorded %v, want %v", ct, enc, iw.done, want)
+			}
+		}
+	}
+}

@@ -6,7 +6,8 @@ package caddymodule
 // request asked (its model, its tools, its provider preferences) is known
 // when the response comes back, without reading the body ahead of the
 // upstream or holding more than the cap. Only POSTs to the inference
-// endpoints get one.
+// endpoints get one. The copy is what a success pays for a failure's
+// analysis: one allocation (this wrapper) and a memmove.
 
 import (
 	"bytes"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 )
@@ -21,13 +23,11 @@ import (
 // maxRequestPeek is the most of a request's body that is kept.
 const maxRequestPeek = 64 << 10
 
-// peekBuffers are the buffers of request bodies, each up to maxRequestPeek.
-var peekBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
-
-// requestBody is a request's body as the chain reads it, keeping its start.
-// It is made per request: a transport may still read or close it after
-// the handler is done, so it is never reused; only its buffer is, taken
-// back by release under mu.
+// requestBody is a request's body as the chain reads it, keeping its start
+// in a buffer the response writer owns (and its pool reuses). It is made
+// per request: a transport may still read or close it after the handler
+// is done, so it is never reused; the buffer is let go by release under
+// mu, after which a read keeps nothing.
 type requestBody struct {
 	src io.ReadCloser
 	mu  sync.Mutex
@@ -40,32 +40,46 @@ type requestBody struct {
 	// log reads src's byte count without a lock when the request ends (a
 	// data race in Caddy 2.11 if that read is still under way).
 	left  int64
-	ended bool
+	ended atomic.Bool
 	// parsed and name cache model().
 	parsed bool
 	name   string
 }
 
-// peekRequestBody installs a requestBody on an inference POST with a body
-// and returns it; nil for any other request.
-func peekRequestBody(r *http.Request) *requestBody {
-	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody || !openrouter.IsInferencePath(r.URL.Path) {
+// isInferencePost reports whether r is a POST to an inference endpoint:
+// the requests whose body is kept, and whose 400, 404 and 500 may be
+// model failures (explainmodels.go).
+func isInferencePost(r *http.Request) bool {
+	return r.Method == http.MethodPost && openrouter.IsInferencePath(r.URL.Path)
+}
+
+// peekRequestBody installs a requestBody, keeping into buf (emptied
+// first), on a request with a body, which isInferencePost accepted, and
+// returns it; nil when the request has no body.
+func peekRequestBody(r *http.Request, buf *[]byte) *requestBody {
+	if r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	rb := &requestBody{src: r.Body, buf: peekBuffers.Get().(*[]byte), left: r.ContentLength}
+	if cap(*buf) == 0 {
+		*buf = make([]byte, 0, 4<<10)
+	}
+	*buf = (*buf)[:0]
+	rb := &requestBody{src: r.Body, buf: buf, left: r.ContentLength}
 	r.Body = rb
 	return rb
 }
 
 // Read reads from the body, keeping what fits.
+// Reads come one at a time (an io.Reader's contract), so only what
+// bytes, model and release read is under mu: one lock a read.
 func (rb *requestBody) Read(p []byte) (int, error) {
-	rb.mu.Lock()
-	ended := rb.ended
-	rb.mu.Unlock()
-	if ended {
+	if rb.ended.Load() {
 		return 0, io.EOF
 	}
 	n, err := rb.src.Read(p)
+	if rb.left >= 0 {
+		rb.left -= int64(n)
+	}
 	rb.mu.Lock()
 	if n > 0 && rb.buf != nil && !rb.cut {
 		b := *rb.buf
@@ -76,11 +90,10 @@ func (rb *requestBody) Read(p []byte) (int, error) {
 		}
 		*rb.buf = b
 	}
-	if rb.left >= 0 {
-		rb.left -= int64(n)
-	}
-	rb.ended = err == io.EOF || rb.left == 0
 	rb.mu.Unlock()
+	if err == io.EOF || rb.left == 0 {
+		rb.ended.Store(true)
+	}
 	return n, err
 }
 
@@ -142,21 +155,14 @@ func (rb *requestBody) modelBytes() (raw []byte, plain bool) {
 	return raw[1 : len(raw)-1], true
 }
 
-// release gives the buffer back; the body reads on without keeping.
+// release lets go of the buffer; the body reads on without keeping.
 func (rb *requestBody) release() {
 	if rb == nil {
 		return
 	}
 	rb.mu.Lock()
-	b := rb.buf
 	rb.buf = nil
 	rb.mu.Unlock()
-	if b != nil {
-		*b = (*b)[:0]
-		if cap(*b) <= 2*maxRequestPeek {
-			peekBuffers.Put(b)
-		}
-	}
 }
 
 // topLevelString finds the string member name of the JSON object in b

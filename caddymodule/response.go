@@ -49,14 +49,17 @@ type heldWriter struct {
 	expiresAt time.Time
 	clock     *clock
 	// body is the start of an inference request's body (reqbody.go), or
-	// nil.
+	// nil; peek is the buffer it keeps it in, reused from request to
+	// request.
 	body *requestBody
+	peek []byte
 	// retire, when not nil, warns on a successful response if the
 	// request's model retires soon (retirement.go), for the key with
-	// fingerprint fp.
+	// fingerprint fp, as of the request's start.
 	retire *modelRetirement
 	fp     fingerprint
 	cred   credential
+	start  time.Time
 	// inference: the request is a POST to an inference endpoint, whose
 	// 400, 404 and 500 may be model failures (explainmodels.go).
 	inference bool
@@ -80,7 +83,7 @@ func (hw *heldWriter) WriteHeader(status int) {
 			hw.announceExpiry()
 		}
 		if hw.retire != nil && status < 300 {
-			hw.retire.announce(hw.Header(), hw.body, hw.fp, hw.cred)
+			hw.retire.announce(hw.Header(), hw.body, hw.fp, hw.cred, hw.start)
 		}
 	}
 	hw.ResponseWriter.WriteHeader(status)
@@ -237,17 +240,15 @@ func (hw *heldWriter) FlushError() error {
 // Unwrap lets http.ResponseController find the client's writer.
 func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 
-// reset readies a pooled writer for a new response, dropping a buffer that
-// an unusually large body grew.
-func (hw *heldWriter) reset(w http.ResponseWriter) {
-	hw.ResponseWriter, hw.holding, hw.wroteHeader, hw.status = w, false, false, 0
-	hw.expiresAt, hw.clock, hw.body = time.Time{}, nil, nil
-	hw.retire, hw.fp, hw.cred = nil, fingerprint{}, credential{}
-	hw.holdLimits, hw.heldStatus, hw.inference = false, 0, false
-	hw.trailers, hw.trailerHeld = hw.trailers[:0], nil
-	hw.inband.reset()
+// reset readies a writer for the pool and its next response, keeping its
+// buffers, except those an unusually large body grew.
+func (hw *heldWriter) reset() {
+	*hw = heldWriter{buf: hw.buf, peek: hw.peek, trailers: hw.trailers[:0], inband: hw.inband.emptied()}
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}
 	hw.buf.Reset()
+	if cap(hw.peek) > 2*maxRequestPeek {
+		hw.peek = nil
+	}
 }

@@ -91,7 +91,6 @@ func parseWarnModelRetirement(s string) (time.Duration, error) {
 type modelRetirement struct {
 	catalogue *catalogue
 	window    time.Duration
-	clock     *clock
 	logger    *zap.Logger
 
 	mu sync.Mutex
@@ -105,8 +104,8 @@ type modelRetirement struct {
 	order []fingerprint
 }
 
-func newModelRetirement(cat *catalogue, window time.Duration, clk *clock, logger *zap.Logger) *modelRetirement {
-	return &modelRetirement{catalogue: cat, window: window, clock: clk, logger: logger,
+func newModelRetirement(cat *catalogue, window time.Duration, logger *zap.Logger) *modelRetirement {
+	return &modelRetirement{catalogue: cat, window: window, logger: logger,
 		logged: make(map[string]struct{}), byKey: make(map[fingerprint][]string)}
 }
 
@@ -137,20 +136,55 @@ func (m *modelRetirement) retiring(model string, now time.Time) (catalogueModel,
 	return m.within(cm, ok, now)
 }
 
-// retiringBytes is retiring for a name read from a request's body,
-// looked up without copying it into a string.
-func (m *modelRetirement) retiringBytes(model []byte, now time.Time) (catalogueModel, bool) {
-	if len(model) == 0 {
-		return catalogueModel{}, false
+// retiringBytes is retiring for a name read from a request's body, the
+// model in the catalogue's snapshot (do not modify) or nil: only the
+// models with an expiration date are compared with it (a few, where the
+// catalogue has hundreds), without hashing or copying it; with unusually
+// many, it is looked up.
+func (m *modelRetirement) retiringBytes(model []byte, now time.Time) *catalogueModel {
+	s := m.catalogue.snapshot()
+	if len(model) == 0 || s == nil {
+		return nil
 	}
-	cm, ok := m.catalogue.lookupBytes(model)
-	if !ok {
-		if i := bytes.IndexByte(model, ':'); i >= 0 {
-			cm, ok = m.catalogue.lookupBytes(model[:i])
+	if len(s.expiring) > maxComparedExpiring {
+		if cm, ok := m.retiring(string(model), now); ok {
+			return &cm
+		}
+		return nil
+	}
+	base := model
+	if i := bytes.IndexByte(model, ':'); i >= 0 {
+		base = model[:i]
+	}
+	var variant *catalogueModel // the model without its variant, if that retires
+	for _, i := range s.expiring {
+		switch cm := &s.models[i]; {
+		case string(model) == cm.ID:
+			return m.soon(cm, now)
+		case len(base) < len(model) && string(base) == cm.ID:
+			variant = cm
 		}
 	}
-	return m.within(cm, ok, now)
+	if variant == nil {
+		return nil
+	}
+	if _, exact := s.index[string(model)]; exact {
+		return nil // the variant is listed, and does not retire
+	}
+	return m.soon(variant, now)
 }
+
+// soon is cm if it retires within the window, else nil.
+func (m *modelRetirement) soon(cm *catalogueModel, now time.Time) *catalogueModel {
+	if cm.Expiration.IsZero() || cm.Expiration.Sub(now) > m.window {
+		return nil
+	}
+	return cm
+}
+
+// maxComparedExpiring is the most models with an expiration date that
+// retiringBytes compares one by one.
+const maxComparedExpiring = 64
 
 // within is cm when it was found (ok) and retires within the window.
 func (m *modelRetirement) within(cm catalogueModel, ok bool, now time.Time) (catalogueModel, bool) {
@@ -161,19 +195,16 @@ func (m *modelRetirement) within(cm catalogueModel, ok bool, now time.Time) (cat
 }
 
 // announce adds the expiration header to a successful response on a
-// retiring model, and counts, logs and records its use.
-func (m *modelRetirement) announce(h http.Header, rb *requestBody, fp fingerprint, c credential) {
-	now := m.clock.now()
-	var (
-		cm catalogueModel
-		ok bool
-	)
+// retiring model, and counts, logs and records its use, as of now (the
+// request's start: the window is days long).
+func (m *modelRetirement) announce(h http.Header, rb *requestBody, fp fingerprint, c credential, now time.Time) {
+	var cm *catalogueModel
 	if raw, plain := rb.modelBytes(); plain {
-		cm, ok = m.retiringBytes(raw, now)
-	} else {
-		cm, ok = m.retiring(rb.model(), now)
+		cm = m.retiringBytes(raw, now)
+	} else if named, ok := m.retiring(rb.model(), now); ok {
+		cm = &named
 	}
-	if !ok {
+	if cm == nil {
 		return
 	}
 	date := cm.Expiration.Format(openrouter.ExpirationLayout)

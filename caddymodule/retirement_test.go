@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
 	"github.com/openrouter-keys/caddy-openrouter-keys/tests/emulator"
 )
 
@@ -125,7 +126,7 @@ func TestParseWarnModelRetirement(t *testing.T) {
 
 // What is remembered of the keys that used retiring models is bounded.
 func TestRetiringModelsPerKeyAreBounded(t *testing.T) {
-	m := newModelRetirement(nil, time.Hour, new(clock), nil)
+	m := newModelRetirement(nil, time.Hour, nil)
 	now := time.Now()
 	for i := range maxKeysWithRetiringModels + 5 {
 		m.note("a/b", fingerprintOf(itoa(int64(i))), true, now)
@@ -139,5 +140,43 @@ func TestRetiringModelsPerKeyAreBounded(t *testing.T) {
 	}
 	if n := len(m.byKey[fp]); n != maxRetiringModelsPerKey {
 		t.Errorf("%d models remembered for one key", n)
+	}
+}
+
+// retiringBytes, which compares a request's model with the few models
+// that have an expiration date, answers as the catalogue's index does:
+// the exact id first (a listed variant that does not retire is not its
+// base's), then the id without its variant, within the window only; with
+// more models retiring than it compares, it looks them up.
+func TestRetiringBytesAnswersAsTheIndex(t *testing.T) {
+	now := time.Now()
+	date := func(days int) *string { d := now.AddDate(0, 0, days).Format(openrouter.ExpirationLayout); return &d }
+	for _, extra := range []int{0, maxComparedExpiring + 1} {
+		read := []openrouter.CatalogueModel{
+			{ID: "a/soon", ExpirationDate: date(3)},
+			{ID: "a/later", ExpirationDate: date(60)},
+			{ID: "a/past", ExpirationDate: date(-2)},
+			{ID: "a/stays"},
+			{ID: "b/base", ExpirationDate: date(2)},
+			{ID: "b/base:free"}, // a listed variant that does not retire
+			{ID: "c/x:beta", ExpirationDate: date(1)},
+		}
+		for i := range extra {
+			read = append(read, openrouter.CatalogueModel{ID: "z/" + itoa(int64(i)), ExpirationDate: date(5)})
+		}
+		cat := &catalogue{}
+		cat.snap.Store(buildSnapshot(read, nil, now))
+		m := newModelRetirement(cat, 7*24*time.Hour, nil)
+		for _, model := range []string{"a/soon", "a/soon:nitro", "a/later", "a/later:free", "a/past", "a/stays", "a/stays:free",
+			"b/base", "b/base:free", "b/base:nitro", "c/x:beta", "c/x", "c/x:beta:y", "unknown/model", "unknown:free", ":", "a/soo", "z/3", "z/3:free"} {
+			want, wantOK := m.retiring(model, now)
+			got := m.retiringBytes([]byte(model), now)
+			if (got != nil) != wantOK || got != nil && (got.ID != want.ID || !got.Expiration.Equal(want.Expiration)) {
+				t.Errorf("%d more retiring, %q: got %+v, want %q %v", extra, model, got, want.ID, wantOK)
+			}
+		}
+		if m.retiringBytes([]byte("a/soon:nitro"), now) == nil {
+			t.Errorf("%d more retiring: a variant of a retiring model is not retiring", extra)
+		}
 	}
 }

@@ -115,12 +115,21 @@ func (s keyState) expiry() time.Time { return s.expiresAt.time() }
 
 // within reports whether a fact learned at at still counts at now. at is
 // rounded down to the second, so d lasts between d-1s and d of real time.
+// It is now.Sub(at.time()) < d in whole seconds and nanoseconds: several
+// run on every request, and a time.Time for at costs more than the rest.
 func within(at stamp, now time.Time, d time.Duration) bool {
-	return at != 0 && now.Sub(at.time()) < d
+	if at == 0 {
+		return false
+	}
+	if d < 0 {
+		return now.Sub(at.time()) < d
+	}
+	secs, dSecs := now.Unix()-int64(at), int64(d/time.Second)
+	return secs < dSecs || secs == dSecs && time.Duration(now.Nanosecond()) < d%time.Second
 }
 
-// reached reports whether now is at or past at.
-func reached(at stamp, now time.Time) bool { return !now.Before(at.time()) }
+// reached reports whether now is at or past at (a whole second).
+func reached(at stamp, now time.Time) bool { return now.Unix() >= int64(at) }
 
 // newKeyState is the state of a key the gateway sees for the first time,
 // at now.

@@ -281,3 +281,27 @@ func TestEdgeRule(t *testing.T) {
 		})
 	}
 }
+
+// within and reached, computed in whole seconds, agree with their
+// definitions in time.Time arithmetic, at and around every boundary.
+func TestWithinAndReachedAsDefined(t *testing.T) {
+	base := time.Now() // with a monotonic reading, as a request's
+	ats := []stamp{0, 1, stampOf(base), stampOf(base) - 1, stampOf(base) + 1, stampOf(base) - 60, math.MaxUint32}
+	nows := []time.Time{base, base.Round(0), base.Truncate(time.Second), base.Truncate(time.Second).Add(-time.Nanosecond), {}, time.Unix(0, 0), time.Unix(1, 0)}
+	ds := []time.Duration{0, time.Nanosecond, time.Second - 1, time.Second, time.Second + 1, time.Minute, 90 * time.Second, 10 * time.Minute, -time.Second}
+	for _, at := range ats {
+		for _, now := range nows {
+			for _, off := range []time.Duration{0, 500 * time.Millisecond, time.Second, 59 * time.Second, time.Minute} {
+				n := now.Add(off)
+				if got, want := reached(at, n), !n.Before(at.time()); got != want {
+					t.Errorf("reached(%d, %v) = %v, want %v", at, n, got, want)
+				}
+				for _, d := range ds {
+					if got, want := within(at, n, d), at != 0 && n.Sub(at.time()) < d; got != want {
+						t.Errorf("within(%d, %v, %v) = %v, want %v", at, n, d, got, want)
+					}
+				}
+			}
+		}
+	}
+}
