@@ -102,3 +102,31 @@ func TestRequestCredentialOfAKnownKeyDoesNotAllocate(t *testing.T) {
 		t.Error("wrong fingerprint")
 	}
 }
+
+// BenchmarkRequestCredential: reading a request's key and its fingerprint,
+// for a key seen before (from the memo) and for a key never seen (it is
+// classified and hashed with SHA-256; the figure includes emptying its
+// slot first, about one more hash of the key).
+func BenchmarkRequestCredential(b *testing.B) {
+	known := requestWith(http.Header{"Authorization": {"Bearer " + goodKey}})
+	requestCredential(known)
+	b.Run("known", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			requestCredential(known)
+		}
+	})
+	fresh := make([]*http.Request, 1<<12)
+	for i := range fresh {
+		fresh[i] = requestWith(http.Header{"Authorization": {"Bearer " + randomKey()}})
+	}
+	b.Run("unseen", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			keyFingerprints.slots[keyFingerprints.tagOf(strings.TrimPrefix(fresh[i%len(fresh)].Header.Get("Authorization"), "Bearer "))[0]&(fingerprintSlots-1)].Store(nil)
+			requestCredential(fresh[i%len(fresh)])
+			i++
+		}
+	})
+}
