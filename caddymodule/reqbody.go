@@ -29,10 +29,10 @@ const maxRequestPeek = 64 << 10
 // is done, so it is never reused; the buffer is let go by release under
 // mu, after which a read keeps nothing.
 type requestBody struct {
+	// Ordered so that it fits 64 bytes: one is allocated per request.
 	src io.ReadCloser
 	mu  sync.Mutex
 	buf *[]byte // nil once released
-	cut bool    // the body went past maxRequestPeek
 	// left is how much of a body of known length is still to come (-1:
 	// unknown); ended: it all came. Once it has, Read says io.EOF itself
 	// instead of asking src: a transport reads once more for the end after
@@ -40,10 +40,11 @@ type requestBody struct {
 	// log reads src's byte count without a lock when the request ends (a
 	// data race in Caddy 2.11 if that read is still under way).
 	left  int64
+	name  string // model(), once parsed
 	ended atomic.Bool
-	// parsed and name cache model().
+	cut   bool // the body went past maxRequestPeek
+	// parsed: name is model()'s answer.
 	parsed bool
-	name   string
 }
 
 // isInferencePost reports whether r is a POST to an inference endpoint:
