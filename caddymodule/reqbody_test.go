@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -23,11 +24,125 @@ func TestTopLevelString(t *testing.T) {
 		{`["model","a"]`, "", false},
 		{``, "", false},
 		{`{"a":1}`, "", false},
+		{`{"messages":[{"content":"a \\\"}\\\\"}],"tools":[{"x":{"model":"in"}}],"model":"m/a:free","n":-1.5e3,"s":"\\\\"}  `, "m/a:free", true},
+		{`{"messages":[],"model":{"id":"x"}}`, "", false},
 	} {
-		got, ok := topLevelString([]byte(c.body), "model")
-		if got != c.want || ok != c.ok {
-			t.Errorf("%s: %q %v, want %q %v", c.body, got, ok, c.want, c.ok)
+		for _, whole := range []bool{true, false} {
+			got, ok := topLevelString([]byte(c.body), "model", whole)
+			if got != c.want || ok != c.ok {
+				t.Errorf("%s (whole %v): %q %v, want %q %v", c.body, whole, got, ok, c.want, c.ok)
+			}
 		}
+	}
+}
+
+// The model member is found as a JSON decoder finds it, read from both
+// ends or from the start alone, in objects of random shape: the members
+// before and after containers, strings with escaped quotes and
+// backslashes, nested "model" keys, odd spacing.
+func TestTopLevelStringAsDecoded(t *testing.T) {
+	rnd := uint64(7)
+	next := func(n int) int { rnd = rnd*6364136223846793005 + 1442695040888963407; return int(rnd>>33) % n }
+	str := func() string {
+		// Each part is a whole escape or plain text: any sequence of them
+		// is a valid string's content.
+		parts := []string{`a`, `\"`, `\\`, `model`, `}`, `]`, `{`, `,`, ` `, `\u0021`, `:`, `\\\"`}
+		var sb strings.Builder
+		sb.WriteString(`"`)
+		for range next(6) {
+			sb.WriteString(parts[next(len(parts))])
+		}
+		sb.WriteString(`"`)
+		return sb.String()
+	}
+	var value func(depth int) string
+	value = func(depth int) string {
+		switch k := next(6); {
+		case k == 0 && depth < 3:
+			var items []string
+			for range next(4) {
+				items = append(items, value(depth+1))
+			}
+			return "[" + strings.Join(items, ", ") + "]"
+		case k == 1 && depth < 3:
+			var members []string
+			for range next(4) {
+				key := str()
+				if next(3) == 0 {
+					key = `"model"`
+				}
+				members = append(members, key+":"+value(depth+1))
+			}
+			return "{" + strings.Join(members, ",") + "}"
+		case k == 2:
+			return []string{"1", "-2.5e3", "true", "false", "null"}[next(5)]
+		default:
+			return str()
+		}
+	}
+	spaces := []string{"", " ", "\n\t"}
+	for range 5000 {
+		var members []string
+		hasModel := false
+		for range next(6) {
+			key := str()
+			if !hasModel && next(4) == 0 {
+				key, hasModel = `"model"`, true
+			}
+			if key == `"model"` {
+				hasModel = true
+			}
+			members = append(members, spaces[next(3)]+key+spaces[next(3)]+":"+spaces[next(3)]+value(0))
+		}
+		body := "{" + strings.Join(members, ",") + spaces[next(3)] + "}" + spaces[next(3)]
+		var decoded map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(body), &decoded); err != nil {
+			t.Fatalf("the generator made invalid JSON %s: %v", body, err)
+		}
+		// Several top-level "model" members: decoders disagree on which
+		// counts; only bodies with at most one are compared.
+		top := 0
+		for _, m := range members {
+			if strings.HasPrefix(strings.TrimLeft(m, " \n\t"), `"model"`) {
+				top++
+			}
+		}
+		if top > 1 {
+			continue
+		}
+		want, wantOK := "", false
+		if raw, ok := decoded["model"]; ok && raw[0] == '"' && json.Unmarshal(raw, &want) == nil {
+			wantOK = true
+		}
+		for _, whole := range []bool{true, false} {
+			if got, ok := topLevelString([]byte(body), "model", whole); got != want || ok != wantOK {
+				t.Fatalf("%s (whole %v): %q %v, want %q %v", body, whole, got, ok, want, wantOK)
+			}
+		}
+	}
+}
+
+// BenchmarkModelAfterMessages: the model of a 60 KB conversation, which
+// SDKs write after its 100 messages, read from the end.
+func BenchmarkModelAfterMessages(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"messages":[`)
+	for i := range 100 {
+		if i > 0 {
+			sb.WriteString(",")
+		}
+		sb.WriteString(`{"role":"user","content":"` + strings.Repeat("The quick brown fox jumps over the lazy dog. ", 13) + `"}`)
+	}
+	sb.WriteString(`],"model":"openai/gpt-4o","tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"stream":false}`)
+	body := []byte(sb.String())
+	for _, whole := range []bool{true, false} {
+		b.Run(map[bool]string{true: "both-ends", false: "from-start"}[whole], func(b *testing.B) {
+			for b.Loop() {
+				if m, ok := topLevelString(body, "model", whole); !ok || m != "openai/gpt-4o" {
+					b.Fatal(m, ok)
+				}
+			}
+		})
 	}
 }
 
