@@ -17,9 +17,11 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +42,7 @@ import (
 var (
 	profileTo    string
 	control      bool
+	twin         bool
 	pinCaddy     string
 	instructions int
 	keepDir      string
@@ -55,7 +58,8 @@ func main() {
 	rate := flag.Int("rate", 0, "requests per second; 0 sends as fast as the workers can")
 	flag.StringVar(&pinCaddy, "pin-caddy", "", "CPU list (taskset -c) for both Caddy processes, such as 1; run the bench itself pinned elsewhere, such as taskset -c 0")
 	flag.BoolVar(&control, "control", false, "run the gateway side without the module: measures the harness's own bias")
-	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file")
+	flag.BoolVar(&twin, "twin", false, "also load a second plain Caddy with the other two in the CPU rounds: each round's twin/plain ratio is the harness's own spread in that very round")
+	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file, and plain's to this file with .plain added (compare them with go tool pprof -diff_base)")
 	flag.IntVar(&instructions, "instructions", 0, "count each Caddy's instructions per request over this many requests a round, under valgrind's callgrind, instead of timing")
 	flag.StringVar(&keepDir, "keep", "", "write the Caddyfiles, Caddy's logs, the binary and callgrind's counts (for callgrind_annotate) to this directory and keep them, instead of a temporary one")
 	flag.Parse()
@@ -117,6 +121,15 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 		return err
 	}
 	defer stop(gateway)
+	cpuSides := []*side{plain, gateway}
+	if twin {
+		t, err := startCaddy(bin, dir, "twin", hostport, "")
+		if err != nil {
+			return err
+		}
+		defer stop(t)
+		cpuSides = append(cpuSides, t)
+	}
 
 	body := []byte(`{"model":"openai/gpt-4o","messages":[{"role":"user","content":"hi"}]}`)
 	targets := func(base string) vegeta.Targeter {
@@ -187,7 +200,7 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 		}
 		got := map[string]*vegeta.Metrics{}
 		for _, s := range order {
-			if r == 1 && s == gateway && profileTo != "" {
+			if r == 1 && profileTo != "" {
 				go saveProfile(s, duration)
 			}
 			m, err := attack(s, duration)
@@ -210,15 +223,17 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	// the CPU time a process spends per request does much less, above all
 	// when both sides are loaded at the same moment and share whatever
 	// else is going on.
-	fmt.Printf("\nboth loaded at once, CPU time per request of each Caddy process (/proc, user+system):\n")
-	fmt.Printf("%-6s %14s %14s %8s\n", "round", "plain µs/req", "gateway µs/req", "ratio")
-	var cpuRatios []float64
+	fmt.Printf("\nboth loaded at once, CPU time per request of each Caddy process (/proc, user+system), and what it was spent on:\n")
+	fmt.Printf("%-6s %14s %14s %8s   %17s %17s   %15s %15s\n", "round", "plain µs/req", "gateway µs/req", "ratio",
+		"user/sys plain", "user/sys gateway", "syscalls p/g", "switches p/g")
+	var cpuRatios, twinRatios, overTwin []float64
+	var userRatios, sysRatios []float64
 	for r := 1; r <= rounds; r++ {
-		var perReq [2]float64 // plain, gateway
-		errs := make(chan error, 2)
-		for i, s := range []*side{plain, gateway} {
+		perReq := make([]procCounters, len(cpuSides)) // per request: plain, gateway, twin
+		errs := make(chan error, len(cpuSides))
+		for i, s := range cpuSides {
 			go func() {
-				before, err := cpuTime(s.cmd.Process.Pid)
+				before, err := countersOf(s.cmd.Process.Pid)
 				if err != nil {
 					errs <- err
 					return
@@ -228,21 +243,35 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 					errs <- err
 					return
 				}
-				after, err := cpuTime(s.cmd.Process.Pid)
+				after, err := countersOf(s.cmd.Process.Pid)
 				if err == nil {
-					perReq[i] = float64(after-before) / float64(time.Microsecond) / float64(m.Requests)
+					perReq[i] = after.minus(before).per(float64(m.Requests))
 				}
 				errs <- err
 			}()
 		}
-		for range 2 {
+		for range cpuSides {
 			if err := <-errs; err != nil {
 				return err
 			}
 		}
 		p, g := perReq[0], perReq[1]
-		cpuRatios = append(cpuRatios, g/p)
-		fmt.Printf("%-6d %14.1f %14.1f %8.3f\n", r, p, g, g/p)
+		cpuRatios = append(cpuRatios, g.cpu()/p.cpu())
+		userRatios = append(userRatios, g.user/p.user)
+		sysRatios = append(sysRatios, g.system/p.system)
+		fmt.Printf("%-6d %14.1f %14.1f %8.3f   %8.1f/%-8.1f %8.1f/%-8.1f   %7.2f/%-7.2f %7.2f/%-7.2f", r, p.cpu(), g.cpu(), g.cpu()/p.cpu(),
+			p.user, p.system, g.user, g.system, p.syscalls, g.syscalls, p.switches, g.switches)
+		if twin {
+			t := perReq[2]
+			twinRatios = append(twinRatios, t.cpu()/p.cpu())
+			overTwin = append(overTwin, g.cpu()/t.cpu())
+			fmt.Printf("   twin/plain %.3f gateway/twin %.3f", t.cpu()/p.cpu(), g.cpu()/t.cpu())
+		}
+		fmt.Println()
+	}
+	fmt.Printf("\nmedian user time per request gateway/plain: %.3f, system time: %.3f\n", median(userRatios), median(sysRatios))
+	if twin {
+		fmt.Printf("median CPU time per request twin/plain (the harness's own, same rounds): %.3f; gateway/twin: %.3f\n", median(twinRatios), median(overTwin))
 	}
 	fmt.Printf("\nmedian CPU time per request gateway/plain: %.3f (target <= 1.03)\n", median(cpuRatios))
 
@@ -267,35 +296,84 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	return nil
 }
 
-// cpuTime is the user and system CPU time process pid has used, from
-// /proc/<pid>/stat (Linux), in units of USER_HZ taken as 100 per second,
-// which is what Linux reports to user space on every architecture Go
-// supports there.
-func cpuTime(pid int) (time.Duration, error) {
+// procCounters are what a process has spent, from Linux's /proc: user and
+// system CPU time in µs, system calls that read and write, and context
+// switches, voluntary or not.
+type procCounters struct {
+	user, system, syscalls, switches float64
+}
+
+func (c procCounters) cpu() float64 { return c.user + c.system }
+
+func (c procCounters) minus(o procCounters) procCounters {
+	return procCounters{c.user - o.user, c.system - o.system, c.syscalls - o.syscalls, c.switches - o.switches}
+}
+
+func (c procCounters) per(n float64) procCounters {
+	return procCounters{c.user / n, c.system / n, c.syscalls / n, c.switches / n}
+}
+
+// countersOf reads process pid's counters: CPU time from /proc/<pid>/stat
+// in units of USER_HZ taken as 100 per second (what Linux reports to user
+// space on every architecture Go supports there), system calls from
+// /proc/<pid>/io (syscr, syscw), context switches from /proc/<pid>/status.
+func countersOf(pid int) (procCounters, error) {
+	var c procCounters
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("CPU time per request needs Linux's /proc: %w", err)
+		return c, fmt.Errorf("CPU time per request needs Linux's /proc: %w", err)
 	}
 	// The command name (field 2) may hold spaces; the fields after its
 	// closing parenthesis start at field 3 (state): utime is field 14,
 	// stime field 15.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+		return c, fmt.Errorf("unreadable /proc/%d/stat", pid)
 	}
 	fields := strings.Fields(string(b[i+1:]))
 	if len(fields) < 13 {
-		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+		return c, fmt.Errorf("unreadable /proc/%d/stat", pid)
 	}
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
+	for j, f := range fields[11:13] {
+		ticks, err := strconv.ParseInt(f, 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("unreadable /proc/%d/stat: %w", pid, err)
+			return c, fmt.Errorf("unreadable /proc/%d/stat: %w", pid, err)
 		}
-		ticks += n
+		us := float64(time.Duration(ticks)*(time.Second/100)) / float64(time.Microsecond)
+		if j == 0 {
+			c.user = us
+		} else {
+			c.system = us
+		}
 	}
-	return time.Duration(ticks) * (time.Second / 100), nil
+	// The process's system calls are in its own io; context switches only
+	// per thread.
+	files := []string{fmt.Sprintf("/proc/%d/io", pid)}
+	threads, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	for _, file := range append(files, threads...) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // a thread that ended
+			}
+			return c, err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				continue
+			}
+			n, err := strconv.ParseFloat(f[1], 64)
+			switch {
+			case err != nil:
+			case f[0] == "syscr:" || f[0] == "syscw:":
+				c.syscalls += n
+			case f[0] == "voluntary_ctxt_switches:" || f[0] == "nonvoluntary_ctxt_switches:":
+				c.switches += n
+			}
+		}
+	}
+	return c, nil
 }
 
 func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
@@ -439,7 +517,11 @@ func saveProfile(s *side, d time.Duration) {
 		return
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(profileTo)
+	to := profileTo
+	if s.name == "plain" {
+		to += ".plain"
+	}
+	f, err := os.Create(to)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "profile:", err)
 		return
