@@ -59,9 +59,14 @@ func (m *fingerprintMemo) tagOf(tok string) memoTag {
 	return memoTag{maphash.String(m.seeds[0], tok), maphash.String(m.seeds[1], tok)}
 }
 
-// known is the fingerprint of tok if tok is a key the memo holds.
+// slot is where the key with tag t is remembered.
+func (m *fingerprintMemo) slot(t memoTag) *atomic.Pointer[memoEntry] {
+	return &m.slots[t[0]&(fingerprintSlots-1)]
+}
+
+// known is the fingerprint of the key with tag t, if the memo holds it.
 func (m *fingerprintMemo) known(t memoTag) (fingerprint, bool) {
-	if e := m.slots[t[0]&(fingerprintSlots-1)].Load(); e != nil && e.tag == t {
+	if e := m.slot(t).Load(); e != nil && e.tag == t {
 		return e.fp, true
 	}
 	return fingerprint{}, false
@@ -70,7 +75,7 @@ func (m *fingerprintMemo) known(t memoTag) (fingerprint, bool) {
 // remember stores a key's fingerprint under its tag. Only keys (credKey)
 // are remembered: a hit then also says that the token is one.
 func (m *fingerprintMemo) remember(t memoTag, fp fingerprint) {
-	m.slots[t[0]&(fingerprintSlots-1)].Store(&memoEntry{tag: t, fp: fp})
+	m.slot(t).Store(&memoEntry{tag: t, fp: fp})
 }
 
 // requestCredential is the credential of a request (its token, tokenOf,

@@ -98,22 +98,20 @@ func (iw *inbandWatch) begin(h http.Header) bool {
 		ct = mediaType(v[0])
 	}
 	switch ct {
-	case "text/event-stream", "application/json":
+	case "application/json":
+		iw.mode = inbandBody
+		if iw.setsCode {
+			// Held (decoded at its end if compressed) until its first
+			// bytes show a success.
+			return true
+		}
+	case "text/event-stream":
+		iw.mode = inbandStream
 	default:
 		return false
 	}
-	if ct == "application/json" && iw.setsCode {
-		// Held (decoded at its end if compressed) until its first bytes
-		// show a success.
-		iw.mode = inbandBody
-		return true
-	}
 	if encoded := h["Content-Encoding"]; len(encoded) > 1 || len(encoded) == 1 && encoded[0] != "" && !strings.EqualFold(encoded[0], "identity") {
-		return false
-	}
-	iw.mode = inbandBody
-	if ct == "text/event-stream" {
-		iw.mode = inbandStream
+		iw.mode = inbandOff
 	}
 	return false
 }

@@ -133,7 +133,10 @@ func (m *modelRetirement) retiring(model string, now time.Time) (catalogueModel,
 			cm, ok = m.catalogue.lookup(base)
 		}
 	}
-	return m.within(cm, ok, now)
+	if !ok || m.soon(&cm, now) == nil {
+		return catalogueModel{}, false
+	}
+	return cm, true
 }
 
 // retiringBytes is retiring for a name read from a request's body, the
@@ -185,14 +188,6 @@ func (m *modelRetirement) soon(cm *catalogueModel, now time.Time) *catalogueMode
 // maxComparedExpiring is the most models with an expiration date that
 // retiringBytes compares one by one.
 const maxComparedExpiring = 64
-
-// within is cm when it was found (ok) and retires within the window.
-func (m *modelRetirement) within(cm catalogueModel, ok bool, now time.Time) (catalogueModel, bool) {
-	if !ok || cm.Expiration.IsZero() || cm.Expiration.Sub(now) > m.window {
-		return catalogueModel{}, false
-	}
-	return cm, true
-}
 
 // announce adds the expiration header to a successful response on a
 // retiring model, and counts, logs and records its use, as of now (the
