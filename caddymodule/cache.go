@@ -65,6 +65,16 @@ func (c *keyCache) shard(fp fingerprint) *cacheShard {
 	return &c.shards[uint64(fp[0])&c.shardMask]
 }
 
+// getInto is get with its answer written into st (zero when the key is
+// not known): the request path's read, one copy of the state.
+func (c *keyCache) getInto(fp *fingerprint, st *keyState) (ok bool) {
+	s := c.shard(*fp)
+	s.mu.RLock()
+	*st, ok = s.entries[*fp]
+	s.mu.RUnlock()
+	return ok
+}
+
 // get returns what is known of the key.
 func (c *keyCache) get(fp fingerprint) (keyState, bool) {
 	s := c.shard(fp)

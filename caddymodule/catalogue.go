@@ -84,6 +84,9 @@ type catalogueSnapshot struct {
 	// looking up when that date is within the window.
 	retiring bool
 	soonest  time.Time
+	// soonestUnix is soonest in Unix seconds, which every inference
+	// request compares (time.Time.Sub costs more than the rest of it).
+	soonestUnix int64
 	// expiring are the indices in models of those with an expiration
 	// date, listed or not: the only ones a request's model can retire
 	// as, compared without hashing (retirement.go).
@@ -397,7 +400,7 @@ func (s *catalogueSnapshot) noteExpiration(exp time.Time) {
 		return
 	}
 	if !s.retiring || exp.Before(s.soonest) {
-		s.soonest = exp
+		s.soonest, s.soonestUnix = exp, exp.Unix()
 	}
 	s.retiring = true
 }

@@ -115,6 +115,19 @@ func tokenOf(h http.Header) (tok string, viaAPIKey, ok bool) {
 // HTTP allows around it trimmed. Inner whitespace stays in the token (a
 // pasted key with a space in it is a malformed key, not another scheme).
 func bearerToken(v string) (string, bool) {
+	// "Bearer " and a token without spaces around it, as clients send
+	// it, is taken as it is; anything else is read in full below.
+	if len(v) > len("Bearer ") && len(v) <= len("Bearer ")+maxTokenBytes && v[:len("Bearer ")] == "Bearer " {
+		if first, last := v[len("Bearer ")], v[len(v)-1]; first != ' ' && first != '\t' && last != ' ' && last != '\t' {
+			return v[len("Bearer "):], true
+		}
+	}
+	return readBearer(v)
+}
+
+// readBearer is bearerToken for any form: spaces and tabs around the
+// value and the token, the scheme in any case.
+func readBearer(v string) (string, bool) {
 	const scheme = "bearer"
 	v = trimSpaceTab(v)
 	// "Bearer" as clients write it is compared as is; any other case

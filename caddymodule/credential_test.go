@@ -222,3 +222,26 @@ func TestLowerHexOnlyEveryByte(t *testing.T) {
 		}
 	}
 }
+
+// bearerToken takes the usual "Bearer <token>" as it is, without reading
+// it byte by byte; it must answer every form as the full reading does.
+func TestBearerTokenAsTheFullReading(t *testing.T) {
+	long := strings.Repeat("k", maxTokenBytes)
+	var forms []string
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER", "Bearer:", "Bear", "Basic", ""} {
+		for _, gap := range []string{" ", "  ", "\t", " \t", ""} {
+			for _, tok := range []string{"sk-or-v1-abc", "x", long, long + "k", "a b", ""} {
+				for _, edge := range []string{"", " ", "\t", " \t "} {
+					forms = append(forms, scheme+gap+tok+edge, edge+scheme+gap+tok, edge+scheme+gap+tok+edge)
+				}
+			}
+		}
+	}
+	for _, v := range forms {
+		gotTok, gotOK := bearerToken(v)
+		wantTok, wantOK := readBearer(v)
+		if gotTok != wantTok || gotOK != wantOK {
+			t.Errorf("bearerToken(%q) = %q, %v; the full reading says %q, %v", v, gotTok, gotOK, wantTok, wantOK)
+		}
+	}
+}

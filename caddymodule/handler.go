@@ -384,25 +384,29 @@ var heldWriters = sync.Pool{New: func() any { return new(heldWriter) }}
 // untouched.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	c, fp := requestCredential(r)
-	if c.kind == credNone {
-		return h.passOn(w, r, next, c, fp, keyState{}, h.acct.clock.now())
-	}
 	start := h.acct.clock.now()
 	var st keyState
-	if c.isKey() {
-		st = h.knowledge.observe(c, fp, start)
+	switch {
+	case c.kind == credNone:
+	case c.isKey():
+		h.knowledge.observe(c, &fp, start, &st)
+		if !h.edge.mayAnswer(&st) {
+			break
+		}
 		if v := h.edge.verdict(st, start); v.known() && (v.limit == nil || spendsCredits(r)) {
 			return h.answerAtEdge(w, r, v, fp)
 		}
-	} else if v := h.edge.tokenVerdict(c, start); v.known() {
-		return h.answerAtEdge(w, r, v, fp)
+	default:
+		if v := h.edge.tokenVerdict(c, start); v.known() {
+			return h.answerAtEdge(w, r, v, fp)
+		}
 	}
-	return h.passOn(w, r, next, c, fp, st, start)
+	return h.passOn(w, r, next, &c, &fp, &st, start)
 }
 
 // passOn runs the rest of the chain with the writer that holds the
-// failures it may explain.
-func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c credential, fp fingerprint, st keyState, start time.Time) error {
+// failures it may explain. c, fp and st are ServeHTTP's, read only.
+func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, c *credential, fp *fingerprint, st *keyState, start time.Time) error {
 	hw := heldWriters.Get().(*heldWriter) // reset when it was put back
 	hw.ResponseWriter = w
 	hw.holdLimits = h.explainLimits
@@ -416,12 +420,12 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 			hw.body = peekRequestBody(r, &hw.peek)
 		}
 		if hw.body != nil && retiring {
-			hw.retire, hw.fp, hw.cred, hw.start = h.retirement, fp, c, start
+			hw.retire, hw.fp, hw.cred, hw.start = h.retirement, *fp, *c, start
 		}
 	}
 	if c.isKey() && h.warnBefore > 0 && st.expiresWithin(start, h.warnBefore) {
 		hw.expiresAt, hw.clock = st.expiry(), &h.acct.clock
-		h.knowledge.warnExpiring(c, fp, st, start)
+		h.knowledge.warnExpiring(*c, *fp, *st, start)
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -440,7 +444,7 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		hw.inband.end()
 		if c.isKey() && st.failedBefore() && hw.status >= 200 && hw.status < 300 {
 			// The key works (again): what made it fail is over.
-			h.knowledge.sawWorking(fp)
+			h.knowledge.sawWorking(*fp)
 		}
 		return err
 	}
@@ -454,9 +458,9 @@ func (h *Handler) passOn(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		return h.settleInband(hw)
 	}
 	if hw.heldStatus != http.StatusUnauthorized {
-		return h.explainLimit(hw, r, c, fp, start)
+		return h.explainLimit(hw, r, *c, *fp, start)
 	}
-	return h.explain(hw, r, c, fp, start)
+	return h.explain(hw, r, *c, *fp, start)
 }
 
 // explain rewrites a held 401 when the gateway knows (or can learn within

@@ -90,12 +90,13 @@ func newKnowledge(life context.Context, acct *account, gc gatewayCache, o knowle
 // now is the time as the gateway reads it: its account's clock.
 func (k *knowledge) now() time.Time { return k.acct.clock.now() }
 
-// observe is called for every request with an OpenRouter key. It costs one
+// observe is called for every request with an OpenRouter key: it writes
+// what is known of the key into st (zero when nothing is). It costs one
 // cache read; for a key not known (or known only stale) it starts a
 // GET /key in the background and returns without waiting. Once a minute
 // per key it also records that the key was used.
-func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyState {
-	st, found := k.cache.get(fp)
+func (k *knowledge) observe(c credential, fp *fingerprint, now time.Time, st *keyState) {
+	found := k.cache.getInto(fp, st)
 	if found {
 		gatewayMetrics.cacheHits.Inc()
 	} else {
@@ -103,10 +104,10 @@ func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyStat
 	}
 	wants, used := st.wantsLookup(found, now, k.fresh.ttl), !within(st.usedAt, now, usedEvery)
 	if !wants && !used {
-		return st
+		return
 	}
 	reserved := false
-	st = k.cache.update(fp, now, func(st *keyState, found bool) bool {
+	*st = k.cache.update(*fp, now, func(st *keyState, found bool) bool {
 		st.used(now)
 		reserved = st.reserveLookup(found, now, k.fresh.ttl)
 		return true
@@ -115,9 +116,8 @@ func (k *knowledge) observe(c credential, fp fingerprint, now time.Time) keyStat
 		k.usage.used(c.token, now)
 	}
 	if reserved {
-		k.learnInBackground(c.token, fp)
+		k.learnInBackground(c.token, *fp)
 	}
-	return st
 }
 
 // learnInBackground runs GET /key in the background if a place is free and

@@ -2,12 +2,12 @@ package caddymodule
 
 // reqbody.go owns the bounded copy of an inference request's body: as the
 // rest of the chain (reverse_proxy) reads the body, its first
-// maxRequestPeek bytes are kept in a pooled buffer, so that what the
+// maxRequestPeek bytes are kept in the response writer's buffer, so that what the
 // request asked (its model, its tools, its provider preferences) is known
 // when the response comes back, without reading the body ahead of the
 // upstream or holding more than the cap. Only POSTs to the inference
 // endpoints get one. The copy is what a success pays for a failure's
-// analysis: one allocation (this wrapper) and a memmove.
+// analysis: one allocation (this wrapper), a memmove and a lock a read.
 
 import (
 	"bytes"
@@ -141,12 +141,23 @@ func (rb *requestBody) modelBytes() (raw []byte, plain bool) {
 	if rb == nil {
 		return nil, true
 	}
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	if rb.parsed || rb.buf == nil {
-		return nil, false
+	var b []byte
+	if rb.ended.Load() {
+		// The body all came: Read appends nothing more (it says io.EOF
+		// itself), and release runs on this goroutine, so no lock.
+		if rb.parsed || rb.buf == nil {
+			return nil, false
+		}
+		b = *rb.buf
+	} else {
+		rb.mu.Lock()
+		defer rb.mu.Unlock()
+		if rb.parsed || rb.buf == nil {
+			return nil, false
+		}
+		b = *rb.buf
 	}
-	raw, escaped, ok := topLevelRaw(*rb.buf, "model", rb.whole())
+	raw, escaped, ok := topLevelRaw(b, "model", rb.whole())
 	switch {
 	case !ok:
 		return nil, true // model() would say "" too
@@ -163,6 +174,10 @@ func (rb *requestBody) whole() bool { return rb.ended.Load() && !rb.cut }
 // release lets go of the buffer; the body reads on without keeping.
 func (rb *requestBody) release() {
 	if rb == nil {
+		return
+	}
+	if rb.ended.Load() {
+		rb.buf = nil // Read keeps nothing more once the body ended
 		return
 	}
 	rb.mu.Lock()
@@ -196,6 +211,16 @@ func topLevelString(b []byte, name string, whole bool) (string, bool) {
 // a conversation's messages, which SDKs write before the model, are not
 // walked through (7.5 us for 60 KB of them, against well under one).
 func topLevelRaw(b []byte, name string, whole bool) (raw []byte, escaped, ok bool) {
+	// {"model":"..." as compact JSON writes it with the member first (the
+	// JavaScript SDK, curl), without escapes: read without a walk.
+	const compact = `{"model":"`
+	if name == "model" && len(b) > len(compact) && string(b[:len(compact)]) == compact {
+		if q := bytes.IndexByte(b[len(compact):], '"'); q >= 0 {
+			if raw = b[len(compact)-1 : len(compact)+q+1]; bytes.IndexByte(raw, '\\') < 0 {
+				return raw, false, true
+			}
+		}
+	}
 	i := skipSpace(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return nil, false, false

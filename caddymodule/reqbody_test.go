@@ -284,4 +284,7 @@ func TestLateReadKeepsNothing(t *testing.T) {
 	if got := string(next.bytes()); got != `{"model":"b/second"}` {
 		t.Errorf("the next request kept %q", got)
 	}
+	if next == rb {
+		t.Error("the next request got the body the first one's transport still reads")
+	}
 }

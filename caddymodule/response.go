@@ -25,34 +25,45 @@ import (
 // writer: without them a stream would be delivered in one
 // block at its end.
 type heldWriter struct {
+	// heldRequest is what one request sets, zeroed when the writer goes
+	// back to the pool; what follows it is kept for the next request.
+	heldRequest
+	buf bytes.Buffer
+	// trailers are the trailer names the held response announced (their
+	// values are in trailerHeld).
+	trailers []string
+	// inband watches a 200 for a failure inside it (inband.go); a held
+	// 200 (heldStatus 200) is status_from_inband_error's.
+	inband inbandWatch
+	// peek is the buffer body keeps the request's start in (reqbody.go).
+	peek []byte
+}
+
+// heldRequest is the part of a heldWriter that belongs to one request.
+type heldRequest struct {
 	http.ResponseWriter
-	buf     bytes.Buffer
 	holding bool // a 401 (or 402, 403, 429) is being held
 	// holdLimits: 402, 403 and 429 are held too (explain_limits). A
 	// stream's in-band error after its first event has status 200 and is
 	// never held.
 	holdLimits  bool
-	heldStatus  int  // the status being held
 	wroteHeader bool // the final status went to the client
-	status      int  // the final status passed on
-	// trailers are the trailer names the held response announced, and what
-	// those keys held as headers when it was held: values set after it
-	// must go out as trailers.
-	trailers    []string
+	// inference: the request is a POST to an inference endpoint, whose
+	// 400, 404 and 500 may be model failures (explainmodels.go).
+	inference  bool
+	heldStatus int // the status being held
+	status     int // the final status passed on
+	// trailerHeld is what the trailer names held as headers when the
+	// response was held: values set after it must go out as trailers.
 	trailerHeld http.Header
-	// inband watches a 200 for a failure inside it (inband.go); a held
-	// 200 (heldStatus 200) is status_from_inband_error's.
-	inband inbandWatch
 	// expiresAt, when not zero, is when the request's key expires,
 	// announced on successful responses (warn_before) with the time left
 	// by clock.
 	expiresAt time.Time
 	clock     *clock
 	// body is the start of an inference request's body (reqbody.go), or
-	// nil; peek is the buffer it keeps it in, reused from request to
-	// request.
+	// nil.
 	body *requestBody
-	peek []byte
 	// retire, when not nil, warns on a successful response if the
 	// request's model retires soon (retirement.go), for the key with
 	// fingerprint fp, as of the request's start.
@@ -60,9 +71,6 @@ type heldWriter struct {
 	fp     fingerprint
 	cred   credential
 	start  time.Time
-	// inference: the request is a POST to an inference endpoint, whose
-	// 400, 404 and 500 may be model failures (explainmodels.go).
-	inference bool
 }
 
 // WriteHeader holds a 401 (and with holdLimits what explainsStatus names) and
@@ -243,7 +251,9 @@ func (hw *heldWriter) Unwrap() http.ResponseWriter { return hw.ResponseWriter }
 // reset readies a writer for the pool and its next response, keeping its
 // buffers, except those an unusually large body grew.
 func (hw *heldWriter) reset() {
-	*hw = heldWriter{buf: hw.buf, peek: hw.peek, trailers: hw.trailers[:0], inband: hw.inband.emptied()}
+	hw.heldRequest = heldRequest{}
+	hw.trailers = hw.trailers[:0]
+	hw.inband = hw.inband.emptied()
 	if hw.buf.Cap() > 4<<10 {
 		hw.buf = bytes.Buffer{}
 	}

@@ -91,7 +91,10 @@ func parseWarnModelRetirement(s string) (time.Duration, error) {
 type modelRetirement struct {
 	catalogue *catalogue
 	window    time.Duration
-	logger    *zap.Logger
+	// windowSecs is window in whole seconds, rounded down, and one more:
+	// watches' cheap test, which may watch a second early.
+	windowSecs int64
+	logger     *zap.Logger
 
 	mu sync.Mutex
 	// loggedDay is the UTC day logged holds models logged on.
@@ -105,7 +108,7 @@ type modelRetirement struct {
 }
 
 func newModelRetirement(cat *catalogue, window time.Duration, logger *zap.Logger) *modelRetirement {
-	return &modelRetirement{catalogue: cat, window: window, logger: logger,
+	return &modelRetirement{catalogue: cat, window: window, windowSecs: int64(window/time.Second) + 1, logger: logger,
 		logged: make(map[string]struct{}), byKey: make(map[fingerprint][]string)}
 }
 
@@ -117,7 +120,8 @@ func (m *modelRetirement) watches(now time.Time) bool {
 		return false
 	}
 	s := m.catalogue.snap.Load()
-	return s != nil && s.retiring && s.soonest.Sub(now) <= m.window
+	// In whole seconds, a second generous: soon decides exactly.
+	return s != nil && s.retiring && s.soonestUnix-now.Unix() <= m.windowSecs
 }
 
 // retiring is what the catalogue knows of the model a request named, when

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/openrouter-keys/caddy-openrouter-keys/internal/openrouter"
@@ -177,6 +178,34 @@ func TestRetiringBytesAnswersAsTheIndex(t *testing.T) {
 		}
 		if m.retiringBytes([]byte("a/soon:nitro"), now) == nil {
 			t.Errorf("%d more retiring: a variant of a retiring model is not retiring", extra)
+		}
+	}
+}
+
+// watches, which every inference request runs, compares whole seconds:
+// it may watch a second early, never late.
+func TestWatchesNeverMissesTheWindow(t *testing.T) {
+	soonest := time.Date(2026, 12, 21, 0, 0, 0, 0, time.UTC)
+	for _, window := range []time.Duration{0, time.Second, 1500 * time.Millisecond, 14 * 24 * time.Hour, 14*24*time.Hour + 300*time.Millisecond} {
+		for _, exp := range []time.Time{soonest, soonest.Add(700 * time.Millisecond)} {
+			snap := &catalogueSnapshot{}
+			snap.noteExpiration(exp.Add(time.Hour))
+			snap.noteExpiration(exp)
+			cat := &catalogue{}
+			cat.snap.Store(snap)
+			m := newModelRetirement(cat, window, zap.NewNop())
+			edge := exp.Add(-window)
+			for _, off := range []time.Duration{-3 * time.Second, -2 * time.Second, -1001 * time.Millisecond, -time.Second, -999 * time.Millisecond, -time.Nanosecond, 0, time.Nanosecond, 400 * time.Millisecond, time.Second, time.Hour} {
+				now := edge.Add(off)
+				exact := exp.Sub(now) <= window
+				got := m.watches(now)
+				if exact && !got {
+					t.Errorf("window %s, soonest %s, now %s: within the window, not watched", window, exp, now)
+				}
+				if !exact && got && exp.Sub(now) > window+2*time.Second {
+					t.Errorf("window %s, soonest %s, now %s: watched more than a second early", window, exp, now)
+				}
+			}
 		}
 	}
 }

@@ -442,7 +442,7 @@ type edgeRule struct {
 // entry allows the edge. Unknown keys always go upstream; no lookup ever
 // precedes proxying.
 func (e edgeRule) verdict(s keyState, now time.Time) verdict {
-	if !e.dead {
+	if !e.mayAnswer(&s) {
 		return verdict{}
 	}
 	var v verdict
@@ -458,6 +458,13 @@ func (e edgeRule) verdict(s keyState, now time.Time) verdict {
 		return verdict{}
 	}
 	return v
+}
+
+// mayAnswer reports whether verdict could know anything of s: the edge
+// answers dead keys, and s holds an expiry, a disabled record or a spent
+// cap. It is all that most requests' keys cost the edge.
+func (e edgeRule) mayAnswer(s *keyState) bool {
+	return e.dead && (s.has(flagExpiry) || s.disabledAt != 0 || s.capSeenAt != 0)
 }
 
 // tokenVerdict is what the edge may say of a token that is no OpenRouter
