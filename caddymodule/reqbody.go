@@ -141,23 +141,16 @@ func (rb *requestBody) modelBytes() (raw []byte, plain bool) {
 	if rb == nil {
 		return nil, true
 	}
-	var b []byte
-	if rb.ended.Load() {
-		// The body all came: Read appends nothing more (it says io.EOF
-		// itself), and release runs on this goroutine, so no lock.
-		if rb.parsed || rb.buf == nil {
-			return nil, false
-		}
-		b = *rb.buf
-	} else {
+	// Once the body all came, Read appends nothing more (it says io.EOF
+	// itself) and release runs on this goroutine: no lock needed then.
+	if !rb.ended.Load() {
 		rb.mu.Lock()
 		defer rb.mu.Unlock()
-		if rb.parsed || rb.buf == nil {
-			return nil, false
-		}
-		b = *rb.buf
 	}
-	raw, escaped, ok := topLevelRaw(b, "model", rb.whole())
+	if rb.parsed || rb.buf == nil {
+		return nil, false
+	}
+	raw, escaped, ok := topLevelRaw(*rb.buf, "model", rb.whole())
 	switch {
 	case !ok:
 		return nil, true // model() would say "" too
