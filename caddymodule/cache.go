@@ -76,11 +76,8 @@ func (c *keyCache) getInto(fp *fingerprint, st *keyState) (ok bool) {
 }
 
 // get returns what is known of the key.
-func (c *keyCache) get(fp fingerprint) (keyState, bool) {
-	s := c.shard(fp)
-	s.mu.RLock()
-	st, ok := s.entries[fp]
-	s.mu.RUnlock()
+func (c *keyCache) get(fp fingerprint) (st keyState, ok bool) {
+	ok = c.getInto(&fp, &st)
 	return st, ok
 }
 
