@@ -11,7 +11,10 @@
 // valgrind's callgrind and counts the instructions each executes for N
 // requests (with the allocations from Caddy's /metrics): unlike CPU time,
 // the count does not move with what else the machine is doing, so a
-// difference of a fraction of a percent shows. It needs valgrind.
+// difference of a fraction of a percent shows. It needs valgrind. With
+// -cache-sim it also counts the cache misses callgrind simulates: what
+// costs CPU time beyond the instructions (a larger code path misses the
+// instruction cache more often).
 package main
 
 import (
@@ -45,7 +48,13 @@ var (
 	twin         bool
 	pinCaddy     string
 	instructions int
+	cacheSim     bool
 	keepDir      string
+	// moduleOptions are more lines for the gateway's openrouter_keys
+	// block; otherHandler a directive the twin, or the control's gateway
+	// side, runs before reverse_proxy.
+	moduleOptions string
+	otherHandler  string
 )
 
 func main() {
@@ -61,6 +70,9 @@ func main() {
 	flag.BoolVar(&twin, "twin", false, "also load a second plain Caddy with the other two in the CPU rounds: each round's twin/plain ratio is the harness's own spread in that very round")
 	flag.StringVar(&profileTo, "cpuprofile", "", "write a CPU profile of the gateway's Caddy, taken during its first round, to this file, and plain's to this file with .plain added (compare them with go tool pprof -diff_base)")
 	flag.IntVar(&instructions, "instructions", 0, "count each Caddy's instructions per request over this many requests a round, under valgrind's callgrind, instead of timing")
+	flag.BoolVar(&cacheSim, "cache-sim", false, "with -instructions: also simulate the caches (callgrind --cache-sim=yes) and print their misses per request")
+	flag.StringVar(&moduleOptions, "module-options", "", "more lines for the gateway's openrouter_keys block, such as 'explain_limits off; warn_model_retirement off' (; separates lines): what a feature adds")
+	flag.StringVar(&otherHandler, "other-handler", "", "a directive the twin (-twin) or the control's gateway side (-control) runs before reverse_proxy instead of nothing, such as 'vars x y': Caddy's own cost of one more handler in a route")
 	flag.StringVar(&keepDir, "keep", "", "write the Caddyfiles, Caddy's logs, the binary and callgrind's counts (for callgrind_annotate) to this directory and keep them, instead of a temporary one")
 	flag.Parse()
 	if err := run(*rounds, *duration, *workers, *keys, *delay, *streams, *rate); err != nil {
@@ -112,9 +124,15 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 		return err
 	}
 	defer stop(plain)
-	module := "openrouter_keys {\n\t\tupstream http://" + hostport + "/api/v1\n\t}"
+	module := "openrouter_keys {\n\t\tupstream http://" + hostport + "/api/v1\n"
+	for line := range strings.SplitSeq(moduleOptions, ";") {
+		if line = strings.TrimSpace(line); line != "" {
+			module += "\t\t" + line + "\n"
+		}
+	}
+	module += "\t}"
 	if control {
-		module = ""
+		module = otherHandler
 	}
 	gateway, err := startCaddy(bin, dir, "gateway", hostport, module)
 	if err != nil {
@@ -123,7 +141,7 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	defer stop(gateway)
 	cpuSides := []*side{plain, gateway}
 	if twin {
-		t, err := startCaddy(bin, dir, "twin", hostport, "")
+		t, err := startCaddy(bin, dir, "twin", hostport, otherHandler)
 		if err != nil {
 			return err
 		}
@@ -153,8 +171,8 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 		return &m, nil
 	}
 
-	// Warm both (connections, the gateway's cache of the 1,000 keys).
-	for _, s := range []*side{plain, gateway} {
+	// Warm each (connections, the gateway's cache of the 1,000 keys).
+	for _, s := range cpuSides {
 		if _, err := attack(s, duration/5); err != nil {
 			return err
 		}
@@ -296,27 +314,38 @@ func run(rounds int, duration time.Duration, workers uint64, nkeys int, delay ti
 	return nil
 }
 
-// procCounters are what a process has spent, from Linux's /proc: user and
-// system CPU time in µs, system calls that read and write, and context
-// switches, voluntary or not.
+// procCounters are what a process has spent, from Linux's /proc: CPU
+// time in µs (run: the scheduler's own count, in nanoseconds, summed over
+// the threads; user and system: stat's split of it, in 10 ms ticks and
+// apportioned by sampling, so only roughly), system calls that read and
+// write, and context switches, voluntary or not.
 type procCounters struct {
-	user, system, syscalls, switches float64
+	run, user, system, syscalls, switches float64
 }
 
-func (c procCounters) cpu() float64 { return c.user + c.system }
+// cpu is the CPU time: the scheduler's count where there is one, which at
+// about a second of CPU a round is 1,000 times finer than stat's ticks.
+func (c procCounters) cpu() float64 {
+	if c.run > 0 {
+		return c.run
+	}
+	return c.user + c.system
+}
 
 func (c procCounters) minus(o procCounters) procCounters {
-	return procCounters{c.user - o.user, c.system - o.system, c.syscalls - o.syscalls, c.switches - o.switches}
+	return procCounters{c.run - o.run, c.user - o.user, c.system - o.system, c.syscalls - o.syscalls, c.switches - o.switches}
 }
 
 func (c procCounters) per(n float64) procCounters {
-	return procCounters{c.user / n, c.system / n, c.syscalls / n, c.switches / n}
+	return procCounters{c.run / n, c.user / n, c.system / n, c.syscalls / n, c.switches / n}
 }
 
-// countersOf reads process pid's counters: CPU time from /proc/<pid>/stat
-// in units of USER_HZ taken as 100 per second (what Linux reports to user
-// space on every architecture Go supports there), system calls from
-// /proc/<pid>/io (syscr, syscw), context switches from /proc/<pid>/status.
+// countersOf reads process pid's counters: CPU time from each thread's
+// /proc/<pid>/task/<tid>/schedstat (a Go process keeps its threads), its
+// split into user and system from /proc/<pid>/stat in units of USER_HZ
+// taken as 100 per second (what Linux reports to user space on every
+// architecture Go supports there), system calls from /proc/<pid>/io
+// (syscr, syscw), context switches from each thread's status.
 func countersOf(pid int) (procCounters, error) {
 	var c procCounters
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -357,6 +386,16 @@ func countersOf(pid int) (procCounters, error) {
 				continue // a thread that ended
 			}
 			return c, err
+		}
+		if task, ok := strings.CutSuffix(file, "/status"); ok {
+			// schedstat: time on the CPU in ns, time waiting, slices.
+			if sched, err := os.ReadFile(task + "/schedstat"); err == nil {
+				if f := strings.Fields(string(sched)); len(f) == 3 {
+					if ns, err := strconv.ParseFloat(f[0], 64); err == nil {
+						c.run += ns / 1e3
+					}
+				}
+			}
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
@@ -416,7 +455,11 @@ func startCaddy(bin, dir, name, upstream, module string) (*side, error) {
 		// Go's asynchronous preemption signals crash callgrind; the
 		// scheduler preempts at function calls instead, on both sides.
 		callgrindOut = filepath.Join(dir, name+".callgrind")
-		cmd = exec.Command("valgrind", "--tool=callgrind", "--callgrind-out-file="+callgrindOut, bin, "run", "--config", file, "--adapter", "caddyfile")
+		args := []string{"--tool=callgrind", "--callgrind-out-file=" + callgrindOut}
+		if cacheSim {
+			args = append(args, "--cache-sim=yes")
+		}
+		cmd = exec.Command("valgrind", append(args, bin, "run", "--config", file, "--adapter", "caddyfile")...)
 		cmd.Env = append(cmd.Env, "GODEBUG=asyncpreemptoff=1")
 		started = 2 * time.Minute
 	}
@@ -537,9 +580,11 @@ func saveProfile(s *side, d time.Duration) {
 func countInstructions(plain, gateway *side, rounds, n, workers int, targets func(string) vegeta.Targeter) error {
 	fmt.Printf("\n%d rounds of %d requests per side, %d connections, both under callgrind\n\n", rounds, n, workers)
 	fmt.Printf("%-6s %16s %16s %8s   %14s %14s   %12s %12s\n", "round", "plain instr/req", "gateway instr/req", "ratio", "plain allocs", "gateway allocs", "plain B", "gateway B")
-	var ratios []float64
+	var ratios, cycleRatios []float64
+	var misses [][2]callgrindEvents
 	for r := 1; r <= rounds; r++ {
 		var instr, allocs, bytes [2]float64
+		var events [2]callgrindEvents
 		errs := make(chan error, 2)
 		for i, s := range []*side{plain, gateway} {
 			go func() {
@@ -564,11 +609,12 @@ func countInstructions(plain, gateway *side, rounds, n, workers int, targets fun
 					if err != nil {
 						return err
 					}
-					total, err := callgrindTotal(fmt.Sprintf("%s.%d", s.callgrindOut, r))
+					ev, err := callgrindSummary(fmt.Sprintf("%s.%d", s.callgrindOut, r))
 					if err != nil {
 						return err
 					}
-					instr[i] = total / float64(n)
+					events[i] = ev.per(float64(n))
+					instr[i] = events[i]["Ir"]
 					allocs[i] = (after[0] - before[0]) / float64(n)
 					bytes[i] = (after[1] - before[1]) / float64(n)
 					return nil
@@ -582,9 +628,43 @@ func countInstructions(plain, gateway *side, rounds, n, workers int, targets fun
 		}
 		ratios = append(ratios, instr[1]/instr[0])
 		fmt.Printf("%-6d %16.0f %16.0f %8.4f   %14.1f %14.1f   %12.0f %12.0f\n", r, instr[0], instr[1], instr[1]/instr[0], allocs[0], allocs[1], bytes[0], bytes[1])
+		if cacheSim {
+			misses = append(misses, events)
+			cycleRatios = append(cycleRatios, events[1].cycles()/events[0].cycles())
+		}
 	}
 	fmt.Printf("\nmedian instructions per request gateway/plain: %.4f (the scrapes of /metrics for the allocations not counted)\n", median(ratios))
+	if cacheSim {
+		fmt.Printf("\ncache misses per request callgrind simulated (%s), plain/gateway:\n", "32 KiB L1s")
+		fmt.Printf("%-6s %20s %20s %20s %22s\n", "round", "instruction L1", "data L1", "last level", "estimated cycles")
+		for r, ev := range misses {
+			p, g := ev[0], ev[1]
+			fmt.Printf("%-6d %9.0f/%-10.0f %9.0f/%-10.0f %9.1f/%-10.1f %10.0f/%-11.0f\n", r+1,
+				p["I1mr"], g["I1mr"], p["D1mr"]+p["D1mw"], g["D1mr"]+g["D1mw"],
+				p["ILmr"]+p["DLmr"]+p["DLmw"], g["ILmr"]+g["DLmr"]+g["DLmw"], p.cycles(), g.cycles())
+		}
+		fmt.Printf("\nmedian estimated cycles per request gateway/plain: %.4f (instructions + 10 a first-level miss + 100 a last-level miss, KCachegrind's estimate)\n", median(cycleRatios))
+	}
 	return nil
+}
+
+// callgrindEvents are a callgrind dump's totals by event name (Ir: the
+// instructions; with --cache-sim=yes I1mr, D1mr, D1mw, ILmr, DLmr, DLmw:
+// the misses of the first-level instruction and data caches and of the
+// last level).
+type callgrindEvents map[string]float64
+
+func (e callgrindEvents) per(n float64) callgrindEvents {
+	out := make(callgrindEvents, len(e))
+	for k, v := range e {
+		out[k] = v / n
+	}
+	return out
+}
+
+// cycles is KCachegrind's rough cycle estimate.
+func (e callgrindEvents) cycles() float64 {
+	return e["Ir"] + 10*(e["I1mr"]+e["D1mr"]+e["D1mw"]) + 100*(e["ILmr"]+e["DLmr"]+e["DLmw"])
 }
 
 // sendN sends n requests from the targets, over workers connections.
@@ -639,18 +719,35 @@ func sendN(s *side, targets func(string) vegeta.Targeter, n, workers int) error 
 	return nil
 }
 
-// callgrindTotal reads the instruction count of a callgrind dump.
-func callgrindTotal(file string) (float64, error) {
+// callgrindSummary reads a callgrind dump's totals.
+func callgrindSummary(file string) (callgrindEvents, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	var names []string
 	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "events: "); ok {
+			names = strings.Fields(v)
+		}
 		if v, ok := strings.CutPrefix(line, "summary: "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+			values := strings.Fields(v)
+			if len(values) != len(names) {
+				return nil, fmt.Errorf("%s: %d events named, %d summed", file, len(names), len(values))
+			}
+			ev := make(callgrindEvents, len(names))
+			for i, name := range names {
+				if ev[name], err = strconv.ParseFloat(values[i], 64); err != nil {
+					return nil, fmt.Errorf("%s: %w", file, err)
+				}
+			}
+			if _, ok := ev["Ir"]; !ok {
+				return nil, fmt.Errorf("%s: no instruction count", file)
+			}
+			return ev, nil
 		}
 	}
-	return 0, fmt.Errorf("%s: no summary line", file)
+	return nil, fmt.Errorf("%s: no summary line", file)
 }
 
 // goMetrics reads the Go runtime's count of allocations and of bytes
