@@ -635,7 +635,7 @@ func countInstructions(plain, gateway *side, rounds, n, workers int, targets fun
 	}
 	fmt.Printf("\nmedian instructions per request gateway/plain: %.4f (the scrapes of /metrics for the allocations not counted)\n", median(ratios))
 	if cacheSim {
-		fmt.Printf("\ncache misses per request callgrind simulated (%s), plain/gateway:\n", "32 KiB L1s")
+		fmt.Printf("\ncache misses per request in callgrind's simulated caches (sized as this machine's), plain/gateway:\n")
 		fmt.Printf("%-6s %20s %20s %20s %22s\n", "round", "instruction L1", "data L1", "last level", "estimated cycles")
 		for r, ev := range misses {
 			p, g := ev[0], ev[1]
