@@ -75,6 +75,19 @@ func main() {
 	flag.StringVar(&otherHandler, "other-handler", "", "a directive the twin (-twin) or the control's gateway side (-control) runs before reverse_proxy instead of nothing, such as 'vars x y': Caddy's own cost of one more handler in a route")
 	flag.StringVar(&keepDir, "keep", "", "write the Caddyfiles, Caddy's logs, the binary and callgrind's counts (for callgrind_annotate) to this directory and keep them, instead of a temporary one")
 	flag.Parse()
+	// A flag that would change nothing is a mistaken command, not a
+	// measurement to print.
+	switch {
+	case otherHandler != "" && !twin && !control:
+		fmt.Fprintln(os.Stderr, "bench: -other-handler needs -twin or -control")
+		os.Exit(2)
+	case moduleOptions != "" && control:
+		fmt.Fprintln(os.Stderr, "bench: -module-options has no module to configure with -control")
+		os.Exit(2)
+	case cacheSim && instructions == 0:
+		fmt.Fprintln(os.Stderr, "bench: -cache-sim needs -instructions")
+		os.Exit(2)
+	}
 	if err := run(*rounds, *duration, *workers, *keys, *delay, *streams, *rate); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
